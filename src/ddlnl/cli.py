@@ -1,0 +1,219 @@
+"""``ddlnl`` command line: parse, validate, call the library. Nothing else lives here.
+
+A user's mistake (unknown name, bad value, missing file) prints one line and exits with status 2;
+no traceback. Every command takes ``--seed``, ``--device`` and ``--set key=value``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Sequence
+
+from .errors import UserError
+
+
+def _int_list(text: str) -> tuple[int, ...]:
+    try:
+        vals = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not vals:
+        raise argparse.ArgumentTypeError("expected at least one integer")
+    return vals
+
+
+def _str_list(text: str) -> tuple[str, ...]:
+    return tuple(v.strip() for v in text.split(",") if v.strip())
+
+
+def _common(p: argparse.ArgumentParser, *, data: bool = True) -> None:
+    if data:
+        p.add_argument("--dataset", default=None, help="dataset name (default: digits)")
+        p.add_argument("--data-root", default=None, help="folder holding the dataset files (else $DDLNL_DATA, then the dataset's default)")
+        p.add_argument("--noise", default=None, help="label noise: symmetric:R, symmetric-inclusive:R, asymmetric:R, pairflip:R, instance:R, natural:VARIANT, file, none (default symmetric:0.6)")
+        p.add_argument("--noise-file", default=None, help="CIFAR-N .pt file (natural noise) or a saved label file (file)")
+        p.add_argument("--train-subset", type=int, default=None, help="use a stratified subset of N training images (0 = all)")
+    p.add_argument("--seed", type=int, default=0, help="seed from which every random choice derives (default 0)")
+    p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:N")
+    p.add_argument("--preset", choices=["auto", "cpu", "paper"], default=None,
+                   help="hyperparameter preset: paper = published settings, cpu = sized for a 2-core CPU; auto picks by device")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config field, e.g. train.epochs=100, dm.iterations=50, baseline.width=32 (repeatable)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .methods import METHODS
+
+    parser = argparse.ArgumentParser(prog="ddlnl", description="Dataset distillation as a label denoiser.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("run", help="the main job: noise -> full-noisy baseline -> distill and evaluate each method and IPC, beside random real subsets")
+    _common(p)
+    p.add_argument("--methods", type=_str_list, default=None, help=f"comma-separated, from {', '.join(sorted(METHODS))} (default dm)")
+    p.add_argument("--ipc", type=_int_list, default=None, help="images per class, comma-separated (default 1,10)")
+    p.add_argument("--n-runs", type=int, default=None, help="evaluation models per synthetic set (default 3)")
+    p.add_argument("--early-stop", action="store_true", help="also run the early-stopping baseline (noisy validation split)")
+    p.add_argument("--out", default=None, help="run directory (default runs/<dataset>-<noise>-seed<seed>-<config hash>)")
+
+    p = sub.add_parser("noise", help="make noisy labels, print requested vs realized rate and the largest flips")
+    _common(p)
+    p.add_argument("--save", default=None, help="write the noisy labels to this .npz")
+
+    p = sub.add_parser("baseline", help="train on the full noisy training set; clean-test accuracy at the end of training")
+    _common(p)
+    p.add_argument("--n-runs", type=int, default=None)
+    p.add_argument("--early-stop", action="store_true", help="select the epoch on a noisy validation split instead")
+    p.add_argument("--out", default=None, help="run directory (default runs/...)")
+
+    p = sub.add_parser("distill", help="distill the noisy training set into a synthetic set")
+    _common(p)
+    p.add_argument("--method", required=True, help=f"one of {', '.join(sorted(METHODS))}")
+    p.add_argument("--ipc", type=int, required=True, help="images per class")
+    p.add_argument("--out", required=True, help="output .safetensors file")
+
+    p = sub.add_parser("evaluate", help="train fresh models on a synthetic set; clean-test accuracy")
+    p.add_argument("synthetic", help="a .safetensors file written by `ddlnl distill` or `ddlnl run`")
+    p.add_argument("--dataset", default=None, help="dataset for the test split (default: the one the set was made from)")
+    p.add_argument("--data-root", default=None)
+    p.add_argument("--n-runs", type=int, default=3)
+    _common(p, data=False)
+    return parser
+
+
+def _job_from_args(args: argparse.Namespace):
+    from .pipeline import JobConfig
+
+    fields = {"dataset": args.dataset, "data_root": args.data_root, "noise": args.noise,
+              "noise_file": args.noise_file, "seed": args.seed, "preset": args.preset,
+              "train_subset": args.train_subset,
+              "n_runs": getattr(args, "n_runs", None), "methods": getattr(args, "methods", None),
+              "ipcs": getattr(args, "ipc", None) if isinstance(getattr(args, "ipc", None), tuple) else None}
+    job = JobConfig()
+    return replace(job, **{k: v for k, v in fields.items() if v is not None})
+
+
+def _resolve(args: argparse.Namespace, job):
+    from .pipeline import resolve_job
+    from .utils import resolve_device
+
+    device = resolve_device(args.device)
+    return resolve_job(job, args.overrides, device), device
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .pipeline import default_run_dir, run_job
+
+    job = _job_from_args(args)
+    if args.early_stop:
+        job = replace(job, early_stop_baseline=True)
+    resolved, device = _resolve(args, job)
+    out = Path(args.out) if args.out else default_run_dir(resolved)
+    results = run_job(resolved, out, device=device, show_progress=not args.quiet)
+    print((out / "table.md").read_text(), end="")
+    print(f"\nrun directory: {out}  (table.md, results.json, figures/, synthetic/)  [{results['seconds']:.0f}s]")
+    return 0
+
+
+def cmd_noise(args: argparse.Namespace) -> int:
+    from .noise import summary_text
+    from .pipeline import prepare_data
+
+    job = _job_from_args(args)
+    job.check()
+    prepared = prepare_data(job)
+    print(summary_text(prepared.noisy, prepared.dataset.classes))
+    if args.save:
+        prepared.noisy.save(args.save)
+        print(f"saved noisy labels: {args.save}")
+    return 0
+
+
+def cmd_baseline(args: argparse.Namespace) -> int:
+    from .pipeline import default_run_dir, run_job
+
+    job = replace(_job_from_args(args), methods=(), baseline=not args.early_stop,
+                  early_stop_baseline=args.early_stop)
+    resolved, device = _resolve(args, job)
+    resolved = replace(resolved, job=replace(resolved.job, ipcs=(1,)))
+    out = Path(args.out) if args.out else default_run_dir(resolved)
+    from .pipeline import run_baselines_only
+
+    rec = run_baselines_only(resolved, out, device=device, show_progress=not args.quiet)
+    for name, r in rec.items():
+        print(f"{name}: {100 * r['mean']:.2f} +- {100 * r['std']:.2f} (runs: {', '.join(f'{100 * a:.2f}' for a in r['accs'])})")
+    print(f"run directory: {out}")
+    return 0
+
+
+def cmd_distill(args: argparse.Namespace) -> int:
+    from .pipeline import distill_to_file
+
+    job = replace(_job_from_args(args), methods=(args.method,), ipcs=(args.ipc,))
+    resolved, device = _resolve(args, job)
+    path = distill_to_file(resolved, args.method, args.ipc, Path(args.out), device=device,
+                           show_progress=not args.quiet)
+    print(f"synthetic set: {path}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .config import apply_overrides
+    from .data import load_dataset
+    from .pipeline import TRAIN_PRESETS, split_overrides
+    from .synthetic import load_synthetic
+    from .train import TrainConfig, evaluate
+    from .utils import resolve_device
+
+    device = resolve_device(args.device)
+    syn = load_synthetic(args.synthetic)
+    name = args.dataset or syn.meta.get("dataset")
+    if not name:
+        raise UserError(f"{args.synthetic} does not name its dataset: pass --dataset")
+    dataset = load_dataset(name, args.data_root)
+    if tuple(syn.images.shape[1:]) != tuple(dataset.train.images.shape[1:]) or syn.num_classes != dataset.num_classes:
+        raise UserError(f"{args.synthetic} holds {tuple(syn.images.shape[1:])} images of {syn.num_classes} classes, "
+                        f"but {name} has {tuple(dataset.train.images.shape[1:])} and {dataset.num_classes}: pass the right --dataset")
+    groups = split_overrides(args.overrides)
+    preset = args.preset or "auto"
+    if preset == "auto":
+        preset = "paper" if device.type == "cuda" else "cpu"
+    cfg = apply_overrides(apply_overrides(TrainConfig(), TRAIN_PRESETS[preset]), groups.pop("train", None) or groups.pop("job", None))
+    cfg = cfg.for_dataset(name)
+    lr = syn.lr if (syn.lr is not None and cfg.use_learned_lr) else None
+    res = evaluate(syn.as_labeled(), dataset.test, cfg, num_classes=dataset.num_classes, n_runs=args.n_runs,
+                   seed=args.seed, device=device, lr=lr, show_progress=not args.quiet)
+    print(f"{syn.meta.get('method', '?')} IPC {syn.meta.get('ipc', '?')} on {name}: {100 * res.mean:.2f} +- {100 * res.std:.2f} "
+          f"(runs: {', '.join(f'{100 * a:.2f}' for a in res.accs)}; seeds {res.seeds})")
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "noise": cmd_noise, "baseline": cmd_baseline, "distill": cmd_distill,
+            "evaluate": cmd_evaluate}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    if getattr(args, "quiet", False) is False:
+        import os
+
+        os.environ.setdefault("DDLNL_PROGRESS", "1" if sys.stderr.isatty() else "0")
+    try:
+        return COMMANDS[args.command](args)
+    except UserError as exc:
+        print(f"ddlnl {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"ddlnl {args.command}: interrupted; finished steps are saved and a re-run resumes", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,47 @@
+"""Distillers, one module each, one signature.
+
+Every method is ``distill(train, ipc, cfg, *, seed, num_classes, device, progress) -> SyntheticSet``
+where ``train`` holds the *noisy* training labels. ``METHODS`` maps a name to the function and its
+frozen config dataclass (defaults = the method's published hyperparameters; ``Config.PRESETS``
+holds named smaller settings such as ``"cpu"``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+from ..errors import ConfigError
+from . import dm, random_subset
+
+
+class Method(NamedTuple):
+    distill: Callable[..., Any]
+    config: type
+    summary: str
+
+
+METHODS: dict[str, Method] = {
+    "random": Method(random_subset.distill, random_subset.RandomConfig,
+                     "random real images per noisy class, with their noisy labels (the fair reference)"),
+    "dm": Method(dm.distill, dm.DMConfig, "Distribution Matching (Zhao & Bilen, WACV 2023)"),
+}
+
+
+def get_method(name: str) -> Method:
+    if name not in METHODS:
+        raise ConfigError(f"unknown method {name!r}: use one of {', '.join(sorted(METHODS))}")
+    return METHODS[name]
+
+
+def method_config(name: str, preset: str | None = None, overrides: Any = None) -> Any:
+    """The config of ``name``: published defaults, then a named preset, then ``--set`` overrides."""
+    from ..config import apply_overrides
+
+    cls = get_method(name).config
+    cfg = cls()
+    if preset and preset != "paper":
+        presets = getattr(cls, "PRESETS", {})
+        if preset not in presets:
+            raise ConfigError(f"method {name!r} has no preset {preset!r}; presets: paper, {', '.join(sorted(presets))}")
+        cfg = apply_overrides(cfg, presets[preset])
+    return apply_overrides(cfg, overrides)

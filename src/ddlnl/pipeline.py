@@ -1,0 +1,399 @@
+"""``ddlnl run``: noise -> full-noisy baseline -> for each method and IPC: distill -> evaluate.
+
+One run directory holds everything a run produced; each step's record carries a key (a hash of
+everything that produced it), so a re-run with the same configuration skips finished steps and a
+run directory is never silently overwritten by a different configuration.
+
+Layout::
+
+    RUN/config.json                    resolved configuration
+    RUN/noise.npz, RUN/noise.json      noisy labels and their realized statistics
+    RUN/baseline.json                  full-noisy baseline (accuracy per run, curves)
+    RUN/cells/<method>-ipc<k>.json     one evaluated synthetic set
+    RUN/synthetic/<method>-ipc<k>.safetensors
+    RUN/figures/<method>-ipc<k>.png    synthetic images, one row per class
+    RUN/results.json, RUN/table.md     the comparison table
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+
+from .config import apply_overrides
+from .data import Dataset, load_dataset
+from .errors import ConfigError, UserError
+from .methods import METHODS, get_method, method_config
+from .models import fit_depth
+from .noise import NoisyLabels, make_noise, parse_noise_spec, summary_text
+from .report import fmt_acc, fmt_delta, image_grid_png, markdown_table
+from .synthetic import SyntheticSet, load_synthetic
+from .train import (BaselineConfig, EvalResult, TrainConfig, dsa_strategy_for, evaluate, run_baseline,
+                    stratified_split)
+from .utils import atomic_write_json, atomic_write_text, code_version, derive_seed, resolve_device
+
+# Evaluation and baseline settings for a 2-core CPU. ConvNet width 64 trains ~3.6x faster than
+# width 128 (MEASURED.md); the baseline gets a fixed number of epochs instead of a GPU schedule.
+TRAIN_PRESETS: dict[str, dict[str, Any]] = {"paper": {}, "cpu": {"width": 64}}
+BASELINE_PRESETS: dict[str, dict[str, Any]] = {
+    "paper": {"epochs": 200, "schedule": "cosine", "lr": 0.01, "augment": "none"},
+    "cpu": {"epochs": 40, "schedule": "cosine", "lr": 0.01, "augment": "none", "width": 64},
+}
+
+
+# Input sizes of the registered datasets, so a configuration resolves before any data are read.
+KNOWN_IMAGE_SIZES: dict[str, tuple[int, int]] = {
+    "digits": (8, 8), "fashion-mnist": (28, 28), "cifar10": (32, 32), "cifar100": (32, 32),
+    "tiny-imagenet": (64, 64),
+}
+
+
+@dataclass(frozen=True)
+class JobConfig:
+    """What ``ddlnl run`` does. The defaults are the main job on the embedded digits data."""
+
+    dataset: str = "digits"  # registry name (ddlnl.data.DATASETS)
+    data_root: str | None = None  # where file-based datasets live (else $DDLNL_DATA, then defaults)
+    noise: str = "symmetric:0.6"  # noise spec, e.g. symmetric:0.6, asymmetric:0.4, natural:aggre
+    noise_file: str | None = None  # CIFAR-N .pt file (natural) or saved label file (file)
+    methods: tuple[str, ...] = ("dm",)  # distillers; "random" at the same IPCs is always added
+    ipcs: tuple[int, ...] = (1, 10)  # images per class
+    n_runs: int = 3  # fresh evaluation models per synthetic set and for the baseline
+    seed: int = 0  # everything random derives from this
+    preset: str = "auto"  # auto (cpu on CPU, paper on CUDA) | cpu | paper
+    train_subset: int = 0  # 0: whole training set; N: a stratified N-image subset (CPU demos)
+    baseline: bool = True  # run the full-noisy baseline
+    early_stop_baseline: bool = False  # also the early-stopping baseline (noisy validation split)
+
+    def check(self) -> None:
+        for m in self.methods:
+            get_method(m)
+        if not self.ipcs or min(self.ipcs) < 1:
+            raise ConfigError(f"ipcs must be positive integers, got {self.ipcs}")
+        if self.n_runs < 1:
+            raise ConfigError(f"n_runs must be >= 1, got {self.n_runs}")
+        if self.preset not in {"auto", "cpu", "paper"}:
+            raise ConfigError(f"preset {self.preset!r}: use auto, cpu or paper")
+        if self.train_subset < 0:
+            raise ConfigError(f"train_subset must be >= 0, got {self.train_subset}")
+
+
+@dataclass(frozen=True)
+class ResolvedJob:
+    """A job with every config resolved: presets applied, then ``--set`` overrides."""
+
+    job: JobConfig
+    preset: str
+    train: TrainConfig
+    baseline: TrainConfig
+    baseline_protocol: BaselineConfig
+    methods: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"job": asdict(self.job), "preset": self.preset, "train": asdict(self.train),
+                "baseline": asdict(self.baseline), "baseline_protocol": asdict(self.baseline_protocol),
+                "methods": {k: asdict(v) for k, v in self.methods.items()}}
+
+
+def split_overrides(items: Sequence[str] | None) -> dict[str, list[str]]:
+    """``["train.width=64", "dm.iterations=10", "n_runs=2"]`` -> ``{"train": [...], "dm": [...], "job": [...]}``."""
+    groups: dict[str, list[str]] = {}
+    for item in items or []:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected key=value (e.g. train.epochs=100, dm.iterations=50)")
+        key = item.split("=", 1)[0]
+        prefix, _, rest = key.partition(".")
+        if rest:
+            groups.setdefault(prefix, []).append(item[len(prefix) + 1:])
+        else:
+            groups.setdefault("job", []).append(item)
+    return groups
+
+
+def resolve_job(job: JobConfig, overrides: Sequence[str] | None = None,
+                device: torch.device | None = None,
+                image_size: tuple[int, int] | None = None) -> ResolvedJob:
+    """Apply presets and ``--set`` overrides (``train.*``, ``baseline.*``, ``baseline_protocol.*``,
+    ``<method>.*`` and plain job keys). Unknown prefixes and keys are refused by name.
+
+    With ``image_size`` (default: looked up from the dataset registry's known sizes, else left as
+    is) every ConvNet depth is fitted so the last feature map is at least 2x2.
+    """
+    groups = split_overrides(overrides)
+    job = apply_overrides(job, groups.pop("job", None))
+    job.check()
+    if image_size is None:
+        image_size = KNOWN_IMAGE_SIZES.get(job.dataset)
+    preset = job.preset
+    if preset == "auto":
+        preset = "paper" if device is not None and device.type == "cuda" else "cpu"
+    train_cfg = apply_overrides(apply_overrides(TrainConfig(), TRAIN_PRESETS[preset]), groups.pop("train", None))
+    train_cfg = train_cfg.for_dataset(job.dataset)
+    base_cfg = apply_overrides(apply_overrides(TrainConfig(), BASELINE_PRESETS[preset]), groups.pop("baseline", None))
+    base_cfg = base_cfg.for_dataset(job.dataset)
+    bproto = apply_overrides(BaselineConfig(), groups.pop("baseline_protocol", None))
+    methods = {}
+    for name in ("random", *job.methods):
+        cfg = method_config(name, preset, groups.pop(name, None))
+        if hasattr(cfg, "dsa_strategy"):
+            cfg = replace(cfg, dsa_strategy=dsa_strategy_for(job.dataset, cfg.dsa_strategy))
+        methods[name] = cfg
+    if groups:
+        unknown = ", ".join(sorted(groups))
+        valid = ", ".join(["train", "baseline", "baseline_protocol", *sorted(METHODS)])
+        raise ConfigError(f"unknown --set prefix {unknown!r} (or a method not in this run); valid: {valid}")
+    resolved = ResolvedJob(job=job, preset=preset, train=train_cfg, baseline=base_cfg,
+                           baseline_protocol=bproto, methods=methods)
+    return fit_to_images(resolved, image_size) if image_size is not None else resolved
+
+
+def fit_to_images(resolved: ResolvedJob, image_size: tuple[int, int]) -> ResolvedJob:
+    """Every ConvNet depth of ``resolved`` fitted to ``image_size`` (idempotent)."""
+    return replace(resolved, train=_fit(resolved.train, image_size), baseline=_fit(resolved.baseline, image_size),
+                   methods={k: _fit(v, image_size) for k, v in resolved.methods.items()})
+
+
+def _fit(cfg: Any, image_size: tuple[int, int]) -> Any:
+    """Reduce a config's ConvNet depth so its last feature map stays >= 2x2 (see models.fit_depth)."""
+    if hasattr(cfg, "depth"):
+        return replace(cfg, depth=fit_depth(cfg.depth, image_size))
+    return cfg
+
+
+def _key(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def default_run_dir(resolved: ResolvedJob, root: str | Path = "runs") -> Path:
+    job = resolved.job
+    spec = parse_noise_spec(job.noise)
+    return Path(root) / f"{job.dataset}-{spec.label()}-seed{job.seed}-{_key(resolved.to_dict())[:8]}"
+
+
+@dataclass
+class Prepared:
+    """The data of a run: the dataset with noisy training labels, and the noise record."""
+
+    dataset: Dataset
+    noisy: NoisyLabels
+    noisy_train: Any  # LabeledTensors with noisy labels
+
+
+def prepare_data(job: JobConfig) -> Prepared:
+    """Load the dataset, take the optional stratified subset, and apply the label noise."""
+    dataset = load_dataset(job.dataset, job.data_root)
+    if job.train_subset:
+        if job.train_subset >= len(dataset.train):
+            raise ConfigError(f"train_subset={job.train_subset} is not smaller than the {len(dataset.train)} training images: use 0 for all")
+        frac = job.train_subset / len(dataset.train)
+        _, keep = stratified_split(dataset.train.labels, frac, derive_seed(job.seed, "subset"))
+        meta = dict(dataset.meta, train_subset=keep.tolist())
+        if "coarse_labels" in meta:
+            meta["coarse_labels"] = meta["coarse_labels"][keep]
+        dataset = replace(dataset, train=dataset.train.subset(keep), meta=meta)
+    spec = parse_noise_spec(job.noise)
+    if job.noise_file:
+        spec = replace(spec, path=job.noise_file)
+    noisy = make_noise(spec, dataset, derive_seed(job.seed, "noise"))
+    return Prepared(dataset=dataset, noisy=noisy, noisy_train=dataset.train.with_labels(noisy.noisy))
+
+
+def _load_record(path: Path, key: str) -> dict | None:
+    """The record at ``path`` if it was produced by the same configuration; refuse a different one."""
+    if not path.exists():
+        return None
+    try:
+        rec = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return None  # a damaged record is recomputed (records are written atomically, so rare)
+    if rec.get("key") != key:
+        raise UserError(f"{path} was produced by a different configuration; use another --out directory")
+    return rec
+
+
+def evaluate_synthetic(syn: SyntheticSet, prepared: Prepared, cfg: TrainConfig, *, n_runs: int,
+                       seed: int, device: torch.device, show_progress: bool = False) -> EvalResult:
+    """Train ``n_runs`` fresh models on ``syn`` (its learned lr when it has one and the config allows)."""
+    lr = syn.lr if (syn.lr is not None and cfg.use_learned_lr) else None
+    return evaluate(syn.as_labeled(), prepared.dataset.test, cfg, num_classes=prepared.dataset.num_classes,
+                    n_runs=n_runs, seed=seed, device=device, lr=lr, show_progress=show_progress,
+                    desc=f"evaluate {syn.meta.get('method', '?')}")
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def run_job(resolved: ResolvedJob, out: Path, *, device: torch.device,
+            show_progress: bool = True, echo: Callable[[str], None] = log) -> dict[str, Any]:
+    """Run (or resume) the whole job into ``out`` and return the results dict also written there."""
+    job = resolved.job
+    out = Path(out)
+    t0 = time.perf_counter()
+    prepared = prepare_data(job)
+    ds = prepared.dataset
+    resolved = fit_to_images(resolved, ds.image_size)
+    out.mkdir(parents=True, exist_ok=True)
+    cfg_path = out / "config.json"
+    if cfg_path.exists():
+        previous = json.loads(cfg_path.read_text())
+        if previous.get("resolved") != json.loads(json.dumps(resolved.to_dict(), default=str)):
+            raise UserError(f"{out} holds a run with a different configuration; choose another --out")
+    else:
+        atomic_write_json(cfg_path, {"resolved": resolved.to_dict(), "code_version": code_version()})
+    echo(f"data: {ds.name}, {len(ds.train)} train / {len(ds.test)} test, {ds.num_classes} classes, preset {resolved.preset}, device {device}")
+    echo(summary_text(prepared.noisy, ds.classes))
+    if not (out / "noise.npz").exists():
+        prepared.noisy.save(out / "noise.npz")
+        atomic_write_json(out / "noise.json", prepared.noisy.to_dict())
+
+    results: dict[str, Any] = {"dataset": ds.name, "noise": prepared.noisy.to_dict(), "cells": [],
+                               "baseline": None, "baseline_early_stop": None}
+    results.update(_run_baselines(resolved, prepared, out, device, show_progress, echo))
+    for method in ("random", *[m for m in job.methods if m != "random"]):
+        for ipc in job.ipcs:
+            results["cells"].append(_run_cell(resolved, prepared, method, ipc, out, device, show_progress, echo))
+
+    results["seconds"] = time.perf_counter() - t0
+    results["table"] = comparison_rows(results)
+    table = render_table(results)
+    atomic_write_text(out / "table.md", table + "\n")
+    atomic_write_json(out / "results.json", results)
+    return results
+
+
+def _run_baselines(resolved: ResolvedJob, prepared: Prepared, out: Path, device: torch.device,
+                   show_progress: bool, echo: Callable[[str], None]) -> dict[str, dict]:
+    """The converged and/or early-stopping full-noisy baselines, resumed from their records."""
+    job = resolved.job
+    ds = prepared.dataset
+    wanted = []
+    if job.baseline:
+        wanted.append(("baseline", replace(resolved.baseline_protocol, protocol="converged")))
+    if job.early_stop_baseline:
+        wanted.append(("baseline_early_stop", replace(resolved.baseline_protocol, protocol="early-stop")))
+    records = {}
+    for name, bcfg in wanted:
+        key = _key([_data_key(job), asdict(resolved.baseline), asdict(bcfg)])
+        rec = _load_record(out / f"{name}.json", key)
+        if rec is None:
+            echo(f"{name}: {resolved.baseline.epochs} epochs on {len(prepared.noisy_train)} noisy labels x {job.n_runs} runs")
+            res = run_baseline(prepared.noisy_train, ds.test, resolved.baseline, bcfg, num_classes=ds.num_classes,
+                               n_runs=job.n_runs, seed=derive_seed(job.seed, name), device=device,
+                               show_progress=show_progress)
+            rec = {"key": key, "protocol": bcfg.protocol, "config": asdict(resolved.baseline), **res.to_dict()}
+            atomic_write_json(out / f"{name}.json", rec)
+        echo(f"{name}: {fmt_acc(rec['mean'], rec['std'])}")
+        records[name] = rec
+    return records
+
+
+def _data_key(job: JobConfig) -> dict[str, Any]:
+    """What determines the noisy training data (not the methods or IPCs of a run)."""
+    return {k: getattr(job, k) for k in ("dataset", "noise", "noise_file", "seed", "train_subset", "n_runs")}
+
+
+def run_baselines_only(resolved: ResolvedJob, out: Path, *, device: torch.device,
+                       show_progress: bool = True, echo: Callable[[str], None] = log) -> dict[str, dict]:
+    """``ddlnl baseline``: only the full-noisy baseline(s) of a job, into ``out``."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    prepared = prepare_data(resolved.job)
+    resolved = fit_to_images(resolved, prepared.dataset.image_size)
+    echo(summary_text(prepared.noisy, prepared.dataset.classes))
+    return _run_baselines(resolved, prepared, out, device, show_progress, echo)
+
+
+def distill_to_file(resolved: ResolvedJob, method: str, ipc: int, path: Path, *, device: torch.device,
+                    show_progress: bool = True) -> Path:
+    """``ddlnl distill``: one synthetic set, saved with its provenance."""
+    prepared = prepare_data(resolved.job)
+    ds = prepared.dataset
+    mcfg = fit_to_images(resolved, ds.image_size).methods[method]
+    syn = get_method(method).distill(prepared.noisy_train, ipc, mcfg, seed=derive_seed(resolved.job.seed, "distill", method, ipc),
+                                     num_classes=ds.num_classes, device=device, progress=show_progress)
+    syn = _with_provenance(syn, prepared, key=None)
+    return syn.save(path)
+
+
+def _with_provenance(syn: SyntheticSet, prepared: Prepared, key: str | None) -> SyntheticSet:
+    ds = prepared.dataset
+    meta = {**syn.meta, "dataset": ds.name, "noise": prepared.noisy.spec.to_dict(), "code_version": code_version(),
+            "mean": list(ds.mean), "std": list(ds.std), "classes": list(ds.classes)}
+    if key is not None:
+        meta["key"] = key
+    return SyntheticSet(syn.images, syn.labels, syn.lr, meta=meta)
+
+
+def _run_cell(resolved: ResolvedJob, prepared: Prepared, method: str, ipc: int, out: Path,
+              device: torch.device, show_progress: bool, echo: Callable[[str], None]) -> dict[str, Any]:
+    job = resolved.job
+    ds = prepared.dataset
+    mcfg = resolved.methods[method]
+    name = f"{method}-ipc{ipc}"
+    key = _key([_data_key(job), method, ipc, asdict(mcfg), asdict(resolved.train)])
+    rec = _load_record(out / "cells" / f"{name}.json", key)
+    if rec is not None:
+        echo(f"{name}: done before, {fmt_acc(rec['mean'], rec['std'])}")
+        return rec
+    syn_path = out / "synthetic" / f"{name}.safetensors"
+    t0 = time.perf_counter()
+    syn = None
+    if syn_path.exists():
+        syn = load_synthetic(syn_path)
+        if syn.meta.get("key") != key:
+            syn = None
+    if syn is None:
+        syn = get_method(method).distill(prepared.noisy_train, ipc, mcfg, seed=derive_seed(job.seed, "distill", method, ipc),
+                                         num_classes=ds.num_classes, device=device, progress=show_progress)
+        syn = _with_provenance(syn, prepared, key)
+        syn.save(syn_path)
+    distill_seconds = time.perf_counter() - t0
+    image_grid_png(syn.images, syn.hard_labels, ds.classes, ds.mean, ds.std, out / "figures" / f"{name}.png",
+                   title=f"{method}, IPC {ipc}, {ds.name}, {prepared.noisy.spec.label()}")
+    res = evaluate_synthetic(syn, prepared, resolved.train, n_runs=job.n_runs,
+                             seed=derive_seed(job.seed, "eval", method, ipc), device=device,
+                             show_progress=show_progress)
+    rec = {"key": key, "method": method, "ipc": ipc, "config": asdict(mcfg), "train": asdict(resolved.train),
+           "distill_seconds": distill_seconds, "synthetic": str(syn_path.relative_to(out)),
+           "learned_lr": syn.lr, **res.to_dict()}
+    if "loss" in syn.meta:
+        rec["objective_first_last"] = [syn.meta["loss"][0], syn.meta["loss"][-1]] if syn.meta["loss"] else None
+    atomic_write_json(out / "cells" / f"{name}.json", rec)
+    echo(f"{name}: {fmt_acc(rec['mean'], rec['std'])} (distill {distill_seconds:.0f}s, evaluate {res.seconds:.0f}s)")
+    return rec
+
+
+def comparison_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per cell: accuracy and its difference to the baseline and to random at the same IPC."""
+    base = results.get("baseline")
+    base_mean = base["mean"] if base else float("nan")
+    random_at = {c["ipc"]: c["mean"] for c in results["cells"] if c["method"] == "random"}
+    rows = []
+    for c in results["cells"]:
+        rows.append({"method": c["method"], "ipc": c["ipc"], "mean": c["mean"], "std": c["std"],
+                     "vs_baseline": c["mean"] - base_mean,
+                     "vs_random": (c["mean"] - random_at[c["ipc"]]) if c["method"] != "random" and c["ipc"] in random_at else float("nan")})
+    return rows
+
+
+def render_table(results: dict[str, Any]) -> str:
+    """The run's comparison as a markdown table, baseline(s) first."""
+    rows = []
+    for name, label in (("baseline", "full noisy set"), ("baseline_early_stop", "full noisy set, early stop")):
+        b = results.get(name)
+        if b:
+            rows.append([label, "all", fmt_acc(b["mean"], b["std"]), "-", "-"])
+    for r in results["table"]:
+        rows.append([r["method"], r["ipc"], fmt_acc(r["mean"], r["std"]), fmt_delta(r["vs_baseline"]), fmt_delta(r["vs_random"])])
+    noise = results["noise"]
+    head = (f"{results['dataset']}, noise {noise['spec'].get('kind')} requested {noise['spec'].get('rate')}, "
+            f"realized {noise['realized_rate']:.3f}; clean-test accuracy (%) at the end of training, mean ± std")
+    return head + "\n\n" + markdown_table(["method", "IPC", "accuracy", "Δ baseline", "Δ random"], rows)

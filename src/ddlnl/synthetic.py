@@ -1,0 +1,139 @@
+"""``SyntheticSet``: what every distiller returns, evaluated the same way whoever made it.
+
+Saved as one self-describing safetensors file: the tensors plus a JSON metadata header (method,
+config, source dataset, noise spec, seed, code version, learned lr) and a SHA-256 of all of it, so
+loading executes no code and a tampered or truncated file is refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .data import LabeledTensors
+from .errors import DataError
+from .utils import atomic_output
+
+FORMAT = "ddlnl.synthetic/1"
+
+
+@dataclass(frozen=True)
+class SyntheticSet:
+    """A distilled (or selected) training set.
+
+    Attributes:
+        images: float32 ``N x C x H x W`` in the source dataset's normalised space.
+        labels: ``int64`` ``N`` (hard) or float32 ``N x K`` (soft; rows are probabilities).
+        lr: a learned learning rate to train with, or None.
+        meta: JSON-able facts: ``method``, ``config``, ``dataset``, ``noise``, ``seed``, ``ipc``,
+            ``num_classes``, ``code_version``, and whatever the method adds.
+    """
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    lr: float | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _check_tensors(self.images, self.labels, self.meta.get("num_classes"))
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    @property
+    def num_classes(self) -> int:
+        if "num_classes" in self.meta:
+            return int(self.meta["num_classes"])
+        return int(self.labels.shape[1]) if self.labels.ndim == 2 else int(self.labels.max()) + 1
+
+    @property
+    def hard_labels(self) -> torch.Tensor:
+        """Class indices (argmax of soft labels)."""
+        return self.labels if self.labels.ndim == 1 else self.labels.argmax(1)
+
+    def as_labeled(self) -> LabeledTensors:
+        return LabeledTensors(self.images, self.labels)
+
+    def save(self, path: str | Path) -> Path:
+        """Write atomically to ``path`` (``.safetensors`` suggested)."""
+        from safetensors.torch import save
+
+        tensors = {"images": self.images.detach().cpu().contiguous(),
+                   "labels": self.labels.detach().cpu().contiguous()}
+        meta_json = json.dumps({"format": FORMAT, "lr": self.lr, "meta": self.meta}, sort_keys=True,
+                               default=_jsonable)
+        header = {"ddlnl": meta_json, "sha256": _digest(tensors, meta_json)}
+        path = Path(path)
+        with atomic_output(path) as tmp:
+            tmp.write_bytes(save(tensors, metadata=header))
+        return path
+
+
+def _jsonable(obj: Any) -> Any:
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    return str(obj)
+
+
+def _digest(tensors: dict[str, torch.Tensor], meta_json: str) -> str:
+    h = hashlib.sha256(meta_json.encode())
+    for name in sorted(tensors):
+        t = tensors[name]
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+        h.update(t.numpy().tobytes())
+    return h.hexdigest()
+
+
+def _check_tensors(images: torch.Tensor, labels: torch.Tensor, num_classes: int | None) -> None:
+    if images.ndim != 4 or not images.is_floating_point():
+        raise DataError(f"synthetic images must be float N x C x H x W, got {images.dtype} {tuple(images.shape)}")
+    n = images.shape[0]
+    if labels.ndim == 1:
+        if labels.dtype != torch.int64:
+            raise DataError(f"hard synthetic labels must be int64, got {labels.dtype}")
+        if labels.numel() != n:
+            raise DataError(f"{n} synthetic images but {labels.numel()} labels")
+        if n and (int(labels.min()) < 0 or (num_classes is not None and int(labels.max()) >= num_classes)):
+            raise DataError(f"synthetic labels out of range 0..{num_classes}")
+    elif labels.ndim == 2:
+        if not labels.is_floating_point() or labels.shape[0] != n:
+            raise DataError(f"soft synthetic labels must be float N x K with N={n}, got {labels.dtype} {tuple(labels.shape)}")
+        if num_classes is not None and labels.shape[1] != num_classes:
+            raise DataError(f"soft labels have {labels.shape[1]} columns but num_classes is {num_classes}")
+    else:
+        raise DataError(f"synthetic labels must be N or N x K, got shape {tuple(labels.shape)}")
+    if not torch.isfinite(images).all():
+        raise DataError("synthetic images contain NaN or inf")
+
+
+def load_synthetic(path: str | Path) -> SyntheticSet:
+    """Load a file written by :meth:`SyntheticSet.save`, checking its digest, shapes and dtypes.
+
+    Raises:
+        DataError: missing, truncated, tampered or not a ddlnl synthetic set (one line).
+    """
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"synthetic set {path} not found: give the .safetensors file written by `ddlnl distill`")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            header = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as exc:  # safetensors raises its own error types for corrupt headers
+        raise DataError(f"{path} is not a readable synthetic set (truncated or corrupt: {type(exc).__name__}); re-run `ddlnl distill`") from None
+    if "ddlnl" not in header or "sha256" not in header or set(tensors) != {"images", "labels"}:
+        raise DataError(f"{path} is a safetensors file but not a ddlnl synthetic set")
+    if _digest(tensors, header["ddlnl"]) != header["sha256"]:
+        raise DataError(f"{path} fails its checksum (modified or damaged); re-run `ddlnl distill`")
+    info = json.loads(header["ddlnl"])
+    if info.get("format") != FORMAT:
+        raise DataError(f"{path}: unsupported format {info.get('format')!r} (expected {FORMAT})")
+    return SyntheticSet(images=tensors["images"], labels=tensors["labels"], lr=info.get("lr"),
+                        meta=info.get("meta", {}))

@@ -1,0 +1,336 @@
+"""The one training loop, and evaluation.
+
+Baselines, evaluation of every synthetic set, and (later) expert training all go through
+:func:`train`. Data are held as tensors on the device and batched by index; there is no per-sample
+DataLoader in the hot path.
+
+Evaluation protocol (DESIGN.md): accuracy on the clean test split **at the end of training**.
+:func:`train` can record the test-accuracy curve for reading, but nothing here ever selects an
+epoch, iteration or checkpoint by test accuracy. Model selection, where wanted (the early-stopping
+baseline), uses a validation split carved from the *noisy* training set.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .data import LabeledTensors
+from .errors import ConfigError
+from .models import create_model
+from .utils import derive_seed, generator, progress
+
+DSA_STRATEGY = "color_crop_cutout_flip_scale_rotate"
+# Digit images change meaning under a horizontal flip (the DSA reference drops flip for MNIST).
+NO_FLIP_DATASETS = {"digits", "mnist"}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Architecture and schedule of one training run (defaults: the DC/DSA/DM evaluation recipe).
+
+    The defaults train a ConvNet-3 (width 128, instance norm) with SGD momentum 0.9, weight decay
+    5e-4, lr 0.01 divided by 10 at half of the epochs, batch 256, with DSA augmentation.
+    """
+
+    model: str = "convnet"  # registry name in ddlnl.models.MODELS
+    depth: int = 3  # conv blocks
+    width: int = 128  # channels per conv layer
+    norm: str = "instance"  # instance | batch | none
+    activation: str = "relu"
+    pooling: str = "avg"
+    epochs: int = 300  # passes over the training data
+    batch_size: int = 256  # images per SGD step
+    lr: float = 0.01  # initial learning rate (a synthetic set's learned lr overrides it when use_learned_lr)
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    schedule: str = "step"  # step: lr x0.1 at epochs//2 | cosine | constant
+    augment: str = "dsa"  # dsa | none
+    dsa_strategy: str = DSA_STRATEGY  # '_'-separated DSA ops (color, crop, cutout, flip, scale, rotate)
+    use_learned_lr: bool = True  # train a synthetic set with its learned lr when it carries one
+    eval_batch_size: int = 1024  # inference batch
+
+    def check(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ConfigError(f"epochs and batch_size must be >= 1 (got {self.epochs}, {self.batch_size})")
+        if self.lr <= 0:
+            raise ConfigError(f"lr must be > 0, got {self.lr}")
+        if self.schedule not in {"step", "cosine", "constant"}:
+            raise ConfigError(f"schedule {self.schedule!r}: use step, cosine or constant")
+        if self.augment not in {"dsa", "none"}:
+            raise ConfigError(f"augment {self.augment!r}: use dsa or none")
+
+    def model_kwargs(self) -> dict[str, Any]:
+        return dict(depth=self.depth, width=self.width, norm=self.norm, activation=self.activation,
+                    pooling=self.pooling)
+
+    def for_dataset(self, dataset_name: str) -> "TrainConfig":
+        """This config adapted to a dataset (no horizontal flip for digit datasets)."""
+        return replace(self, dsa_strategy=dsa_strategy_for(dataset_name, self.dsa_strategy))
+
+
+def dsa_strategy_for(dataset_name: str, strategy: str) -> str:
+    """``strategy`` without ``flip`` for digit datasets, whose classes a mirror image changes."""
+    if dataset_name in NO_FLIP_DATASETS:
+        return "_".join(op for op in strategy.split("_") if op != "flip")
+    return strategy
+
+
+@dataclass
+class TrainResult:
+    """What a training run leaves: the model and its recorded curves.
+
+    ``history`` has one entry per recorded epoch: ``{"epoch", "loss", "lr", "<split>_acc"...}``
+    where the splits are the ``monitor`` ones given to :func:`train` (read-only, never used to
+    choose anything).
+    """
+
+    model: nn.Module
+    history: list[dict[str, float]] = field(default_factory=list)
+    seconds: float = 0.0
+    images_seen: int = 0
+
+
+def build_model(cfg: TrainConfig, *, channels: int, num_classes: int, image_size: tuple[int, int],
+                seed: int, device: torch.device | str = "cpu") -> nn.Module:
+    """A freshly initialised model; ``seed`` fixes its initial weights (independent of global RNG)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = create_model(cfg.model, channels=channels, num_classes=num_classes,
+                             image_size=image_size, **cfg.model_kwargs())
+    return model.to(device)
+
+
+def soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy with probability targets ``N x K`` (rows sum to 1)."""
+    return -(target * F.log_softmax(logits, dim=1)).sum(dim=1).mean()
+
+
+def _lr_at(cfg: TrainConfig, base_lr: float, epoch: int, frac: float) -> float:
+    if cfg.schedule == "step":
+        return base_lr * (0.1 if epoch >= cfg.epochs // 2 else 1.0)
+    if cfg.schedule == "cosine":
+        return base_lr * 0.5 * (1.0 + math.cos(math.pi * (epoch + frac) / cfg.epochs))
+    return base_lr
+
+
+def _make_augment(cfg: TrainConfig) -> Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None:
+    if cfg.augment == "none":
+        return None
+    from .augment import DSA
+
+    dsa = DSA(cfg.dsa_strategy)
+    return lambda x, g: dsa(x, g)
+
+
+def train(model: nn.Module, data: LabeledTensors, cfg: TrainConfig, *, seed: int,
+          lr: float | None = None, monitor: dict[str, LabeledTensors] | None = None,
+          record_every: int = 0, select: str | None = None, show_progress: bool = False,
+          desc: str = "train") -> TrainResult:
+    """Train ``model`` in place on ``data`` and return it with its curves.
+
+    Args:
+        model: any module mapping ``N x C x H x W`` to logits ``N x K``, already on its device.
+        data: hard (``int64`` N) or soft (float ``N x K``, rows are probabilities) labels.
+        cfg: schedule and augmentation.
+        seed: fixes batch order and augmentation draws.
+        lr: initial learning rate, overriding ``cfg.lr`` (a synthetic set's learned lr).
+        monitor: named splits whose accuracy is recorded every ``record_every`` epochs.
+        record_every: 0 records only at the end.
+        select: name of a *monitor* split (a noisy validation split, never the test set) whose best
+            recorded accuracy chooses the returned weights (early stopping); None keeps the last.
+        show_progress: a bar over epochs with rate and ETA.
+
+    Returns:
+        :class:`TrainResult`; with ``select`` the model holds the selected epoch's weights and
+        ``history`` still records every epoch.
+    """
+    if select is not None and (monitor is None or select not in monitor):
+        raise ConfigError(f"select={select!r} must name a monitored split")
+    if select == "test":
+        raise ConfigError("selecting a checkpoint by test accuracy is not allowed; use a noisy validation split")
+    device = next(model.parameters()).device
+    images = data.images.to(device)
+    labels = data.labels.to(device)
+    soft = labels.ndim == 2
+    n = images.shape[0]
+    base_lr = float(lr if lr is not None else cfg.lr)
+    opt = torch.optim.SGD(model.parameters(), lr=base_lr, momentum=cfg.momentum,
+                          weight_decay=cfg.weight_decay)
+    g_order = generator(derive_seed(seed, "order"))
+    g_aug = generator(derive_seed(seed, "augment"))
+    augment = _make_augment(cfg)
+    steps_per_epoch = max(1, math.ceil(n / cfg.batch_size))
+    result = TrainResult(model=model)
+    best_acc, best_state = -1.0, None
+    start = time.perf_counter()
+    bar = progress(range(cfg.epochs), desc=desc, enabled=show_progress, unit="epoch")
+    for epoch in bar:
+        model.train()
+        perm = torch.randperm(n, generator=g_order).to(device)
+        total_loss = 0.0
+        for step in range(steps_per_epoch):
+            for group in opt.param_groups:
+                group["lr"] = _lr_at(cfg, base_lr, epoch, step / steps_per_epoch)
+            idx = perm[step * cfg.batch_size:(step + 1) * cfg.batch_size]
+            x = images[idx]
+            if augment is not None:
+                x = augment(x, g_aug)
+            logits = model(x)
+            loss = soft_cross_entropy(logits, labels[idx]) if soft else F.cross_entropy(logits, labels[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total_loss += float(loss.detach()) * idx.numel()
+        result.images_seen += n
+        last = epoch == cfg.epochs - 1
+        if monitor and (last or (record_every and (epoch + 1) % record_every == 0)):
+            entry = {"epoch": epoch + 1, "loss": total_loss / n, "lr": opt.param_groups[0]["lr"]}
+            for name, split in monitor.items():
+                entry[f"{name}_acc"] = accuracy(model, split, batch_size=cfg.eval_batch_size)
+            result.history.append(entry)
+            if select is not None and entry[f"{select}_acc"] > best_acc:
+                best_acc = entry[f"{select}_acc"]
+                best_state = copy.deepcopy(model.state_dict())
+        elif last:
+            result.history.append({"epoch": epoch + 1, "loss": total_loss / n})
+        if show_progress:
+            bar.set_postfix(loss=f"{total_loss / n:.3f}")
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, images: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
+    """Logits ``N x K`` in eval mode, on the model's device, returned on CPU."""
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    outs = [model(images[i:i + batch_size].to(device)).float().cpu()
+            for i in range(0, images.shape[0], batch_size)]
+    model.train(was_training)
+    return torch.cat(outs) if outs else torch.empty(0)
+
+
+def accuracy(model: nn.Module, data: LabeledTensors, batch_size: int = 1024) -> float:
+    """Fraction of ``data`` whose argmax prediction equals its (hard, or argmax of soft) label."""
+    logits = predict_logits(model, data.images, batch_size)
+    target = data.labels if data.labels.ndim == 1 else data.labels.argmax(1)
+    return float((logits.argmax(1) == target.cpu()).float().mean())
+
+
+@dataclass
+class EvalResult:
+    """Clean-test accuracies of ``n_runs`` fresh models (end of training), with their seeds."""
+
+    accs: list[float]
+    seeds: list[int]
+    seconds: float = 0.0
+    histories: list[list[dict[str, float]]] = field(default_factory=list)
+
+    @property
+    def mean(self) -> float:
+        return float(np.mean(self.accs)) if self.accs else float("nan")
+
+    @property
+    def std(self) -> float:
+        return float(np.std(self.accs)) if self.accs else float("nan")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"accs": self.accs, "seeds": self.seeds, "mean": self.mean, "std": self.std,
+                "seconds": self.seconds, "histories": self.histories}
+
+    def __str__(self) -> str:
+        return f"{100 * self.mean:.2f} +- {100 * self.std:.2f}"
+
+
+def evaluate(train_data: LabeledTensors, test: LabeledTensors, cfg: TrainConfig, *, num_classes: int,
+             n_runs: int = 3, seed: int = 0, device: torch.device | str = "cpu", lr: float | None = None,
+             monitor: dict[str, LabeledTensors] | None = None, record_every: int = 0,
+             select: str | None = None, show_progress: bool = False,
+             desc: str = "evaluate") -> EvalResult:
+    """Train ``n_runs`` fresh models on ``train_data`` and measure each on the clean ``test`` split.
+
+    Accuracy is taken at the end of training (or at the epoch chosen on a noisy validation split
+    when ``select`` names one). Run ``r`` uses seed ``derive_seed(seed, "run", r)``, recorded in
+    the result.
+    """
+    if n_runs < 1:
+        raise ConfigError(f"n_runs must be >= 1, got {n_runs}")
+    channels, h, w = train_data.images.shape[1:]
+    accs, seeds, histories = [], [], []
+    start = time.perf_counter()
+    for r in range(n_runs):
+        run_seed = derive_seed(seed, "run", r)
+        model = build_model(cfg, channels=channels, num_classes=num_classes, image_size=(h, w),
+                            seed=run_seed, device=device)
+        res = train(model, train_data, cfg, seed=run_seed, lr=lr, monitor=monitor,
+                    record_every=record_every, select=select, show_progress=show_progress,
+                    desc=f"{desc} run {r + 1}/{n_runs}")
+        accs.append(accuracy(model, test, cfg.eval_batch_size))
+        seeds.append(run_seed)
+        histories.append(res.history)
+    return EvalResult(accs=accs, seeds=seeds, seconds=time.perf_counter() - start, histories=histories)
+
+
+def stratified_split(labels: torch.Tensor, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices ``(keep, held_out)`` with about ``fraction`` of every class (by the given labels) held out."""
+    g = generator(seed)
+    keep, held = [], []
+    for c in torch.unique(labels):
+        idx = torch.nonzero(labels == c).flatten()
+        idx = idx[torch.randperm(idx.numel(), generator=g)]
+        k = int(round(fraction * idx.numel()))
+        held.append(idx[:k])
+        keep.append(idx[k:])
+    return torch.sort(torch.cat(keep)).values, torch.sort(torch.cat(held)).values
+
+
+@dataclass(frozen=True)
+class BaselineConfig:
+    """The full-noisy baseline: the same ConvNet trained with cross-entropy on every noisy label.
+
+    ``converged`` trains the whole schedule on all noisy labels and reports the final accuracy
+    (the study's dashed lines). ``early-stop`` holds out ``val_fraction`` of the noisy training set
+    and returns the epoch with the best *noisy* validation accuracy (what a careful practitioner
+    tries first); it never looks at the test set.
+    """
+
+    protocol: str = "converged"  # converged | early-stop
+    val_fraction: float = 0.1  # early-stop only: share of noisy training labels held out for selection
+    record_every: int = 1  # epochs between recorded points of the accuracy curve
+
+    def check(self) -> None:
+        if self.protocol not in {"converged", "early-stop"}:
+            raise ConfigError(f"baseline protocol {self.protocol!r}: use converged or early-stop")
+        if not 0.0 < self.val_fraction < 0.5:
+            raise ConfigError(f"val_fraction must be in (0, 0.5), got {self.val_fraction}")
+
+
+def run_baseline(noisy_train: LabeledTensors, test: LabeledTensors, cfg: TrainConfig,
+                 bcfg: BaselineConfig = BaselineConfig(), *, num_classes: int, n_runs: int = 1,
+                 seed: int = 0, device: torch.device | str = "cpu",
+                 show_progress: bool = False) -> EvalResult:
+    """Full-noisy baseline (see :class:`BaselineConfig`); test accuracy curve recorded for reading."""
+    bcfg.check()
+    if bcfg.protocol == "converged":
+        # "noisy_train" shows whether the network has fitted (memorised) its noisy labels.
+        return evaluate(noisy_train, test, cfg, num_classes=num_classes, n_runs=n_runs, seed=seed,
+                        device=device, monitor={"noisy_train": noisy_train, "test": test},
+                        record_every=bcfg.record_every, show_progress=show_progress, desc="baseline")
+    keep, held = stratified_split(noisy_train.labels, bcfg.val_fraction, derive_seed(seed, "val-split"))
+    return evaluate(noisy_train.subset(keep), test, cfg, num_classes=num_classes, n_runs=n_runs,
+                    seed=seed, device=device,
+                    monitor={"noisy_val": noisy_train.subset(held), "test": test},
+                    record_every=bcfg.record_every, select="noisy_val",
+                    show_progress=show_progress, desc="baseline (early-stop)")
