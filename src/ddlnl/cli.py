@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--methods", type=_str_list, default=None, help=f"comma-separated, from {', '.join(sorted(METHODS))} (default dm)")
     p.add_argument("--ipc", type=_int_list, default=None, help="images per class, comma-separated (default 1,10)")
     p.add_argument("--n-runs", type=int, default=None, help="evaluation models per synthetic set (default 3)")
-    p.add_argument("--early-stop", action="store_true", help="also run the early-stopping baseline (noisy validation split)")
+    p.add_argument("--no-early-stop", action="store_true", help="skip the early-stopping baseline (noisy validation split)")
     p.add_argument("--out", default=None, help="run directory (default runs/<dataset>-<noise>-seed<seed>-<config hash>)")
 
     p = sub.add_parser("noise", help="make noisy labels, print requested vs realized rate and the largest flips")
@@ -108,8 +108,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .pipeline import default_run_dir, run_job
 
     job = _job_from_args(args)
-    if args.early_stop:
-        job = replace(job, early_stop_baseline=True)
+    if args.no_early_stop:
+        job = replace(job, early_stop_baseline=False)
     resolved, device = _resolve(args, job)
     out = Path(args.out) if args.out else default_run_dir(resolved)
     results = run_job(resolved, out, device=device, show_progress=not args.quiet)

@@ -31,6 +31,7 @@ from .config import apply_overrides
 from .data import Dataset, load_dataset
 from .errors import ConfigError, UserError
 from .methods import METHODS, get_method, method_config
+from .methods.common import check_ipc, class_indices
 from .models import fit_depth
 from .noise import NoisyLabels, make_noise, parse_noise_spec, summary_text
 from .report import fmt_acc, fmt_delta, image_grid_png, markdown_table
@@ -40,11 +41,15 @@ from .train import (BaselineConfig, EvalResult, TrainConfig, dsa_strategy_for, e
 from .utils import atomic_write_json, atomic_write_text, code_version, derive_seed, resolve_device
 
 # Evaluation and baseline settings for a 2-core CPU. ConvNet width 64 trains ~3.6x faster than
-# width 128 (MEASURED.md); the baseline gets a fixed number of epochs instead of a GPU schedule.
+# width 128 (MEASURED.md).
 TRAIN_PRESETS: dict[str, dict[str, Any]] = {"paper": {}, "cpu": {"width": 64}}
+# The converged baseline must fit its noisy labels, as the study's dashed lines do. Measured on
+# digits at 60% symmetric noise: lr 0.01 x 40 epochs fits only 39% of the noisy training labels
+# (test 92.8%, an early-stopping regime), lr 0.05 x 100 epochs (cosine) fits 95% (test 62.6%).
+# No augmentation, so that memorisation is not slowed down.
 BASELINE_PRESETS: dict[str, dict[str, Any]] = {
-    "paper": {"epochs": 200, "schedule": "cosine", "lr": 0.01, "augment": "none"},
-    "cpu": {"epochs": 40, "schedule": "cosine", "lr": 0.01, "augment": "none", "width": 64},
+    "paper": {"epochs": 200, "schedule": "cosine", "lr": 0.05, "augment": "none"},
+    "cpu": {"epochs": 100, "schedule": "cosine", "lr": 0.05, "augment": "none", "width": 64},
 }
 
 
@@ -70,7 +75,7 @@ class JobConfig:
     preset: str = "auto"  # auto (cpu on CPU, paper on CUDA) | cpu | paper
     train_subset: int = 0  # 0: whole training set; N: a stratified N-image subset (CPU demos)
     baseline: bool = True  # run the full-noisy baseline
-    early_stop_baseline: bool = False  # also the early-stopping baseline (noisy validation split)
+    early_stop_baseline: bool = True  # also the early-stopping baseline (noisy validation split)
 
     def check(self) -> None:
         for m in self.methods:
@@ -240,6 +245,8 @@ def run_job(resolved: ResolvedJob, out: Path, *, device: torch.device,
     prepared = prepare_data(job)
     ds = prepared.dataset
     resolved = fit_to_images(resolved, ds.image_size)
+    # Refuse an impossible IPC now, not after the baseline has trained for minutes.
+    check_ipc(class_indices(prepared.noisy_train.labels, ds.num_classes), max(job.ipcs))
     out.mkdir(parents=True, exist_ok=True)
     cfg_path = out / "config.json"
     if cfg_path.exists():
