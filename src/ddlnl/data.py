@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from .errors import DataError
+from .utils import cache_root
 
 try:  # numpy >= 2 (numpy.core became numpy._core)
     from numpy._core.multiarray import _reconstruct as _np_reconstruct
@@ -688,7 +689,7 @@ def _tiny_fingerprint(folder: Path, files: Iterable[Path]) -> str:
 
 
 def _cache_dirs(folder: Path) -> list[Path]:
-    fallback = Path(os.environ.get(CACHE_ENV) or "~/.cache/ddlnl").expanduser()
+    fallback = cache_root()
     return [folder, fallback]
 
 

@@ -117,3 +117,20 @@ def code_version() -> str:
     except (OSError, subprocess.SubprocessError):
         pass
     return __version__
+
+
+def cache_root() -> Path:
+    """Where shared artifacts (expert trajectories, pre-trained models, decoded datasets) are cached:
+    ``$DDLNL_CACHE`` if set, else ``~/.cache/ddlnl``."""
+    return Path(os.environ.get("DDLNL_CACHE") or "~/.cache/ddlnl").expanduser()
+
+
+def tensor_fingerprint(*tensors: torch.Tensor) -> str:
+    """SHA-256 of tensors' dtypes, shapes and bytes: a content key for cached artifacts, so that
+    anything trained on other images or other (noisy) labels can never be reused by mistake."""
+    h = hashlib.sha256()
+    for t in tensors:
+        t = t.detach().cpu().contiguous()
+        h.update(f"{t.dtype}:{tuple(t.shape)}".encode())
+        h.update(t.numpy().tobytes())
+    return h.hexdigest()
