@@ -76,6 +76,7 @@ class JobConfig:
     train_subset: int = 0  # 0: whole training set; N: a stratified N-image subset (CPU demos)
     baseline: bool = True  # run the full-noisy baseline
     early_stop_baseline: bool = True  # also the early-stopping baseline (noisy validation split)
+    baseline_runs: int = 0  # training runs per baseline; 0 = n_runs (a baseline costs a full-data schedule)
 
     def check(self) -> None:
         for m in self.methods:
@@ -291,9 +292,9 @@ def _run_baselines(resolved: ResolvedJob, prepared: Prepared, out: Path, device:
         key = _key([_data_key(job), asdict(resolved.baseline), asdict(bcfg)])
         rec = _load_record(out / f"{name}.json", key)
         if rec is None:
-            echo(f"{name}: {resolved.baseline.epochs} epochs on {len(prepared.noisy_train)} noisy labels x {job.n_runs} runs")
+            echo(f"{name}: {resolved.baseline.epochs} epochs on {len(prepared.noisy_train)} noisy labels x {job.baseline_runs or job.n_runs} runs")
             res = run_baseline(prepared.noisy_train, ds.test, resolved.baseline, bcfg, num_classes=ds.num_classes,
-                               n_runs=job.n_runs, seed=derive_seed(job.seed, name), device=device,
+                               n_runs=job.baseline_runs or job.n_runs, seed=derive_seed(job.seed, name), device=device,
                                show_progress=show_progress)
             rec = {"key": key, "protocol": bcfg.protocol, "config": asdict(resolved.baseline), **res.to_dict()}
             atomic_write_json(out / f"{name}.json", rec)
@@ -304,7 +305,8 @@ def _run_baselines(resolved: ResolvedJob, prepared: Prepared, out: Path, device:
 
 def _data_key(job: JobConfig) -> dict[str, Any]:
     """What determines the noisy training data (not the methods or IPCs of a run)."""
-    return {k: getattr(job, k) for k in ("dataset", "noise", "noise_file", "seed", "train_subset", "n_runs")}
+    return {k: getattr(job, k) for k in ("dataset", "noise", "noise_file", "seed", "train_subset", "n_runs",
+                                         "baseline_runs")}
 
 
 def run_baselines_only(resolved: ResolvedJob, out: Path, *, device: torch.device,

@@ -76,3 +76,43 @@ def fmt_delta(value: float | None) -> str:
     if value is None or np.isnan(value):
         return "-"
     return f"{100 * value:+.2f}"
+
+
+def machine_summary() -> str:
+    """One line describing this machine: CPU model, cores, memory, torch version, GPU if any."""
+    import os
+    import platform
+
+    cpu = platform.processor() or "unknown CPU"
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = ""
+    try:
+        for line in open("/proc/meminfo"):
+            if line.startswith("MemTotal"):
+                mem = f", {int(line.split()[1]) / 2**20:.0f} GiB RAM"
+                break
+    except OSError:
+        pass
+    gpu = f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ", no GPU"
+    return (f"{cpu}, {os.cpu_count()} cores{mem}{gpu}; torch {torch.__version__} "
+            f"({torch.get_num_threads()} threads), Python {platform.python_version()}")
+
+
+def write_result(path: str | Path, title: str, body: str, notes: str = "") -> Path:
+    """Write a benchmark result as markdown with the machine and date stated."""
+    import datetime
+
+    from .utils import atomic_write_text
+
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    text = f"# {title}\n\nMachine: {machine_summary()}  \nRun: {stamp}\n\n{body}\n"
+    if notes:
+        text += f"\n{notes}\n"
+    atomic_write_text(path, text)
+    return Path(path)
