@@ -81,6 +81,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-root", default=None)
     p.add_argument("--n-runs", type=int, default=3)
     _common(p, data=False)
+
+    p = sub.add_parser("sweep", help="run an experiment grid from one YAML (resumable; local or SLURM via submitit)")
+    p.add_argument("grid", help="grid YAML (see configs/grids/)")
+    p.add_argument("--root", default=None, help="where records and artifacts go (default runs/sweeps/<grid name>)")
+    p.add_argument("--dry-run", action="store_true", help="list the cells, their state and the artifacts they share")
+    p.add_argument("--executor", choices=["local", "slurm", "submitit-local"], default="local",
+                   help="local: in this process; slurm: a SLURM job array through submitit; submitit-local: submitit's local executor")
+    p.add_argument("--cells-per-job", type=int, default=1, help="cells per cluster array task")
+    p.add_argument("--no-wait", action="store_true", help="submit and return without waiting for the jobs")
+    p.add_argument("--quiet", action="store_true")
+
+    p = sub.add_parser("results", help="list a sweep's result records as a table (filter, export CSV)")
+    p.add_argument("root", help="the sweep's root directory")
+    p.add_argument("--filter", action="append", default=[], metavar="FIELD=VALUE", help="e.g. method=dm, ipc=1,10 (repeatable)")
+    p.add_argument("--csv", default=None, help="also write the rows to this CSV file")
+    p.add_argument("--all", action="store_true", help="include records of configurations no longer in the grid")
+
+    p = sub.add_parser("report", help="figures (accuracy vs IPC, synthetic image grids) and a table from a sweep's records")
+    p.add_argument("root", help="the sweep's root directory")
+    p.add_argument("--out", default=None, help="output folder (default ROOT/report)")
     return parser
 
 
@@ -191,7 +211,70 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "noise": cmd_noise, "baseline": cmd_baseline, "distill": cmd_distill,
+def _grid_of_root(root: Path):
+    from .sweep import load_grid
+
+    path = root / "grid.yaml"
+    return load_grid(path) if path.exists() else None
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from .sweep import expand, grid_to_dict, load_grid, run_local, run_submitit, shared_artifacts, status
+    from .utils import atomic_write_text
+
+    grid = load_grid(args.grid)
+    root = Path(args.root) if args.root else Path("runs") / "sweeps" / grid.name
+    cells = expand(grid)
+    if args.dry_run:
+        states = status(grid, root)
+        for st in states:
+            print(f"{st.state:8s} {st.cell.name}  [{st.key[:10]}]")
+        counts = {s: sum(1 for x in states if x.state == s) for s in ("done", "running", "todo")}
+        print(f"\n{len(cells)} cells: {counts['done']} done, {counts['running']} running, {counts['todo']} to do; root {root}")
+        print("shared artifacts:")
+        for name, users in shared_artifacts(grid).items():
+            print(f"  {name}: {len(users)} cells")
+        return 0
+    import yaml
+
+    root.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(root / "grid.yaml", yaml.safe_dump(grid_to_dict(grid), sort_keys=False))
+    if args.executor == "local":
+        counts = run_local(grid, root, show_progress=not args.quiet)
+        print(f"{grid.name}: {counts['done']} run, {counts['skipped']} already done, {counts['held']} held by other workers, "
+              f"{counts['failed']} failed; records in {root / 'records'}")
+        return 1 if counts["failed"] else 0
+    cluster = "slurm" if args.executor == "slurm" else "local"
+    run_submitit(grid, root, cluster=cluster, cells_per_job=args.cells_per_job, wait=not args.no_wait)
+    done = sum(1 for st in status(grid, root) if st.state == "done")
+    print(f"{grid.name}: {done}/{len(cells)} cells have records in {root / 'records'}")
+    return 0
+
+
+def cmd_results(args: argparse.Namespace) -> int:
+    from .results import filter_rows, load_records, record_row, rows_table, rows_to_csv, sort_rows
+    from .utils import atomic_write_text
+
+    root = Path(args.root)
+    grid = None if args.all else _grid_of_root(root)
+    rows = sort_rows(filter_rows([record_row(r) for r in load_records(root, grid)], args.filter))
+    print(rows_table(rows))
+    if args.csv:
+        atomic_write_text(args.csv, rows_to_csv(rows))
+        print(f"\n{len(rows)} rows written to {args.csv}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .report import write_report
+
+    root = Path(args.root)
+    for path in write_report(root, args.out, grid=_grid_of_root(root)):
+        print(path)
+    return 0
+
+
+COMMANDS = {"sweep": cmd_sweep, "results": cmd_results, "report": cmd_report, "run": cmd_run, "noise": cmd_noise, "baseline": cmd_baseline, "distill": cmd_distill,
             "evaluate": cmd_evaluate}
 
 

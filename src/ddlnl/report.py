@@ -116,3 +116,132 @@ def write_result(path: str | Path, title: str, body: str, notes: str = "") -> Pa
         text += f"\n{notes}\n"
     atomic_write_text(path, text)
     return Path(path)
+
+
+def _aggregate(records: Sequence[dict]) -> dict[tuple, dict]:
+    """(dataset, noise, method, ipc) -> mean/std over every run of every seed."""
+    groups: dict[tuple, list[float]] = {}
+    for r in records:
+        c = r["cell"]
+        groups.setdefault((c["dataset"], c["noise"], c["method"], c["ipc"]), []).extend(r.get("accs", []))
+    return {k: {"mean": float(np.mean(v)), "std": float(np.std(v)), "n": len(v)} for k, v in groups.items() if v}
+
+
+def _noise_order(noise: str) -> tuple:
+    kind, _, rest = noise.partition(":")
+    try:
+        return (kind, float(rest))
+    except ValueError:
+        return (kind, 0.0, rest)
+
+
+def write_report(root: str | Path, out: str | Path | None = None, grid=None) -> list[Path]:
+    """The study's figures and a table from a sweep's result records only.
+
+    Writes into ``out`` (default ``ROOT/report``): ``accuracy_vs_ipc.png`` (one panel per dataset and
+    method, one line per noise setting, the converged full-noisy baseline of the same setting as a
+    dashed line of the same colour; missing cells are gaps, never zeros), ``table.md`` (accuracy
+    per IPC beside both baselines) and ``grids/*.png`` (synthetic images, one row per class, at the
+    largest IPC <= 10 of each dataset, method and noise).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .results import load_records
+
+    root = Path(root)
+    out = Path(out) if out is not None else root / "report"
+    records = load_records(root, grid)
+    if not records:
+        from .errors import UserError
+
+        raise UserError(f"{root} has no finished records yet: run `ddlnl sweep` first")
+    agg = _aggregate(records)
+    datasets = sorted({k[0] for k in agg})
+    methods = sorted({k[2] for k in agg if not k[2].startswith("baseline")}, key=lambda m: (m != "random", m))
+    noises = sorted({k[1] for k in agg}, key=_noise_order)
+    ipcs = sorted({k[3] for k in agg if k[3]})
+    written: list[Path] = []
+
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    ncols = max(1, len(methods))
+    fig, axes = plt.subplots(len(datasets), ncols, figsize=(4.0 * ncols, 3.4 * len(datasets)), squeeze=False,
+                             sharey="row")
+    for i, ds in enumerate(datasets):
+        for j, m in enumerate(methods):
+            ax = axes[i][j]
+            for k, noise in enumerate(noises):
+                col = colours[k % len(colours)]
+                ys = [100 * agg[(ds, noise, m, ipc)]["mean"] if (ds, noise, m, ipc) in agg else np.nan for ipc in ipcs]
+                es = [100 * agg[(ds, noise, m, ipc)]["std"] if (ds, noise, m, ipc) in agg else np.nan for ipc in ipcs]
+                if not np.all(np.isnan(ys)):
+                    ax.errorbar(ipcs, ys, yerr=es, marker="o", color=col, capsize=2, label=noise)
+                base = agg.get((ds, noise, "baseline", 0))
+                if base:
+                    ax.axhline(100 * base["mean"], color=col, linestyle="--", linewidth=1)
+            ax.set_xscale("log")
+            ax.set_xticks(ipcs, [str(v) for v in ipcs])
+            ax.minorticks_off()
+            ax.set_title(f"{ds}: {m}", fontsize=10)
+            ax.set_xlabel("images per class")
+            ax.grid(alpha=0.3)
+        axes[i][0].set_ylabel("clean test accuracy (%)")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    for row in axes:
+        for ax in row:
+            h, lab = ax.get_legend_handles_labels()
+            if len(h) > len(handles):
+                handles, labels = h, lab
+    if handles:
+        fig.legend(handles, labels, loc="lower center", ncol=min(6, len(labels)), fontsize=8,
+                   title="noise (dashed: full noisy set, converged)", title_fontsize=8)
+    fig.tight_layout(rect=(0, 0.12 if handles else 0, 1, 1))
+    path = out / "accuracy_vs_ipc.png"
+    with atomic_output(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+    written.append(path)
+
+    header = ["dataset", "noise", "method", *[f"IPC {i}" for i in ipcs], "full noisy (converged)", "early stop"]
+    rows = []
+    for ds in datasets:
+        for noise in noises:
+            base = agg.get((ds, noise, "baseline", 0))
+            early = agg.get((ds, noise, "baseline_early_stop", 0))
+            for m in methods:
+                if not any((ds, noise, m, ipc) in agg for ipc in ipcs):
+                    continue
+                cells = [fmt_acc(agg[(ds, noise, m, ipc)]["mean"], agg[(ds, noise, m, ipc)]["std"])
+                         if (ds, noise, m, ipc) in agg else "-" for ipc in ipcs]
+                rows.append([ds, noise, m, *cells, fmt_acc(base["mean"], base["std"]) if base else "-",
+                             fmt_acc(early["mean"], early["std"]) if early else "-"])
+    table = ("Clean-test accuracy (%) at the end of training, mean ± std over all evaluation runs and seeds; "
+             "'-' = no record.\n\n" + markdown_table(header, rows) + "\n")
+    from .utils import atomic_write_text
+
+    atomic_write_text(out / "table.md", table)
+    written.append(out / "table.md")
+
+    from .synthetic import load_synthetic
+
+    best: dict[tuple, dict] = {}
+    for r in records:
+        c = r["cell"]
+        if c["method"].startswith("baseline") or not c["ipc"] or c["ipc"] > 10:
+            continue
+        k = (c["dataset"], c["method"], c["noise"])
+        if k not in best or c["ipc"] > best[k]["cell"]["ipc"]:
+            best[k] = r
+    for (ds, m, noise), r in sorted(best.items()):
+        syn_rel = r.get("artifacts", {}).get("synthetic")
+        if not syn_rel or not (root / syn_rel).exists():
+            continue
+        syn = load_synthetic(root / syn_rel)
+        classes = syn.meta.get("classes") or [str(c) for c in range(syn.num_classes)]
+        p = out / "grids" / f"{ds}-{m}-{noise.replace(':', '-')}-ipc{r['cell']['ipc']}.png"
+        image_grid_png(syn.images, syn.hard_labels, classes, syn.meta.get("mean", [0.0]), syn.meta.get("std", [1.0]),
+                       p, title=f"{m}, IPC {r['cell']['ipc']}, {ds}, {noise}")
+        written.append(p)
+    return written
