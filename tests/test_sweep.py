@@ -1,0 +1,191 @@
+"""Grids: expansion, resumable records, killed and concurrent workers, cluster path, report."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from ddlnl.errors import ConfigError
+from ddlnl.results import filter_rows, load_records, record_row, rows_to_csv
+from ddlnl.sweep import (Cell, cell_key, expand, grid_from_dict, grid_to_dict, record_path, run_cell, run_local,
+                         status)
+
+TINY = {
+    "name": "t", "datasets": ["digits"], "noises": ["symmetric:0.4", "symmetric:0.6"], "methods": ["dm"],
+    "ipcs": [1, 2], "baselines": ["converged"], "n_runs": 1, "preset": "cpu",
+    "set": ["train.epochs=1", "train.width=4", "baseline.epochs=1", "baseline.width=4"],
+    "method_set": {"dm": ["iterations=1", "width=4", "batch_real=4"]},
+}
+
+
+def test_grid_expands_into_every_cell():
+    grid = grid_from_dict({**TINY, "seeds": [0, 1], "baselines": ["converged", "early-stop"]})
+    cells = expand(grid)
+    # 2 noises x 2 seeds x (2 baselines + (random + dm) x 2 ipcs)
+    assert len(cells) == 2 * 2 * (2 + 2 * 2) == len(set(cells))
+    assert Cell("digits", "symmetric:0.6", 1, "dm", 2) in cells
+    assert Cell("digits", "symmetric:0.4", 0, "baseline_early_stop") in cells
+    assert grid_from_dict(grid_to_dict(grid)) == grid
+
+
+@pytest.mark.parametrize("bad,needle", [({"epochs": 3}, "unknown grid key"), ({"methods": ["dm", "mtt"]}, "unknown method"),
+                                        ({"noises": ["gauss:0.1"]}, "unknown noise kind"),
+                                        ({"baselines": ["best-test"]}, "baseline"),
+                                        ({"method_set": {"rcig2": ["x=1"]}}, "not in the grid")])
+def test_bad_grids_are_refused_by_name(bad, needle):
+    with pytest.raises(Exception, match=needle):
+        grid_from_dict({**TINY, **bad})
+
+
+def test_cell_key_changes_with_its_own_config_only():
+    grid = grid_from_dict(TINY)
+    cell = Cell("digits", "symmetric:0.4", 0, "dm", 1)
+    base = Cell("digits", "symmetric:0.4", 0, "baseline")
+    changed = grid_from_dict({**TINY, "method_set": {"dm": ["iterations=2", "width=4", "batch_real=4"]}})
+    assert cell_key(grid, cell) != cell_key(changed, cell)
+    assert cell_key(grid, base) == cell_key(changed, base)  # the baseline does not depend on DM
+
+
+def test_records_are_skipped_when_present_and_rerun_when_config_changes(tmp_path, monkeypatch):
+    one = {**TINY, "noises": ["symmetric:0.4"]}
+    grid = grid_from_dict(one)
+    counts = run_local(grid, tmp_path, show_progress=False, echo=lambda s: None)
+    assert counts["done"] == 5 and counts["failed"] == 0
+    assert all(s.state == "done" for s in status(grid, tmp_path))
+    calls = []
+    import ddlnl.methods.dm as dm_module
+
+    real = dm_module.distill
+    monkeypatch.setattr("ddlnl.methods.METHODS", {**__import__("ddlnl.methods", fromlist=["METHODS"]).METHODS,
+                                                  "dm": __import__("ddlnl.methods", fromlist=["Method"]).Method(
+                                                      lambda *a, **k: calls.append(1) or real(*a, **k), dm_module.DMConfig, "")})
+    assert run_local(grid, tmp_path, show_progress=False, echo=lambda s: None)["skipped"] == 5
+    assert calls == []
+    changed = grid_from_dict({**one, "method_set": {"dm": ["iterations=2", "width=4", "batch_real=4"]}})
+    counts = run_local(changed, tmp_path, show_progress=False, echo=lambda s: None)
+    assert counts["done"] == 2 and counts["skipped"] == 3 and len(calls) == 2
+    # The old records are kept, never overwritten; the grid-filtered view has one per cell.
+    assert len(list((tmp_path / "records").glob("*.json"))) == 7
+    assert len(load_records(tmp_path, changed)) == 5
+
+
+WORKER = """
+import sys, time
+import ddlnl.sweep as sweep
+import ddlnl.train as train
+from ddlnl.sweep import grid_from_dict, Cell
+grid = grid_from_dict({grid!r})
+if {slow}:
+    def slow(*a, **k):
+        time.sleep(60)
+    sweep_run_baseline = slow
+    train.run_baseline = slow
+print(sweep.run_local(grid, {root!r}, show_progress=False, echo=lambda s: print("DONE", s.split(":")[0], flush=True)), flush=True)
+"""
+
+
+def _worker(grid, root, slow=False):
+    code = WORKER.format(grid=grid, root=str(root), slow=slow)
+    return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_a_killed_worker_leaves_no_partial_record_and_the_cell_is_taken_over(tmp_path):
+    grid_dict = {**TINY, "noises": ["symmetric:0.4"], "methods": [], "ipcs": [1], "method_set": {}}
+    grid = grid_from_dict(grid_dict)
+    proc = _worker(grid_dict, tmp_path, slow=True)
+    lock_dir = tmp_path / "locks"
+    deadline = time.time() + 60
+    while time.time() < deadline and not (lock_dir.exists() and any(lock_dir.iterdir())):
+        time.sleep(0.2)
+    assert lock_dir.exists() and any(lock_dir.iterdir()), proc.communicate()
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not list((tmp_path / "records").glob("*.json")) if (tmp_path / "records").exists() else True
+    assert not list(tmp_path.rglob("*.tmp"))
+    # The dead worker's lock is stale (its process is gone): the next worker takes the cell over.
+    counts = run_local(grid, tmp_path, show_progress=False, echo=lambda s: None)
+    assert counts["done"] == len(expand(grid))
+    assert all(s.state == "done" for s in status(grid, tmp_path))
+
+
+def test_two_concurrent_workers_produce_each_record_exactly_once(tmp_path):
+    grid_dict = {**TINY, "noises": ["symmetric:0.4"]}
+    procs = [_worker(grid_dict, tmp_path) for _ in range(2)]
+    outs = [p.communicate(timeout=300)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs
+    done = [line.split()[1] for out in outs for line in out.splitlines() if line.startswith("DONE")]
+    grid = grid_from_dict(grid_dict)
+    names = sorted(c.name for c in expand(grid))
+    assert sorted(done) == names  # every cell computed once, by one of the two workers
+    assert len(list((tmp_path / "records").glob("*.json"))) == len(names)
+
+
+def test_submitit_local_executor_runs_the_grid(tmp_path):
+    pytest.importorskip("submitit")
+    from ddlnl.sweep import run_submitit
+
+    grid = grid_from_dict({**TINY, "noises": ["symmetric:0.4"], "ipcs": [1]})
+    jobs = run_submitit(grid, tmp_path, cluster="local", cells_per_job=2, echo=lambda s: None)
+    assert len(jobs) == 2
+    assert all(s.state == "done" for s in status(grid, tmp_path))
+
+
+def test_results_rows_filter_and_csv(tmp_path):
+    grid = grid_from_dict({**TINY, "noises": ["symmetric:0.4"]})
+    run_local(grid, tmp_path, show_progress=False, echo=lambda s: None)
+    rows = [record_row(r) for r in load_records(tmp_path, grid)]
+    assert len(rows) == 5
+    dm = filter_rows(rows, ["method=dm", "ipc=2"])
+    assert len(dm) == 1 and dm[0]["ipc"] == 2 and dm[0]["realized_rate"] == pytest.approx(0.4, abs=0.05)
+    csv_text = rows_to_csv(rows)
+    assert csv_text.splitlines()[0].startswith("dataset,noise,kind,rate") and len(csv_text.splitlines()) == 6
+    with pytest.raises(Exception, match="unknown field"):
+        filter_rows(rows, ["colour=red"])
+
+
+def test_report_has_one_line_per_noise_dashed_baselines_and_gaps(tmp_path):
+    from ddlnl.report import write_report
+
+    grid = grid_from_dict(TINY)
+    run_local(grid, tmp_path, show_progress=False, echo=lambda s: None)
+    # Remove one cell's record: the report must show a gap there, not a zero.
+    gone = Cell("digits", "symmetric:0.6", 0, "dm", 2)
+    record_path(tmp_path, gone, cell_key(grid, gone)).unlink()
+    import matplotlib.pyplot as plt
+
+    captured = {}
+    real_savefig = plt.Figure.savefig
+
+    def spy(fig, *a, **k):
+        captured.setdefault("figs", []).append(fig)
+        return real_savefig(fig, *a, **k)
+
+    plt.Figure.savefig = spy
+    try:
+        written = write_report(tmp_path, grid=grid)
+    finally:
+        plt.Figure.savefig = real_savefig
+    fig = captured["figs"][0]
+    axes = {ax.get_title(): ax for ax in fig.axes}
+    assert set(axes) == {"digits: random", "digits: dm"}
+    dm_ax = axes["digits: dm"]
+    solid = [ln for ln in dm_ax.get_lines() if ln.get_linestyle() == "-"]
+    dashed = [ln for ln in dm_ax.get_lines() if ln.get_linestyle() == "--"]
+    assert len(solid) == 2 and len(dashed) == 2  # one line and one baseline per noise rate
+    for s in solid:  # each baseline has the colour of its noise line
+        assert any(d.get_color() == s.get_color() for d in dashed)
+    ys = [list(s.get_ydata()) for s in solid]
+    assert any(str(v) == "nan" for y in ys for v in y) and not any(v == 0 for y in ys for v in y)
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert legend == ["symmetric:0.4", "symmetric:0.6"]
+    table = (tmp_path / "report" / "table.md").read_text()
+    assert "| digits | symmetric:0.6 | dm |" in table and " - |" in table
+    assert any(p.suffix == ".png" and "grids" in p.parts for p in written)
