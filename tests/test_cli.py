@@ -97,9 +97,15 @@ def test_run_writes_table_figures_and_resumes(tmp_path, capsys):
     assert main(["run", "--out", str(out), *TINY]) == 0
     assert "done before" in capsys.readouterr().err
     assert (out / "cells" / "dm-ipc1.json").read_text() == before
-    # Another configuration never overwrites this run.
+    # Another configuration never overwrites this run's records ...
     assert main(["run", "--out", str(out), *TINY, "--set", "dm.lr_img=2"]) == 2
     assert "different configuration" in _error_line(capsys)
+    assert (out / "cells" / "dm-ipc1.json").read_text() == before
+    # ... nor does other data; but more IPCs can be added to the same run.
+    assert main(["run", "--out", str(out), *TINY, "--noise", "symmetric:0.3"]) == 2
+    assert "other data" in _error_line(capsys)
+    assert main(["run", "--out", str(out), *[a if a != "1,2" else "1,2,3" for a in TINY]]) == 0
+    assert "| dm | 3 |" in capsys.readouterr().out
 
 
 def test_distill_then_evaluate(tmp_path, capsys):

@@ -211,6 +211,28 @@ def prepare_data(job: JobConfig) -> Prepared:
     return Prepared(dataset=dataset, noisy=noisy, noisy_train=dataset.train.with_labels(noisy.noisy))
 
 
+def _check_run_dir(out: Path, resolved: ResolvedJob) -> None:
+    """A run directory belongs to one data setting (dataset, noise, seed, subset).
+
+    Methods and IPCs may be added to it later (their records carry their own keys, and a record
+    of a changed configuration is refused); ``config.json`` lists every resolved configuration
+    that ran in it.
+    """
+    cfg_path = out / "config.json"
+    entry = json.loads(json.dumps(resolved.to_dict(), default=str))
+    data = json.loads(json.dumps(_data_key(resolved.job), default=str))
+    if cfg_path.exists():
+        previous = json.loads(cfg_path.read_text())
+        if previous.get("data") != data:
+            raise UserError(f"{out} holds a run on other data (dataset, noise, seed or subset); choose another --out")
+        if entry in previous.get("runs", []):
+            return
+        runs = previous.get("runs", []) + [entry]
+    else:
+        runs = [entry]
+    atomic_write_json(cfg_path, {"data": data, "runs": runs, "code_version": code_version()})
+
+
 def _load_record(path: Path, key: str) -> dict | None:
     """The record at ``path`` if it was produced by the same configuration; refuse a different one."""
     if not path.exists():
@@ -249,13 +271,7 @@ def run_job(resolved: ResolvedJob, out: Path, *, device: torch.device,
     # Refuse an impossible IPC now, not after the baseline has trained for minutes.
     check_ipc(class_indices(prepared.noisy_train.labels, ds.num_classes), max(job.ipcs))
     out.mkdir(parents=True, exist_ok=True)
-    cfg_path = out / "config.json"
-    if cfg_path.exists():
-        previous = json.loads(cfg_path.read_text())
-        if previous.get("resolved") != json.loads(json.dumps(resolved.to_dict(), default=str)):
-            raise UserError(f"{out} holds a run with a different configuration; choose another --out")
-    else:
-        atomic_write_json(cfg_path, {"resolved": resolved.to_dict(), "code_version": code_version()})
+    _check_run_dir(out, resolved)
     echo(f"data: {ds.name}, {len(ds.train)} train / {len(ds.test)} test, {ds.num_classes} classes, preset {resolved.preset}, device {device}")
     echo(summary_text(prepared.noisy, ds.classes))
     if not (out / "noise.npz").exists():
