@@ -211,11 +211,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _grid_of_root(root: Path):
+def _grids_of_root(root: Path):
+    """Every grid that has run in ``root`` (saved under ROOT/grids/), or None if none was saved."""
     from .sweep import load_grid
 
-    path = root / "grid.yaml"
-    return load_grid(path) if path.exists() else None
+    paths = sorted((root / "grids").glob("*.yaml"))
+    return [load_grid(p) for p in paths] or None
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
@@ -238,7 +239,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     import yaml
 
     root.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(root / "grid.yaml", yaml.safe_dump(grid_to_dict(grid), sort_keys=False))
+    atomic_write_text(root / "grids" / f"{grid.name}.yaml", yaml.safe_dump(grid_to_dict(grid), sort_keys=False))
     if args.executor == "local":
         counts = run_local(grid, root, show_progress=not args.quiet)
         print(f"{grid.name}: {counts['done']} run, {counts['skipped']} already done, {counts['held']} held by other workers, "
@@ -256,8 +257,8 @@ def cmd_results(args: argparse.Namespace) -> int:
     from .utils import atomic_write_text
 
     root = Path(args.root)
-    grid = None if args.all else _grid_of_root(root)
-    rows = sort_rows(filter_rows([record_row(r) for r in load_records(root, grid)], args.filter))
+    grids = None if args.all else _grids_of_root(root)
+    rows = sort_rows(filter_rows([record_row(r) for r in load_records(root, grids)], args.filter))
     print(rows_table(rows))
     if args.csv:
         atomic_write_text(args.csv, rows_to_csv(rows))
@@ -269,7 +270,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from .report import write_report
 
     root = Path(args.root)
-    for path in write_report(root, args.out, grid=_grid_of_root(root)):
+    for path in write_report(root, args.out, grid=_grids_of_root(root)):
         print(path)
     return 0
 

@@ -18,7 +18,7 @@ ROW_FIELDS = ("dataset", "noise", "kind", "rate", "realized_rate", "seed", "meth
 
 
 def load_records(root: str | Path, grid=None) -> list[dict[str, Any]]:
-    """All records under ``root/records``; with ``grid``, only those of its current cells.
+    """All records under ``root/records``; with ``grid`` (one or a list), only those of its current cells.
 
     Without a grid, when one cell has records from several configurations, the most recently
     finished one is kept.
@@ -36,7 +36,8 @@ def load_records(root: str | Path, grid=None) -> list[dict[str, Any]]:
     if grid is not None:
         from .sweep import cell_key, expand
 
-        wanted = {cell_key(grid, c) for c in expand(grid)}
+        grids = grid if isinstance(grid, (list, tuple)) else [grid]
+        wanted = {cell_key(g, c) for g in grids for c in expand(g)}
         return [r for r in records if r.get("key") in wanted]
     latest: dict[str, dict[str, Any]] = {}
     for r in records:
