@@ -9,7 +9,9 @@ from ddlnl.methods import METHODS, method_config
 from ddlnl.methods import dm
 
 # The smallest settings that still exercise each method's whole loop.
-TINY = {"random": {}, "dm": {"iterations": 3, "batch_real": 8, "width": 8}}
+TINY = {"random": {}, "dm": {"iterations": 3, "batch_real": 8, "width": 8},
+        "rcig": {"iterations": 3, "batch_real": 16, "width": 8, "pool_size": 2, "inner_steps": 3, "hinv_steps": 3,
+                 "inner_lr": 1e-3, "hinv_lr": 1e-3}}
 
 
 @pytest.mark.parametrize("name", sorted(METHODS))
