@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -78,3 +80,21 @@ def test_accuracy_uses_argmax_of_soft_labels(tiny_dataset):
     hard = tiny_dataset.test
     soft = LabeledTensors(hard.images, torch.nn.functional.one_hot(hard.labels, 4).float())
     assert accuracy(model, hard) == accuracy(model, soft)
+
+
+def test_warmup_and_cosine_floor_schedule():
+    from ddlnl.train import _lr_at
+
+    cfg = TrainConfig(epochs=10, schedule="cosine", warmup_epochs=2, final_lr_fraction=0.01)
+    assert _lr_at(cfg, 1.0, 0, 0.0) == 0.0
+    assert _lr_at(cfg, 1.0, 1, 0.0) == pytest.approx(0.5)
+    assert _lr_at(cfg, 1.0, 2, 0.0) == pytest.approx(1.0)
+    assert _lr_at(cfg, 1.0, 9, 0.999999) == pytest.approx(0.01, abs=1e-4)
+
+
+def test_adam_with_mse_on_label_vectors_learns(tiny_dataset):
+    ds = tiny_dataset
+    targets = torch.nn.functional.one_hot(ds.train.labels, 4).float() - 0.25  # centred, as RCIG's labels
+    cfg = replace(FAST, optimizer="adam", loss="mse", lr=3e-3, epochs=30)
+    res = evaluate(LabeledTensors(ds.train.images, targets), ds.test, cfg, num_classes=4, n_runs=1, seed=0)
+    assert res.mean > 0.9

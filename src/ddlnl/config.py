@@ -147,3 +147,15 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
 def to_dict(cfg: Any) -> dict[str, Any]:
     """A JSON-able dict of a config dataclass (tuples become lists)."""
     return dataclasses.asdict(cfg)
+
+
+def identity(cfg: Any) -> dict[str, Any]:
+    """The fields of a config that identify a result (used in cache keys and record keys).
+
+    A field listed in the dataclass's ``KEY_NEUTRAL`` mapping is left out while it holds that
+    neutral value: options added after results existed (say a new optimizer choice whose default
+    is the old behaviour) then keep the keys, and so the records, of everything computed before.
+    """
+    data = dataclasses.asdict(cfg)
+    neutral = getattr(type(cfg), "KEY_NEUTRAL", {})
+    return {k: v for k, v in data.items() if not (k in neutral and v == neutral[k])}

@@ -27,7 +27,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from .config import apply_overrides
+from .config import apply_overrides, identity
 from .data import Dataset, load_dataset
 from .errors import ConfigError, UserError
 from .methods import METHODS, get_method, method_config
@@ -77,6 +77,7 @@ class JobConfig:
     baseline: bool = True  # run the full-noisy baseline
     early_stop_baseline: bool = True  # also the early-stopping baseline (noisy validation split)
     baseline_runs: int = 0  # training runs per baseline; 0 = n_runs (a baseline costs a full-data schedule)
+    protocol: str = "common"  # common: one recipe for every method | own: each method's published recipe
 
     def check(self) -> None:
         for m in self.methods:
@@ -89,6 +90,8 @@ class JobConfig:
             raise ConfigError(f"preset {self.preset!r}: use auto, cpu or paper")
         if self.train_subset < 0:
             raise ConfigError(f"train_subset must be >= 0, got {self.train_subset}")
+        if self.protocol not in {"common", "own"}:
+            raise ConfigError(f"protocol {self.protocol!r}: use common (one recipe for all) or own (each method's)")
 
 
 @dataclass(frozen=True)
@@ -247,12 +250,21 @@ def _load_record(path: Path, key: str) -> dict | None:
 
 
 def evaluate_synthetic(syn: SyntheticSet, prepared: Prepared, cfg: TrainConfig, *, n_runs: int,
-                       seed: int, device: torch.device, show_progress: bool = False) -> EvalResult:
-    """Train ``n_runs`` fresh models on ``syn`` (its learned lr when it has one and the config allows)."""
+                       seed: int, device: torch.device, show_progress: bool = False,
+                       protocol: str = "common") -> EvalResult:
+    """Train ``n_runs`` fresh models on ``syn`` and measure them on the clean test split.
+
+    ``protocol="common"``: ``cfg`` for every method (the set's learned lr when it has one and the
+    config allows). ``"own"``: the method's published evaluation recipe, where it has one.
+    """
+    data = syn.as_labeled()
+    method = syn.meta.get("method")
+    if protocol == "own" and method in METHODS and METHODS[method].own_protocol is not None:
+        cfg, data = METHODS[method].own_protocol(cfg, syn, prepared.dataset.name)
     lr = syn.lr if (syn.lr is not None and cfg.use_learned_lr) else None
-    return evaluate(syn.as_labeled(), prepared.dataset.test, cfg, num_classes=prepared.dataset.num_classes,
+    return evaluate(data, prepared.dataset.test, cfg, num_classes=prepared.dataset.num_classes,
                     n_runs=n_runs, seed=seed, device=device, lr=lr, show_progress=show_progress,
-                    desc=f"evaluate {syn.meta.get('method', '?')}")
+                    desc=f"evaluate {method or '?'}")
 
 
 def log(msg: str) -> None:
@@ -305,7 +317,7 @@ def _run_baselines(resolved: ResolvedJob, prepared: Prepared, out: Path, device:
         wanted.append(("baseline_early_stop", replace(resolved.baseline_protocol, protocol="early-stop")))
     records = {}
     for name, bcfg in wanted:
-        key = _key([_data_key(job), asdict(resolved.baseline), asdict(bcfg)])
+        key = _key([_data_key(job), identity(resolved.baseline), asdict(bcfg)])
         rec = _load_record(out / f"{name}.json", key)
         if rec is None:
             echo(f"{name}: {resolved.baseline.epochs} epochs on {len(prepared.noisy_train)} noisy labels x {job.baseline_runs or job.n_runs} runs")
@@ -363,7 +375,7 @@ def _run_cell(resolved: ResolvedJob, prepared: Prepared, method: str, ipc: int, 
     ds = prepared.dataset
     mcfg = resolved.methods[method]
     name = f"{method}-ipc{ipc}"
-    key = _key([_data_key(job), method, ipc, asdict(mcfg), asdict(resolved.train)])
+    key = _key([_data_key(job), method, ipc, identity(mcfg), identity(resolved.train), job.protocol])
     rec = _load_record(out / "cells" / f"{name}.json", key)
     if rec is not None:
         echo(f"{name}: done before, {fmt_acc(rec['mean'], rec['std'])}")
@@ -385,7 +397,7 @@ def _run_cell(resolved: ResolvedJob, prepared: Prepared, method: str, ipc: int, 
                    title=f"{method}, IPC {ipc}, {ds.name}, {prepared.noisy.spec.label()}")
     res = evaluate_synthetic(syn, prepared, resolved.train, n_runs=job.n_runs,
                              seed=derive_seed(job.seed, "eval", method, ipc), device=device,
-                             show_progress=show_progress)
+                             show_progress=show_progress, protocol=job.protocol)
     rec = {"key": key, "method": method, "ipc": ipc, "config": asdict(mcfg), "train": asdict(resolved.train),
            "distill_seconds": distill_seconds, "synthetic": str(syn_path.relative_to(out)),
            "learned_lr": syn.lr, **res.to_dict()}

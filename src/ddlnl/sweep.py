@@ -48,7 +48,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import torch
 
-from .config import load_yaml
+from .config import identity, load_yaml
 from .errors import ConfigError, UserError
 from .methods import get_method
 from .noise import NoisyLabels, load_noisy_labels, parse_noise_spec
@@ -79,6 +79,7 @@ class Grid:
     baselines: tuple[str, ...] = ("converged", "early-stop")
     n_runs: int = 3
     baseline_runs: int = 0
+    protocol: str = "common"
     preset: str = "auto"
     train_subset: int = 0
     overrides: tuple[str, ...] = ()
@@ -100,7 +101,7 @@ class Grid:
             raise ConfigError(f"grid {self.name!r}: method_set names methods not in the grid: {', '.join(sorted(unknown))}")
 
 
-GRID_KEYS = {"name", "datasets", "noises", "methods", "ipcs", "seeds", "baselines", "n_runs", "baseline_runs",
+GRID_KEYS = {"name", "datasets", "noises", "methods", "ipcs", "seeds", "baselines", "n_runs", "baseline_runs", "protocol",
              "preset", "train_subset", "set", "method_set", "resources"}
 
 
@@ -150,7 +151,8 @@ def grid_from_dict(data: dict[str, Any], default_name: str = "grid") -> Grid:
         methods=tuple(str(m) for m in _as_list(data["methods"], "methods") if str(m) != "random"),
         ipcs=ipcs, seeds=seeds,
         baselines=tuple(str(b) for b in _as_list(data.get("baselines", ["converged", "early-stop"]), "baselines")),
-        n_runs=n_runs, baseline_runs=baseline_runs, preset=str(data.get("preset", "auto")),
+        n_runs=n_runs, baseline_runs=baseline_runs, protocol=str(data.get("protocol", "common")),
+        preset=str(data.get("preset", "auto")),
         train_subset=train_subset, overrides=tuple(str(s) for s in _as_list(data.get("set"), "set")),
         method_overrides={str(k): tuple(str(v) for v in _as_list(vs, f"method_set.{k}")) for k, vs in method_set.items()},
         resources=dict(data.get("resources") or {}),
@@ -208,7 +210,7 @@ def cell_job(grid: Grid, cell: Cell):
     job = JobConfig(dataset=cell.dataset, data_root=entry.data_root, noise=cell.noise, noise_file=entry.noise_file,
                     methods=() if cell.is_baseline else (cell.method,), ipcs=(cell.ipc or 1,), n_runs=grid.n_runs,
                     seed=cell.seed, preset=grid.preset, train_subset=grid.train_subset,
-                    baseline_runs=grid.baseline_runs)
+                    baseline_runs=grid.baseline_runs, protocol=grid.protocol)
     overrides = list(grid.overrides)
     for method, items in grid.method_overrides.items():
         if method == cell.method or (method == "random" and not cell.is_baseline):
@@ -231,11 +233,13 @@ def cell_key(grid: Grid, cell: Cell, resolved=None) -> str:
     resolved = resolved or cell_job(grid, cell)
     parts: dict[str, Any] = {"data": data_key(resolved), "cell": asdict(cell)}
     if cell.is_baseline:
-        parts.update(baseline=asdict(resolved.baseline), protocol=asdict(resolved.baseline_protocol),
+        parts.update(baseline=identity(resolved.baseline), protocol=asdict(resolved.baseline_protocol),
                      runs=resolved.job.baseline_runs or resolved.job.n_runs)
     else:
-        parts.update(method=asdict(resolved.methods[cell.method]), train=asdict(resolved.train),
+        parts.update(method=identity(resolved.methods[cell.method]), train=identity(resolved.train),
                      runs=resolved.job.n_runs)
+        if resolved.job.protocol != "common":  # keeps the keys of existing common-protocol records
+            parts["protocol"] = resolved.job.protocol
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -378,7 +382,7 @@ def run_cell(grid: Grid, cell: Cell, root: str | Path, *, show_progress: bool = 
             distill_s = time.perf_counter() - t1
             res = evaluate_synthetic(syn, prepared, resolved.train, n_runs=resolved.job.n_runs,
                                      seed=derive_seed(cell.seed, "eval", cell.method, cell.ipc), device=device,
-                                     show_progress=show_progress)
+                                     show_progress=show_progress, protocol=resolved.job.protocol)
             record.update(config={"method": asdict(mcfg), "train": asdict(resolved.train)},
                           seconds={"distill": distill_s, "evaluate": res.seconds}, learned_lr=syn.lr)
             record["artifacts"]["synthetic"] = str(syn_path.relative_to(root))
@@ -509,6 +513,6 @@ def grid_to_dict(grid: Grid) -> dict[str, Any]:
             "datasets": {e.name: {"data_root": e.data_root, "noise_file": e.noise_file} for e in grid.datasets},
             "noises": list(grid.noises), "methods": list(grid.methods), "ipcs": list(grid.ipcs),
             "seeds": list(grid.seeds), "baselines": list(grid.baselines), "n_runs": grid.n_runs,
-            "baseline_runs": grid.baseline_runs, "preset": grid.preset, "train_subset": grid.train_subset,
+            "baseline_runs": grid.baseline_runs, "protocol": grid.protocol, "preset": grid.preset, "train_subset": grid.train_subset,
             "set": list(grid.overrides), "method_set": {k: list(v) for k, v in grid.method_overrides.items()},
             "resources": dict(grid.resources)}

@@ -16,7 +16,7 @@ import copy
 import math
 import time
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar
 
 import numpy as np
 import torch
@@ -53,10 +53,19 @@ class TrainConfig:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     schedule: str = "step"  # step: lr x0.1 at epochs//2 | cosine | constant
+    warmup_epochs: int = 0  # linear warm-up from 0 over this many epochs (RCIG's recipe)
+    final_lr_fraction: float = 0.0  # cosine schedule decays to lr * this (RCIG: 0.01)
+    optimizer: str = "sgd"  # sgd (momentum, weight_decay) | adam (weight_decay as L2)
+    loss: str = "ce"  # ce: cross-entropy (hard or probability targets) | mse: 0.5 * mean((logits - y)^2)
     augment: str = "dsa"  # dsa | none
     dsa_strategy: str = DSA_STRATEGY  # '_'-separated DSA ops (color, crop, cutout, flip, scale, rotate)
     use_learned_lr: bool = True  # train a synthetic set with its learned lr when it carries one
     eval_batch_size: int = 1024  # inference batch
+
+    # Options added after results existed: at these values they change nothing, so they are left
+    # out of result keys (ddlnl.config.identity) and earlier records stay valid.
+    KEY_NEUTRAL: ClassVar[dict[str, Any]] = {"warmup_epochs": 0, "final_lr_fraction": 0.0, "optimizer": "sgd",
+                                             "loss": "ce"}
 
     def check(self) -> None:
         if self.epochs < 1 or self.batch_size < 1:
@@ -67,6 +76,12 @@ class TrainConfig:
             raise ConfigError(f"schedule {self.schedule!r}: use step, cosine or constant")
         if self.augment not in {"dsa", "none"}:
             raise ConfigError(f"augment {self.augment!r}: use dsa or none")
+        if self.optimizer not in {"sgd", "adam"}:
+            raise ConfigError(f"optimizer {self.optimizer!r}: use sgd or adam")
+        if self.loss not in {"ce", "mse"}:
+            raise ConfigError(f"loss {self.loss!r}: use ce or mse")
+        if self.warmup_epochs < 0 or not 0.0 <= self.final_lr_fraction <= 1.0:
+            raise ConfigError("warmup_epochs must be >= 0 and final_lr_fraction in [0, 1]")
 
     def model_kwargs(self) -> dict[str, Any]:
         return dict(depth=self.depth, width=self.width, norm=self.norm, activation=self.activation,
@@ -115,11 +130,32 @@ def soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tens
 
 
 def _lr_at(cfg: TrainConfig, base_lr: float, epoch: int, frac: float) -> float:
+    t = epoch + frac
+    if t < cfg.warmup_epochs:
+        return base_lr * t / cfg.warmup_epochs
     if cfg.schedule == "step":
         return base_lr * (0.1 if epoch >= cfg.epochs // 2 else 1.0)
     if cfg.schedule == "cosine":
-        return base_lr * 0.5 * (1.0 + math.cos(math.pi * (epoch + frac) / cfg.epochs))
+        span = max(cfg.epochs - cfg.warmup_epochs, 1e-9)
+        progress_ = min(1.0, (t - cfg.warmup_epochs) / span)
+        floor = cfg.final_lr_fraction
+        return base_lr * (floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress_)))
     return base_lr
+
+
+def _loss(cfg: TrainConfig, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    if cfg.loss == "mse":
+        # Regression on label vectors (RCIG): hard labels become one-hot rows.
+        if target.ndim == 1:
+            target = F.one_hot(target, logits.shape[1]).to(logits.dtype)
+        return 0.5 * ((logits - target) ** 2).mean()
+    return soft_cross_entropy(logits, target) if target.ndim == 2 else F.cross_entropy(logits, target)
+
+
+def _optimizer(cfg: TrainConfig, model: nn.Module, lr: float) -> torch.optim.Optimizer:
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(model.parameters(), lr=lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(model.parameters(), lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
 
 
 def _make_augment(cfg: TrainConfig) -> Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None:
@@ -160,11 +196,9 @@ def train(model: nn.Module, data: LabeledTensors, cfg: TrainConfig, *, seed: int
     device = next(model.parameters()).device
     images = data.images.to(device)
     labels = data.labels.to(device)
-    soft = labels.ndim == 2
     n = images.shape[0]
     base_lr = float(lr if lr is not None else cfg.lr)
-    opt = torch.optim.SGD(model.parameters(), lr=base_lr, momentum=cfg.momentum,
-                          weight_decay=cfg.weight_decay)
+    opt = _optimizer(cfg, model, base_lr)
     g_order = generator(derive_seed(seed, "order"))
     g_aug = generator(derive_seed(seed, "augment"))
     augment = _make_augment(cfg)
@@ -185,7 +219,7 @@ def train(model: nn.Module, data: LabeledTensors, cfg: TrainConfig, *, seed: int
             if augment is not None:
                 x = augment(x, g_aug)
             logits = model(x)
-            loss = soft_cross_entropy(logits, labels[idx]) if soft else F.cross_entropy(logits, labels[idx])
+            loss = _loss(cfg, logits, labels[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

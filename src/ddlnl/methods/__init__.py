@@ -18,14 +18,17 @@ class Method(NamedTuple):
     distill: Callable[..., Any]
     config: type
     summary: str
+    # The method's own evaluation recipe: (common TrainConfig, SyntheticSet, dataset name) ->
+    # (TrainConfig, LabeledTensors to train on). None: the common protocol is its recipe.
+    own_protocol: Callable[..., Any] | None = None
 
 
 METHODS: dict[str, Method] = {
     "random": Method(random_subset.distill, random_subset.RandomConfig,
                      "random real images per noisy class, with their noisy labels (the fair reference)"),
-    "dm": Method(dm.distill, dm.DMConfig, "Distribution Matching (Zhao & Bilen, WACV 2023)"),
+    "dm": Method(dm.distill, dm.DMConfig, "Distribution Matching (Zhao & Bilen, WACV 2023)", dm.own_protocol),
     "rcig": Method(rcig.distill, rcig.RCIGConfig,
-                   "Convexified Implicit Gradients, learned labels (Loo et al., ICML 2023)"),
+                   "Convexified Implicit Gradients, learned labels (Loo et al., ICML 2023)", rcig.own_protocol),
 }
 
 

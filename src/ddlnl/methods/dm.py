@@ -128,3 +128,11 @@ def distill(train: LabeledTensors, ipc: int, cfg: DMConfig = DMConfig(), *, seed
                         meta={"method": "dm", "config": asdict(cfg), "ipc": ipc, "seed": seed,
                               "num_classes": num_classes, "loss": losses,
                               "init_indices": init_idx.tolist()})
+
+
+def own_protocol(base: TrainConfig, syn: SyntheticSet, dataset_name: str):
+    """DM's evaluation recipe: the common one trained for 1000 epochs (main_DM.py
+    ``epoch_eval_train``; the DC/DSA protocol uses 300)."""
+    from dataclasses import replace
+
+    return replace(base, epochs=1000), syn.as_labeled()

@@ -902,3 +902,12 @@ def rcig_eval_config(base: TrainConfig, *, num_images: int, dataset_name: str | 
     if "optimizer" in have:
         changes["lr"] = recipe.lr
     return dataclasses.replace(base, **changes)
+
+
+def own_protocol(base: TrainConfig, syn: SyntheticSet, dataset_name: str):
+    """RCIG's evaluation recipe (:func:`rcig_eval_config`): Adam, MSE on the *raw* learned labels
+    (``meta["raw_labels"]``), warm-up then cosine to 1%, its step budget and augmentation."""
+    cfg = rcig_eval_config(base, num_images=len(syn), dataset_name=dataset_name)
+    raw = syn.meta.get("raw_labels")
+    labels = torch.tensor(raw, dtype=torch.float32) if raw is not None else syn.labels
+    return cfg, LabeledTensors(syn.images, labels)
