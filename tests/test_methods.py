@@ -10,6 +10,9 @@ from ddlnl.methods import dm
 
 # The smallest settings that still exercise each method's whole loop.
 TINY = {"random": {}, "dm": {"iterations": 3, "batch_real": 8, "width": 8},
+        "datm": {"iterations": 2, "syn_steps": 3, "expert_epochs": 1, "current_max_start_epoch": 1, "max_start_epoch": 2,
+                 "num_experts": 2, "expert_train_epochs": 2, "expert_lr": 0.1, "expert_batch": 32, "width": 8, "depth": 2,
+                 "cache_experts": False},
         "rcig": {"iterations": 3, "batch_real": 16, "width": 8, "pool_size": 2, "inner_steps": 3, "hinv_steps": 3,
                  "inner_lr": 1e-3, "hinv_lr": 1e-3}}
 

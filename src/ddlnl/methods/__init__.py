@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any, Callable, NamedTuple
 
 from ..errors import ConfigError
-from . import dm, random_subset, rcig
+from . import datm, dm, random_subset, rcig
 
 
 class Method(NamedTuple):
@@ -27,6 +27,9 @@ METHODS: dict[str, Method] = {
     "random": Method(random_subset.distill, random_subset.RandomConfig,
                      "random real images per noisy class, with their noisy labels (the fair reference)"),
     "dm": Method(dm.distill, dm.DMConfig, "Distribution Matching (Zhao & Bilen, WACV 2023)", dm.own_protocol),
+    "datm": Method(datm.distill, datm.DATMConfig,
+                   "Difficulty-Aligned Trajectory Matching with soft labels (Guo et al., ICLR 2024), TESLA gradient",
+                   datm.own_protocol),
     "rcig": Method(rcig.distill, rcig.RCIGConfig,
                    "Convexified Implicit Gradients, learned labels (Loo et al., ICML 2023)", rcig.own_protocol),
 }
