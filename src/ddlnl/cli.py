@@ -82,6 +82,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-runs", type=int, default=3)
     _common(p, data=False)
 
+    p = sub.add_parser("experts", help="train (or, with --status, only report) the cached expert trajectories a method needs")
+    _common(p)
+    p.add_argument("--method", default="datm", help="the method whose experts to train (datm, or dance once landed)")
+    p.add_argument("--status", action="store_true", help="report what is cached; train nothing")
+
     p = sub.add_parser("sweep", help="run an experiment grid from one YAML (resumable; local or SLURM via submitit)")
     p.add_argument("grid", help="grid YAML (see configs/grids/)")
     p.add_argument("--root", default=None, help="where records and artifacts go (default runs/sweeps/<grid name>)")
@@ -101,6 +106,22 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="figures (accuracy vs IPC, synthetic image grids) and a table from a sweep's records")
     p.add_argument("root", help="the sweep's root directory")
     p.add_argument("--out", default=None, help="output folder (default ROOT/report)")
+
+    p = sub.add_parser("estimate", help="estimate the noise rate and transition matrix with models trained on a synthetic set; IPC advice")
+    _common(p)
+    p.add_argument("--run", default=None, help="a `ddlnl run` directory: its data, its accuracy over IPC vs the baseline (the corollary bound) and its largest DM set")
+    p.add_argument("--synthetic", default=None, help="a .safetensors synthetic set (default: the run's largest DM set, else DM distilled here)")
+    p.add_argument("--ipc", type=int, default=10, help="IPC of the DM set distilled when none is given (default 10)")
+    p.add_argument("--out", default=None, help="folder for estimate.json and a distilled set (default runs/estimate-...)")
+
+    p = sub.add_parser("issues", help="flag likely wrong training labels with models trained only on a synthetic set; write a table and cleaned labels")
+    _common(p)
+    p.add_argument("--synthetic", default=None, help="a .safetensors synthetic set (default: DM distilled here from the noisy data)")
+    p.add_argument("--ipc", type=int, default=10, help="IPC of the DM set distilled when none is given (default 10)")
+    p.add_argument("--filter", action="store_true", help="downstream training drops flagged samples instead of relabelling them")
+    p.add_argument("--no-train", action="store_true", help="only score and write the files; no downstream training")
+    p.add_argument("--n-runs", type=int, default=1, help="downstream training runs (default 1)")
+    p.add_argument("--out", default=None, help="output folder (default runs/issues-...)")
     return parser
 
 
@@ -219,6 +240,17 @@ def _grids_of_root(root: Path):
     return [load_grid(p) for p in paths] or None
 
 
+def cmd_experts(args: argparse.Namespace) -> int:
+    from .experts import experts_for_job
+
+    job = replace(_job_from_args(args), methods=(args.method,))
+    resolved, device = _resolve(args, job)
+    status = experts_for_job(resolved, method=args.method, device=device, show_progress=not args.quiet,
+                             train_missing=not args.status)
+    print(status.summary())
+    return 0
+
+
 def cmd_sweep(args: argparse.Namespace) -> int:
     from .sweep import expand, grid_to_dict, load_grid, run_local, run_submitit, shared_artifacts, status
     from .utils import atomic_write_text
@@ -275,8 +307,47 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"sweep": cmd_sweep, "results": cmd_results, "report": cmd_report, "run": cmd_run, "noise": cmd_noise, "baseline": cmd_baseline, "distill": cmd_distill,
-            "evaluate": cmd_evaluate}
+def cmd_estimate(args: argparse.Namespace) -> int:
+    from .estimate import estimate_text, read_run, run_estimate
+    from .label_issues import default_out_dir, split_issues_overrides
+
+    args.overrides, icfg = split_issues_overrides(args.overrides)
+    if args.ipc < 1:
+        raise UserError(f"--ipc must be >= 1, got {args.ipc}")
+    record = None
+    if args.run:
+        given = [f"--{k.replace('_', '-')}" for k in ("dataset", "data_root", "noise", "noise_file", "train_subset")
+                 if getattr(args, k) is not None]
+        if given:
+            raise UserError(f"--run takes its data from the run directory; drop {', '.join(given)}")
+        record = read_run(args.run)
+    job = record.job if record is not None else _job_from_args(args)
+    resolved, device = _resolve(args, job)
+    out = Path(args.out) if args.out else default_out_dir(resolved, "estimate")
+    result = run_estimate(resolved, icfg.n_models, record=record, synthetic=args.synthetic, ipc=args.ipc, out=out,
+                          device=device, show_progress=not args.quiet)
+    print(estimate_text(result))
+    print(f"written: {out / 'estimate.json'}")
+    return 0
+
+
+def cmd_issues(args: argparse.Namespace) -> int:
+    from .label_issues import default_out_dir, issues_text, run_issues, split_issues_overrides
+
+    args.overrides, icfg = split_issues_overrides(args.overrides)
+    if args.ipc < 1 or args.n_runs < 1:
+        raise UserError(f"--ipc and --n-runs must be >= 1, got {args.ipc} and {args.n_runs}")
+    resolved, device = _resolve(args, _job_from_args(args))
+    out = Path(args.out) if args.out else default_out_dir(resolved, "issues")
+    summary = run_issues(resolved, icfg, out, synthetic=args.synthetic, ipc=args.ipc,
+                         mode="filter" if args.filter else "relabel", train_downstream=not args.no_train,
+                         n_runs=args.n_runs, device=device, show_progress=not args.quiet)
+    print(issues_text(summary, out))
+    return 0
+
+
+COMMANDS = {"experts": cmd_experts, "sweep": cmd_sweep, "results": cmd_results, "report": cmd_report, "run": cmd_run, "noise": cmd_noise, "baseline": cmd_baseline, "distill": cmd_distill,
+            "evaluate": cmd_evaluate, "estimate": cmd_estimate, "issues": cmd_issues}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
