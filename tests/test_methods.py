@@ -13,6 +13,8 @@ TINY = {"random": {}, "dm": {"iterations": 3, "batch_real": 8, "width": 8},
         "datm": {"iterations": 2, "syn_steps": 3, "expert_epochs": 1, "current_max_start_epoch": 1, "max_start_epoch": 2,
                  "num_experts": 2, "expert_train_epochs": 2, "expert_lr": 0.1, "expert_batch": 32, "width": 8, "depth": 2,
                  "cache_experts": False},
+        "dance": {"iterations": 2, "num_pretrained": 2, "pretrain_epochs": 2, "pretrain_lr": 0.05, "pretrain_batch": 32,
+                  "batch_real": 8, "width": 8, "depth": 2, "cache_experts": False},
         "rcig": {"iterations": 3, "batch_real": 16, "width": 8, "pool_size": 2, "inner_steps": 3, "hinv_steps": 3,
                  "inner_lr": 1e-3, "hinv_lr": 1e-3}}
 
@@ -21,9 +23,11 @@ TINY = {"random": {}, "dm": {"iterations": 3, "batch_real": 8, "width": 8},
 def test_every_method_returns_a_valid_synthetic_set(name, tiny_dataset):
     cfg = method_config(name, overrides=TINY.get(name, {}))
     syn = METHODS[name].distill(tiny_dataset.train, 2, cfg, seed=0, num_classes=4)
-    assert syn.images.shape == (8, 1, 8, 8)
+    # IPC counts stored images; a multi-formation set (DANCE, factor 2) decodes each into 4.
+    per_class = syn.meta.get("images_per_class", 2)
+    assert syn.images.shape == (4 * per_class, 1, 8, 8)
     assert torch.isfinite(syn.images).all()
-    assert syn.hard_labels.tolist() == [0, 0, 1, 1, 2, 2, 3, 3]
+    assert syn.hard_labels.tolist() == [c for c in range(4) for _ in range(per_class)]
     assert syn.meta["method"] == name and syn.meta["ipc"] == 2
 
 

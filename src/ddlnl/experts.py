@@ -74,6 +74,10 @@ class ExpertConfig:
     activation: str = "relu"
     pooling: str = "avg"
     storage_dtype: str = "float32"  # float32 | float16 (halves the cache; rows are read back as float32)
+    # Step schedule across epochs (MultiStepLR): the lr of epoch e is lr * lr_gamma ** (number of
+    # milestones <= e). Empty = constant lr (MTT/DATM). DANCE's pre-training uses [2N//3, 5N//6], 0.2.
+    lr_milestones: tuple[int, ...] = ()
+    lr_gamma: float = 0.1  # factor per milestone; unused (and not in the cache key) without milestones
 
     # A 2-core CPU: 2 experts of 8 epochs at width 32, as DATMConfig.PRESETS["cpu"].
     PRESETS: ClassVar[dict[str, dict]] = {"cpu": {"num_experts": 2, "epochs": 8, "width": 32}}
@@ -87,6 +91,10 @@ class ExpertConfig:
             raise ConfigError("experts: norm=batch is not supported for trajectory matching (BatchNorm "
                               "running statistics are buffers that a flat parameter trajectory does not "
                               "hold); use norm=instance (the reference ConvNetIN) or none")
+        if any(m < 1 for m in self.lr_milestones) or list(self.lr_milestones) != sorted(self.lr_milestones):
+            raise ConfigError(f"experts: lr_milestones must be increasing epochs >= 1, got {self.lr_milestones}")
+        if self.lr_gamma <= 0:
+            raise ConfigError(f"experts: lr_gamma must be > 0, got {self.lr_gamma}")
         if self.storage_dtype not in _STORAGE_DTYPES:
             raise ConfigError(f"experts: storage_dtype {self.storage_dtype!r}: use float32 or float16")
         self.train_config().check()
@@ -99,10 +107,19 @@ class ExpertConfig:
                            weight_decay=self.weight_decay, schedule="constant", augment=self.augment,
                            dsa_strategy=self.dsa_strategy)
 
+    def epoch_lr(self, epoch: int) -> float:
+        """Learning rate of (0-based) ``epoch``: ``lr`` times ``lr_gamma`` per milestone reached."""
+        return self.lr * self.lr_gamma ** sum(epoch >= m for m in self.lr_milestones)
+
     def key_fields(self) -> dict[str, Any]:
         """Every field that changes what expert ``i`` is (all but ``num_experts``)."""
         fields = asdict(self)
         fields.pop("num_experts")
+        # Added after experts were cached: without milestones neither field changes an expert, so
+        # they stay out of the key and keys made before they existed remain valid.
+        if not self.lr_milestones:
+            fields.pop("lr_milestones")
+            fields.pop("lr_gamma")
         return fields
 
 
@@ -298,7 +315,8 @@ def train_expert(train: LabeledTensors, cfg: ExpertConfig, *, index: int, seed: 
     layout = ParamLayout.of(model)
     rows = [layout.flatten(model).cpu()]
     for epoch in range(cfg.epochs):
-        train_module.train(model, train, tcfg, seed=derive_seed(expert_seed, "epoch", epoch))
+        train_module.train(model, train, tcfg, seed=derive_seed(expert_seed, "epoch", epoch),
+                           lr=cfg.epoch_lr(epoch))
         rows.append(layout.flatten(model).cpu())
     return torch.stack(rows)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any, Callable, NamedTuple
 
 from ..errors import ConfigError
-from . import datm, dm, random_subset, rcig
+from . import dance, datm, dm, random_subset, rcig
 
 
 class Method(NamedTuple):
@@ -32,6 +32,9 @@ METHODS: dict[str, Method] = {
                    datm.own_protocol),
     "rcig": Method(rcig.distill, rcig.RCIGConfig,
                    "Convexified Implicit Gradients, learned labels (Loo et al., ICML 2023)", rcig.own_protocol),
+    "dance": Method(dance.distill, dance.DANCEConfig,
+                    "Dual-view distribution alignment with pre-trained models and multi-formation (Zhang et al., IJCAI 2024)",
+                    dance.own_protocol),
 }
 
 
