@@ -100,8 +100,12 @@ def machine_summary() -> str:
     except OSError:
         pass
     gpu = f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ", no GPU"
+    try:  # timings mean little without knowing what else ran: say so in every result
+        load = ", load average (1/5/15 min) " + "/".join(f"{v:.1f}" for v in os.getloadavg())
+    except OSError:
+        load = ""
     return (f"{cpu}, {os.cpu_count()} cores{mem}{gpu}; torch {torch.__version__} "
-            f"({torch.get_num_threads()} threads), Python {platform.python_version()}")
+            f"({torch.get_num_threads()} threads), Python {platform.python_version()}{load}")
 
 
 def write_result(path: str | Path, title: str, body: str, notes: str = "") -> Path:
