@@ -441,12 +441,9 @@ def dance_eval_config(base: TrainConfig) -> TrainConfig:
     0.2 at 2/3 and again at 5/6 of training; CutMix (p 0.5, beta 1) is not available.
     """
     strategy = "_".join(op for op in base.dsa_strategy.split("_") if op != "cutout")
-    overrides = dict(epochs=1500, batch_size=64, lr=0.01, momentum=0.9, weight_decay=5e-4, schedule="step",
-                     augment="dsa", dsa_strategy=strategy)
-    for name, value in {"optimizer": "sgd", "loss": "ce", "warmup_epochs": 0, "final_lr_fraction": 0.0}.items():
-        if hasattr(base, name):
-            overrides[name] = value
-    return replace(base, **overrides)
+    return replace(base, epochs=1500, batch_size=64, lr=0.01, momentum=0.9, weight_decay=5e-4, schedule="step",
+                   augment="dsa", dsa_strategy=strategy, optimizer="sgd", loss="ce", warmup_epochs=0,
+                   final_lr_fraction=0.0)
 
 
 def own_protocol(base: TrainConfig, syn: SyntheticSet, dataset_name: str) -> tuple[TrainConfig, LabeledTensors]:

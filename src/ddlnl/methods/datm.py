@@ -222,13 +222,9 @@ def datm_eval_config(base: TrainConfig) -> TrainConfig:
     :func:`distill` carries those probabilities, so :func:`ddlnl.train.train` does this). The
     reference runs epochs 0..1000 and divides after epoch 501; ``schedule="step"`` divides at 500.
     """
-    overrides = dict(epochs=1000, batch_size=128, momentum=0.9, weight_decay=5e-4, schedule="step",
-                     augment="dsa", use_learned_lr=True)
-    # Fields the loop gained later (optimizer, loss, warm-up, cosine floor) at their SGD/CE values.
-    for name, value in {"optimizer": "sgd", "loss": "ce", "warmup_epochs": 0, "final_lr_fraction": 0.0}.items():
-        if hasattr(base, name):
-            overrides[name] = value
-    return replace(base, **overrides)
+    return replace(base, epochs=1000, batch_size=128, momentum=0.9, weight_decay=5e-4, schedule="step",
+                   augment="dsa", use_learned_lr=True, optimizer="sgd", loss="ce", warmup_epochs=0,
+                   final_lr_fraction=0.0)
 
 
 def own_protocol(base: TrainConfig, syn: SyntheticSet, dataset_name: str) -> tuple[TrainConfig, LabeledTensors]:

@@ -881,10 +881,9 @@ def rcig_eval_config(base: TrainConfig, *, num_images: int, dataset_name: str | 
 
     Set here: ConvNet width 128, no normalisation, ReLU; weight decay 0; the step budget as
     epochs (``ceil(steps / batches per epoch)``); batch size; cosine schedule; DSA with the
-    closest tokens to RCIG's augmax ops. Set only if ``TrainConfig`` has the field (train.py
-    today has none of them): ``optimizer="adam"``, ``loss="mse"``, ``warmup_epochs``,
-    ``final_lr_fraction``; ``lr=1e-4`` is set only together with ``optimizer`` (with SGD it would
-    not train). Flip copies are not represented (DSA's flip plays their part).
+    closest tokens to RCIG's augmax ops; ``optimizer="adam"``, ``lr=1e-4``, ``loss="mse"`` (on the
+    raw labels, see :func:`own_protocol`), ``warmup_epochs``, ``final_lr_fraction``. Flip copies
+    are not represented (DSA's flip plays their part).
     """
     recipe = rcig_eval_recipe(num_images, dataset_name)
     seen = num_images * (2 if recipe.flip_copies else 1)
@@ -894,13 +893,9 @@ def rcig_eval_config(base: TrainConfig, *, num_images: int, dataset_name: str | 
         norm=recipe.norm, activation=recipe.activation, width=recipe.width, weight_decay=recipe.weight_decay,
         epochs=math.ceil(recipe.steps / per_epoch), batch_size=batch, schedule="cosine", augment="dsa",
         dsa_strategy=recipe.dsa_strategy)
-    have = {f.name for f in dataclasses.fields(TrainConfig)}
-    optional = {"optimizer": recipe.optimizer, "loss": recipe.loss,
-                "warmup_epochs": math.ceil(recipe.warmup_steps / per_epoch),
-                "final_lr_fraction": recipe.final_lr_fraction}
-    changes.update({k: v for k, v in optional.items() if k in have})
-    if "optimizer" in have:
-        changes["lr"] = recipe.lr
+    changes.update(optimizer=recipe.optimizer, loss=recipe.loss, lr=recipe.lr,
+                   warmup_epochs=math.ceil(recipe.warmup_steps / per_epoch),
+                   final_lr_fraction=recipe.final_lr_fraction)
     return dataclasses.replace(base, **changes)
 
 
