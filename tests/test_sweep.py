@@ -189,3 +189,13 @@ def test_report_has_one_line_per_noise_dashed_baselines_and_gaps(tmp_path):
     table = (tmp_path / "report" / "table.md").read_text()
     assert "| digits | symmetric:0.6 | dm |" in table and " - |" in table
     assert any(p.suffix == ".png" and "grids" in p.parts for p in written)
+
+
+def test_only_selects_cells_by_field():
+    from ddlnl.sweep import select_cells
+
+    grid = grid_from_dict(TINY)
+    cells = select_cells(expand(grid), ["ipc=0,2", "noise=symmetric:0.6"])
+    assert [c.name.split("__")[-1] for c in cells] == ["baseline", "random-ipc2", "dm-ipc2"]
+    with pytest.raises(Exception, match="FIELD"):
+        select_cells(expand(grid), ["colour=red"])

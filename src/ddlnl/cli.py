@@ -95,6 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="local: in this process; slurm: a SLURM job array through submitit; submitit-local: submitit's local executor")
     p.add_argument("--cells-per-job", type=int, default=1, help="cells per cluster array task")
     p.add_argument("--no-wait", action="store_true", help="submit and return without waiting for the jobs")
+    p.add_argument("--only", action="append", default=[], metavar="FIELD=V1,V2",
+                   help="run only matching cells: dataset, noise, seed, method, ipc (baselines: ipc=0); repeatable")
     p.add_argument("--quiet", action="store_true")
 
     p = sub.add_parser("results", help="list a sweep's result records as a table (filter, export CSV)")
@@ -259,11 +261,11 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     root = Path(args.root) if args.root else Path("runs") / "sweeps" / grid.name
     cells = expand(grid)
     if args.dry_run:
-        states = status(grid, root)
+        states = status(grid, root, args.only)
         for st in states:
             print(f"{st.state:8s} {st.cell.name}  [{st.key[:10]}]")
         counts = {s: sum(1 for x in states if x.state == s) for s in ("done", "running", "todo")}
-        print(f"\n{len(cells)} cells: {counts['done']} done, {counts['running']} running, {counts['todo']} to do; root {root}")
+        print(f"\n{len(states)} cells: {counts['done']} done, {counts['running']} running, {counts['todo']} to do; root {root}")
         print("shared artifacts:")
         for name, users in shared_artifacts(grid).items():
             print(f"  {name}: {len(users)} cells")
@@ -273,12 +275,12 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     root.mkdir(parents=True, exist_ok=True)
     atomic_write_text(root / "grids" / f"{grid.name}.yaml", yaml.safe_dump(grid_to_dict(grid), sort_keys=False))
     if args.executor == "local":
-        counts = run_local(grid, root, show_progress=not args.quiet)
+        counts = run_local(grid, root, show_progress=not args.quiet, only=args.only)
         print(f"{grid.name}: {counts['done']} run, {counts['skipped']} already done, {counts['held']} held by other workers, "
               f"{counts['failed']} failed; records in {root / 'records'}")
         return 1 if counts["failed"] else 0
     cluster = "slurm" if args.executor == "slurm" else "local"
-    run_submitit(grid, root, cluster=cluster, cells_per_job=args.cells_per_job, wait=not args.no_wait)
+    run_submitit(grid, root, cluster=cluster, cells_per_job=args.cells_per_job, wait=not args.no_wait, only=args.only)
     done = sum(1 for st in status(grid, root) if st.state == "done")
     print(f"{grid.name}: {done}/{len(cells)} cells have records in {root / 'records'}")
     return 0

@@ -198,6 +198,22 @@ def expand(grid: Grid) -> list[Cell]:
     return cells
 
 
+CELL_FIELDS = ("dataset", "noise", "seed", "method", "ipc")
+
+
+def select_cells(cells: Iterable[Cell], only: Sequence[str] | None) -> list[Cell]:
+    """Cells matching every ``field=v1,v2`` filter (fields: dataset, noise, seed, method, ipc;
+    baselines have ipc 0), in grid order."""
+    cells = list(cells)
+    for item in only or []:
+        key, sep, values = item.partition("=")
+        if not sep or key not in CELL_FIELDS:
+            raise UserError(f"--only {item!r}: expected FIELD=V1,V2 with FIELD one of {', '.join(CELL_FIELDS)}")
+        allowed = set(values.split(","))
+        cells = [c for c in cells if str(getattr(c, key)) in allowed]
+    return cells
+
+
 def _entry(grid: Grid, dataset: str) -> DatasetEntry:
     return next(e for e in grid.datasets if e.name == dataset)
 
@@ -417,11 +433,11 @@ class CellStatus:
     state: str  # done | running | todo
 
 
-def status(grid: Grid, root: str | Path) -> list[CellStatus]:
-    """Where every cell of a grid stands under ``root``."""
+def status(grid: Grid, root: str | Path, only: Sequence[str] | None = None) -> list[CellStatus]:
+    """Where every cell of a grid (or the ``only``-selected ones) stands under ``root``."""
     root = Path(root)
     out = []
-    for cell in expand(grid):
+    for cell in select_cells(expand(grid), only):
         key = cell_key(grid, cell)
         if record_path(root, cell, key).exists():
             state = "done"
@@ -445,13 +461,16 @@ def shared_artifacts(grid: Grid) -> dict[str, list[str]]:
 
 
 def run_local(grid: Grid, root: str | Path, *, show_progress: bool = True,
-              echo: Callable[[str], None] = print, stop_on_error: bool = False) -> dict[str, int]:
-    """Run every missing cell in this process (another worker may run beside it on the same root)."""
+              echo: Callable[[str], None] = print, stop_on_error: bool = False,
+              only: Sequence[str] | None = None) -> dict[str, int]:
+    """Run every missing cell (of ``only``, if given) in this process; other workers may run beside
+    it on the same root."""
     from .utils import progress
 
     root = Path(root)
-    cells = [s for s in status(grid, root) if s.state != "done"]
-    counts = {"done": 0, "held": 0, "failed": 0, "skipped": len(expand(grid)) - len(cells)}
+    states = status(grid, root, only)
+    cells = [s for s in states if s.state != "done"]
+    counts = {"done": 0, "held": 0, "failed": 0, "skipped": len(states) - len(cells)}
     bar = progress(cells, desc=f"sweep {grid.name}", enabled=show_progress, unit="cell")
     for st in bar:
         try:
@@ -471,7 +490,8 @@ def run_local(grid: Grid, root: str | Path, *, show_progress: bool = True,
 
 
 def run_submitit(grid: Grid, root: str | Path, *, cluster: str | None = None, cells_per_job: int = 1,
-                 wait: bool = True, echo: Callable[[str], None] = print) -> list[Any]:
+                 wait: bool = True, echo: Callable[[str], None] = print,
+                 only: Sequence[str] | None = None) -> list[Any]:
     """Submit the missing cells as a job array through submitit (SLURM, or ``cluster="local"``).
 
     ``grid.resources`` sets per-job resources: ``cpus`` (default 2), ``gpus`` (0), ``mem_gb`` (16),
@@ -483,7 +503,7 @@ def run_submitit(grid: Grid, root: str | Path, *, cluster: str | None = None, ce
     except ImportError:
         raise UserError("the cluster executor needs submitit: pip install 'ddlnl[cluster]'") from None
     root = Path(root)
-    todo = [s.cell for s in status(grid, root) if s.state == "todo"]
+    todo = [s.cell for s in status(grid, root, only) if s.state == "todo"]
     if not todo:
         echo("nothing to submit: every cell has a record or is running")
         return []
