@@ -95,6 +95,7 @@ def _noises(records):
 def write_baselines(records, scale) -> None:
     by = _by_cell(records)
     rows = []
+    early = any(m == "baseline_early_stop" for _, m, _ in by)
     for noise in _noises(records):
         b, e = by.get((noise, "baseline", 0)), by.get((noise, "baseline_early_stop", 0))
         rec = b or e
@@ -104,10 +105,10 @@ def write_baselines(records, scale) -> None:
         peak = [max(p["test_acc"] for p in h) for h in (b or {}).get("histories", []) if h]
         rows.append([noise, f"{rec['noise']['realized_rate']:.3f}", acc(b),
                      f"{100 * np.mean(fit):.1f}" if fit and fit[0] is not None else "-",
-                     f"{100 * np.mean(peak):.2f}" if peak else "-", acc(e)])
+                     f"{100 * np.mean(peak):.2f}" if peak else "-", *([acc(e)] if early else [])])
     table = markdown_table(["noise", "realized rate", "full noisy set, converged (final epoch)",
                             "fit of its noisy train labels (%)", "(peak test acc. on the curve, for reading only)",
-                            "early stop (noisy validation)"], rows)
+                            *(["early stop (noisy validation)"] if early else [])], rows)
     print(table)
     write_result(RESULTS / "fashion_mnist_baselines.md", "Full-noisy baselines on Fashion-MNIST", table,
                  scale + " The peak of the recorded test curve is shown only to make the memorisation visible; "
@@ -120,6 +121,7 @@ def write_methods(records, scale) -> None:
                      key=lambda m: (m != "random", m))
     ipcs = sorted({r["cell"]["ipc"] for r in records if r["cell"]["ipc"]})
     rows = []
+    early = any(m == "baseline_early_stop" for _, m, _ in by)
     for noise in _noises(records):
         b, e = by.get((noise, "baseline", 0)), by.get((noise, "baseline_early_stop", 0))
         for ipc in ipcs:
@@ -130,13 +132,13 @@ def write_methods(records, scale) -> None:
                     continue
                 rows.append([noise, m, ipc, acc(c),
                              f"{100 * (c['mean'] - b['mean']):+.2f}" if b else "-",
-                             f"{100 * (c['mean'] - e['mean']):+.2f}" if e else "-",
+                             *([f"{100 * (c['mean'] - e['mean']):+.2f}" if e else "-"] if early else []),
                              f"{100 * (c['mean'] - r['mean']):+.2f}" if (r and m != "random") else "-",
                              f"{c['seconds'].get('distill', 0):.0f}"])
     if not rows:
         return
-    table = markdown_table(["noise", "method", "IPC", "accuracy (%)", "Δ converged", "Δ early stop", "Δ random",
-                            "distill s"], rows)
+    table = markdown_table(["noise", "method", "IPC", "accuracy (%)", "Δ converged",
+                            *(["Δ early stop"] if early else []), "Δ random", "distill s"], rows)
     print(table)
     write_result(RESULTS / "fashion_mnist_methods.md", "Fashion-MNIST: distilled vs random subsets vs the full noisy set",
                  table + "\n\nFigures: `fashion_mnist_report/accuracy_vs_ipc.png` (dashed: converged full-noisy "
