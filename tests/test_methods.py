@@ -1,6 +1,5 @@
 """Every registered distiller: shapes, finiteness, labels; DM's objective goes down."""
 
-import numpy as np
 import pytest
 import torch
 

@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
 import sys
 import time
-from dataclasses import replace
-from pathlib import Path
 
 import pytest
 
-from ddlnl.errors import ConfigError
 from ddlnl.results import filter_rows, load_records, record_row, rows_to_csv
-from ddlnl.sweep import (Cell, cell_key, expand, grid_from_dict, grid_to_dict, record_path, run_cell, run_local,
+from ddlnl.sweep import (Cell, cell_key, expand, grid_from_dict, grid_to_dict, record_path, run_local,
                          status)
 
 TINY = {
@@ -86,7 +82,6 @@ grid = grid_from_dict({grid!r})
 if {slow}:
     def slow(*a, **k):
         time.sleep(60)
-    sweep_run_baseline = slow
     train.run_baseline = slow
 print(sweep.run_local(grid, {root!r}, show_progress=False, echo=lambda s: print("DONE", s.split(":")[0], flush=True)), flush=True)
 """

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
@@ -176,7 +176,7 @@ def cmd_noise(args: argparse.Namespace) -> int:
 
 
 def cmd_baseline(args: argparse.Namespace) -> int:
-    from .pipeline import default_run_dir, run_job
+    from .pipeline import default_run_dir
 
     job = replace(_job_from_args(args), methods=(), baseline=not args.early_stop,
                   early_stop_baseline=args.early_stop)

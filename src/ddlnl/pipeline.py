@@ -38,7 +38,7 @@ from .report import fmt_acc, fmt_delta, image_grid_png, markdown_table
 from .synthetic import SyntheticSet, load_synthetic
 from .train import (BaselineConfig, EvalResult, TrainConfig, dsa_strategy_for, evaluate, run_baseline,
                     stratified_split)
-from .utils import atomic_write_json, atomic_write_text, code_version, derive_seed, resolve_device
+from .utils import atomic_write_json, atomic_write_text, code_version, derive_seed
 
 # Evaluation and baseline settings for a 2-core CPU. ConvNet width 64 trains ~3.6x faster than
 # width 128 (MEASURED.md).

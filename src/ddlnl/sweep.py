@@ -330,7 +330,7 @@ def release(root: Path, cell: Cell, key: str) -> None:
 
 def _prepare_cached(resolved, root: Path):
     """Dataset + noisy labels, the labels cached under artifacts/noise by the data key."""
-    from .pipeline import Prepared, prepare_data
+    from .pipeline import prepare_data
 
     job = resolved.job
     key = hashlib.sha256(json.dumps(data_key(resolved), sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -353,7 +353,7 @@ def run_cell(grid: Grid, cell: Cell, root: str | Path, *, show_progress: bool = 
     """
     from .pipeline import evaluate_synthetic, fit_to_images, _with_provenance
     from .synthetic import load_synthetic
-    from .train import BaselineConfig, run_baseline
+    from .train import run_baseline
 
     root = Path(root)
     resolved = cell_job(grid, cell)
