@@ -352,12 +352,25 @@ def distill_to_file(resolved: ResolvedJob, method: str, ipc: int, path: Path, *,
                     show_progress: bool = True) -> Path:
     """``ddlnl distill``: one synthetic set, saved with its provenance."""
     prepared = prepare_data(resolved.job)
-    ds = prepared.dataset
-    mcfg = fit_to_images(resolved, ds.image_size).methods[method]
-    syn = get_method(method).distill(prepared.noisy_train, ipc, mcfg, seed=derive_seed(resolved.job.seed, "distill", method, ipc),
-                                     num_classes=ds.num_classes, device=device, progress=show_progress)
-    syn = _with_provenance(syn, prepared, key=None)
-    return syn.save(path)
+    mcfg = fit_to_images(resolved, prepared.dataset.image_size).methods[method]
+    distill_cached(prepared, method, ipc, mcfg, seed=derive_seed(resolved.job.seed, "distill", method, ipc),
+                   key=None, path=path, device=device, show_progress=show_progress)
+    return Path(path)
+
+
+def distill_cached(prepared: Prepared, method: str, ipc: int, mcfg: Any, *, seed: int, key: str | None,
+                   path: Path, device: torch.device, show_progress: bool = False) -> SyntheticSet:
+    """The synthetic set at ``path`` if it was made under ``key``; otherwise distil it, attach its
+    provenance (and ``key``) and save it there atomically. ``key=None`` always distils."""
+    if key is not None and Path(path).exists():
+        syn = load_synthetic(path)
+        if syn.meta.get("key") == key:
+            return syn
+    syn = get_method(method).distill(prepared.noisy_train, ipc, mcfg, seed=seed,
+                                     num_classes=prepared.dataset.num_classes, device=device, progress=show_progress)
+    syn = _with_provenance(syn, prepared, key)
+    syn.save(path)
+    return syn
 
 
 def _with_provenance(syn: SyntheticSet, prepared: Prepared, key: str | None) -> SyntheticSet:
@@ -382,16 +395,8 @@ def _run_cell(resolved: ResolvedJob, prepared: Prepared, method: str, ipc: int, 
         return rec
     syn_path = out / "synthetic" / f"{name}.safetensors"
     t0 = time.perf_counter()
-    syn = None
-    if syn_path.exists():
-        syn = load_synthetic(syn_path)
-        if syn.meta.get("key") != key:
-            syn = None
-    if syn is None:
-        syn = get_method(method).distill(prepared.noisy_train, ipc, mcfg, seed=derive_seed(job.seed, "distill", method, ipc),
-                                         num_classes=ds.num_classes, device=device, progress=show_progress)
-        syn = _with_provenance(syn, prepared, key)
-        syn.save(syn_path)
+    syn = distill_cached(prepared, method, ipc, mcfg, seed=derive_seed(job.seed, "distill", method, ipc), key=key,
+                         path=syn_path, device=device, show_progress=show_progress)
     distill_seconds = time.perf_counter() - t0
     image_grid_png(syn.images, syn.hard_labels, ds.classes, ds.mean, ds.std, out / "figures" / f"{name}.png",
                    title=f"{method}, IPC {ipc}, {ds.name}, {prepared.noisy.spec.label()}")

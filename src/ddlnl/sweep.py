@@ -351,8 +351,7 @@ def run_cell(grid: Grid, cell: Cell, root: str | Path, *, show_progress: bool = 
 
     Returns None when the cell is held by another live worker.
     """
-    from .pipeline import evaluate_synthetic, fit_to_images, _with_provenance
-    from .synthetic import load_synthetic
+    from .pipeline import distill_cached, evaluate_synthetic, fit_to_images
     from .train import run_baseline
 
     root = Path(root)
@@ -388,13 +387,9 @@ def run_cell(grid: Grid, cell: Cell, root: str | Path, *, show_progress: bool = 
             mcfg = resolved.methods[cell.method]
             syn_path = root / "artifacts" / "synthetic" / f"{cell.name}__{key[:10]}.safetensors"
             t1 = time.perf_counter()
-            syn = load_synthetic(syn_path) if syn_path.exists() else None
-            if syn is None or syn.meta.get("key") != key:
-                syn = get_method(cell.method).distill(
-                    prepared.noisy_train, cell.ipc, mcfg, seed=derive_seed(cell.seed, "distill", cell.method, cell.ipc),
-                    num_classes=ds.num_classes, device=device, progress=show_progress)
-                syn = _with_provenance(syn, prepared, key)
-                syn.save(syn_path)
+            syn = distill_cached(prepared, cell.method, cell.ipc, mcfg,
+                                 seed=derive_seed(cell.seed, "distill", cell.method, cell.ipc), key=key,
+                                 path=syn_path, device=device, show_progress=show_progress)
             distill_s = time.perf_counter() - t1
             res = evaluate_synthetic(syn, prepared, resolved.train, n_runs=resolved.job.n_runs,
                                      seed=derive_seed(cell.seed, "eval", cell.method, cell.ipc), device=device,
