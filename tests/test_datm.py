@@ -211,3 +211,20 @@ def test_own_protocol_trains_on_the_probabilities(tiny_dataset):
     syn = distill(tiny_dataset.train, 1, method_config("datm", overrides=TINY), seed=0, num_classes=4)
     cfg, data = METHODS["datm"].own_protocol(TrainConfig(width=8), syn, "blobs")
     assert cfg == datm_eval_config(TrainConfig(width=8)) and torch.equal(data.labels, syn.labels)
+
+
+def test_ftd_experts_option(tiny_dataset):
+    from ddlnl.config import identity
+    from ddlnl.experts import FTD
+
+    plain = method_config("datm", overrides=TINY)
+    assert plain.expert_config().sam_rho == 0.0
+    assert not any(k.startswith(("expert_ftd", "expert_sam")) for k in identity(plain))  # old keys stay valid
+    cfg = method_config("datm", overrides={**TINY, "expert_ftd": True})
+    ecfg = cfg.expert_config()
+    assert {k: getattr(ecfg, k) for k in FTD} == FTD
+    assert "expert_ftd" in identity(cfg)
+    syn = METHODS["datm"].distill(tiny_dataset.train, 2, cfg, seed=0, num_classes=4)
+    assert torch.isfinite(syn.images).all() and syn.lr > 0
+    with pytest.raises(ConfigError, match="expert_ftd needs"):
+        method_config("datm", overrides={**TINY, "expert_ftd": True, "expert_sam_rho": 0.0})

@@ -173,3 +173,36 @@ def test_experts_for_job_uses_the_job_data_and_the_key_distill_uses(tmp_path):
     prepared = prepare_data(resolved.job)
     cfg = fit_to_images(resolved, prepared.dataset.image_size).methods["datm"]
     assert status.key == expert_key(prepared.noisy_train, cfg.expert_config(), seed=cfg.expert_seed, num_classes=10)
+
+
+def _fixed_data():
+    g = torch.Generator().manual_seed(0)
+    from ddlnl.data import LabeledTensors
+
+    return LabeledTensors(torch.rand(12, 1, 8, 8, generator=g), torch.arange(12) % 3)
+
+
+def test_keys_of_plain_sgd_experts_never_change():
+    # Pinned before the FTD option existed: experts cached by earlier versions stay valid.
+    data = _fixed_data()
+    assert expert_key(data, ExpertConfig(), seed=0, num_classes=3) == "4995be343c7225cfad84c1ca"
+    assert expert_key(data, ExpertConfig(width=8, epochs=2, num_experts=1), seed=3,
+                      num_classes=3) == "a46ee883bb33b30370c32b36"
+    # With rho 0 the other sharpness-aware fields are unused and stay out of the key.
+    assert expert_key(data, ExpertConfig(sam_alpha=0.3, sam_adaptive=True), seed=0,
+                      num_classes=3) == "4995be343c7225cfad84c1ca"
+
+
+def test_ftd_experts_are_trained_with_gsam_under_their_own_key(blobs, tmp_path):
+    ftd = ExpertConfig(**{**TINY.__dict__, **ex.FTD})
+    assert ftd.train_config().sam_rho == 0.01 and ftd.train_config().sam_alpha == 0.3 and ftd.train_config().sam_adaptive
+    assert expert_key(blobs, ftd, seed=0, num_classes=4) != expert_key(blobs, TINY, seed=0, num_classes=4)
+    # rho large enough to matter at width 4 and 2 epochs; same seed, so only the steps differ.
+    sharp = ExpertConfig(**{**TINY.__dict__, "sam_rho": 0.5, "sam_alpha": 0.3, "sam_adaptive": True})
+    flat_tr = get_experts(blobs, sharp, seed=0, num_classes=4, cache_dir=tmp_path)
+    plain_tr = get_experts(blobs, TINY, seed=0, num_classes=4, cache=False)
+    assert torch.equal(flat_tr.params(0, 0), plain_tr.params(0, 0))
+    assert torch.isfinite(flat_tr.trajectory(0)).all()
+    assert not torch.allclose(flat_tr.params(0, -1), plain_tr.params(0, -1), atol=1e-4)
+    manifest = json.loads((flat_tr.directory / "manifest.json").read_text())
+    assert manifest["config"]["sam_rho"] == 0.5

@@ -194,3 +194,33 @@ def test_only_selects_cells_by_field():
     assert [c.name.split("__")[-1] for c in cells] == ["baseline", "random-ipc2", "dm-ipc2"]
     with pytest.raises(Exception, match="FIELD"):
         select_cells(expand(grid), ["colour=red"])
+
+
+def test_variants_run_their_base_method_with_extra_overrides(tmp_path):
+    one = {**TINY, "noises": ["symmetric:0.4"], "ipcs": [1], "methods": ["dm", "dm-long"],
+           "variants": {"dm-long": {"method": "dm", "set": ["iterations=2"]}}}
+    grid = grid_from_dict(one)
+    assert grid_from_dict(grid_to_dict(grid)) == grid
+    plain = grid_from_dict({**TINY, "noises": ["symmetric:0.4"], "ipcs": [1]})
+    dm_cell, variant_cell = Cell("digits", "symmetric:0.4", 0, "dm", 1), Cell("digits", "symmetric:0.4", 0, "dm-long", 1)
+    assert cell_key(grid, dm_cell) == cell_key(plain, dm_cell)  # adding a variant keeps the base's records
+    assert cell_key(grid, variant_cell) != cell_key(grid, dm_cell)
+    counts = run_local(grid, tmp_path, show_progress=False, echo=lambda s: None)
+    assert counts["done"] == 4 and counts["failed"] == 0  # baseline, random, dm, dm-long
+    rows = {r["method"]: r for r in map(record_row, load_records(tmp_path))}
+    records = {rec["cell"]["method"]: rec for rec in load_records(tmp_path)}
+    assert set(rows) >= {"dm", "dm-long"}
+    assert records["dm-long"]["config"]["method"]["iterations"] == 2 == records["dm"]["config"]["method"]["iterations"] + 1
+    assert records["dm-long"]["base_method"] == "dm"
+    # The variant keeps the base's other method_set overrides (width 4) and its seeds.
+    assert records["dm-long"]["config"]["method"]["width"] == 4
+    assert records["dm-long"]["seeds"] == records["dm"]["seeds"]
+
+
+@pytest.mark.parametrize("variants,needle", [({"dm": {"method": "dm"}}, "has the name of a method"),
+                                             ({"x": {"method": "mtt"}}, "unknown method"),
+                                             ({"x": {"set": ["iterations=2"]}}, "expected"),
+                                             ({"x": {"method": "random"}}, "based on a distiller")])
+def test_bad_variants_are_refused(variants, needle):
+    with pytest.raises(Exception, match=needle):
+        grid_from_dict({**TINY, "methods": ["dm", *variants], "variants": variants})

@@ -98,3 +98,60 @@ def test_adam_with_mse_on_label_vectors_learns(tiny_dataset):
     cfg = replace(FAST, optimizer="adam", loss="mse", lr=3e-3, epochs=30)
     res = evaluate(LabeledTensors(ds.train.images, targets), ds.test, cfg, num_classes=4, n_runs=1, seed=0)
     assert res.mean > 0.9
+
+
+# ---- Sharpness-aware (GSAM) steps, used for FTD's flat expert trajectories -------------------------
+
+def _one_step(model, data, **sam):
+    cfg = TrainConfig(width=4, depth=2, epochs=1, batch_size=len(data), lr=0.1, momentum=0.0, weight_decay=0.0,
+                      schedule="constant", augment="none", **sam)
+    train(model, data, cfg, seed=0)
+    return torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+
+
+def _reference_gsam_step(model, data, rho, alpha, adaptive, lr=0.1):
+    """One GSAM step written from the paper's formulas on a flat parameter vector with torch.func."""
+    from torch.func import functional_call, grad
+
+    names = [n for n, _ in model.named_parameters()]
+    shapes = [p.shape for p in model.parameters()]
+    sizes = [p.numel() for p in model.parameters()]
+    w = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+
+    def loss(flat):
+        params = {n: c.view(s) for n, c, s in zip(names, torch.split(flat, sizes), shapes)}
+        return torch.nn.functional.cross_entropy(functional_call(model, params, (data.images,)), data.labels)
+
+    g = grad(loss)(w)
+    a = w.abs() if adaptive else torch.ones_like(w)
+    h = grad(loss)(w + rho * a * a * g / torch.linalg.norm(a * g))
+    surrogate_gap_direction = g - (g @ h) / (h @ h) * h  # g's component orthogonal to h
+    return w - lr * (h - alpha * surrogate_gap_direction)
+
+
+@pytest.mark.parametrize("rho,alpha,adaptive", [(0.05, 0.0, False), (0.05, 0.3, False), (0.5, 0.3, True)])
+def test_gsam_step_equals_the_formula(tiny_dataset, rho, alpha, adaptive):
+    data = LabeledTensors(tiny_dataset.train.images[:40].double(), tiny_dataset.train.labels[:40])
+    model = build_model(TrainConfig(width=4, depth=2), channels=1, num_classes=4, image_size=(8, 8), seed=1).double()
+    expected = _reference_gsam_step(model, data, rho, alpha, adaptive)
+    got = _one_step(model, data, sam_rho=rho, sam_alpha=alpha, sam_adaptive=adaptive)
+    plain = _one_step(build_model(TrainConfig(width=4, depth=2), channels=1, num_classes=4, image_size=(8, 8),
+                                  seed=1).double(), data)
+    assert torch.allclose(got, expected, atol=1e-10, rtol=0)
+    assert not torch.allclose(got, plain, atol=1e-6)  # the perturbation changed the step
+
+
+def test_gsam_updates_batch_norm_statistics_once_per_step(tiny_dataset):
+    data = tiny_dataset.train
+    stats = []
+    for rho in (0.0, 0.05):
+        model = build_model(TrainConfig(width=4, depth=2, norm="batch"), channels=1, num_classes=4,
+                            image_size=(8, 8), seed=0)
+        _one_step(model, data, sam_rho=rho)
+        stats.append(torch.cat([b.float().reshape(-1) for b in model.buffers()]))
+    assert torch.allclose(stats[0], stats[1], atol=1e-6)
+
+
+def test_negative_sam_settings_are_refused():
+    with pytest.raises(ConfigError, match="sam_rho=0 turns"):
+        TrainConfig(sam_rho=-0.1).check()

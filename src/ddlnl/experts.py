@@ -13,9 +13,13 @@ of every training batch (``epoch(..., aug=True)`` with ``DiffAugment``), ConvNet
 instance norm, 50 epochs, 100 experts. Experts go through ddlnl's one training loop
 (:func:`ddlnl.train.train`, one call per epoch with a per-epoch seed).
 
-Not implemented: DATM trains its experts with GSAM, the sharpness-aware "flat trajectory" of FTD
-(Du et al., CVPR 2023; DATM ``buffer_FTD.py`` with rho 0.01, alpha 0.4; the study's
-``buffer_FTD.py`` runs use alpha 0.3). Experts here are plain-SGD (MTT) experts.
+Flat trajectories (option): FTD (Du et al., CVPR 2023) trains experts with GSAM, a sharpness-aware
+step (:func:`ddlnl.train.gsam_gradient`), so that the trajectory the student matches is flatter and
+the student's accumulated error smaller. DATM's ``buffer_FTD.py`` and the study's runs of it use
+rho 0.01 with adaptive (ASAM) scaling; the study passes alpha 0.3 (``ddlnl_scripts.md``), DATM's
+own script alpha 0.4. :data:`FTD` holds the study's values; ``ExpertConfig(**FTD)`` or DATM's
+``expert_ftd=true`` select it. Default: plain-SGD (MTT ``buffer.py``) experts. A GSAM step costs
+two forward/backward passes, so FTD experts take about twice as long to train.
 
 Cache layout (``cache_root()/experts/<key>/``)::
 
@@ -47,6 +51,9 @@ from .utils import (atomic_output, atomic_write_json, cache_root, code_version, 
                     progress as progress_bar, tensor_fingerprint)
 
 FORMAT = "ddlnl.experts/1"
+# The study's FTD expert training (DD_LNL ``ddlnl_scripts.md``: buffer_FTD.py --rho_max 0.01
+# --rho_min 0.01 --alpha 0.3, with the script's default --adaptive True).
+FTD: dict[str, Any] = {"sam_rho": 0.01, "sam_alpha": 0.3, "sam_adaptive": True}
 _STORAGE_DTYPES = {"float32": torch.float32, "float16": torch.float16}
 
 
@@ -78,6 +85,10 @@ class ExpertConfig:
     # milestones <= e). Empty = constant lr (MTT/DATM). DANCE's pre-training uses [2N//3, 5N//6], 0.2.
     lr_milestones: tuple[int, ...] = ()
     lr_gamma: float = 0.1  # factor per milestone; unused (and not in the cache key) without milestones
+    # Sharpness-aware (GSAM) steps, FTD's "flat trajectory" training: see TrainConfig.sam_* and FTD.
+    sam_rho: float = 0.0  # 0 = plain SGD; FTD: 0.01
+    sam_alpha: float = 0.0  # FTD (the study): 0.3
+    sam_adaptive: bool = False  # FTD: True
 
     # A 2-core CPU: 2 experts of 8 epochs at width 32, as DATMConfig.PRESETS["cpu"].
     PRESETS: ClassVar[dict[str, dict]] = {"cpu": {"num_experts": 2, "epochs": 8, "width": 32}}
@@ -105,7 +116,8 @@ class ExpertConfig:
                            activation=self.activation, pooling=self.pooling, epochs=1,
                            batch_size=self.batch_size, lr=self.lr, momentum=self.momentum,
                            weight_decay=self.weight_decay, schedule="constant", augment=self.augment,
-                           dsa_strategy=self.dsa_strategy)
+                           dsa_strategy=self.dsa_strategy, sam_rho=self.sam_rho, sam_alpha=self.sam_alpha,
+                           sam_adaptive=self.sam_adaptive)
 
     def epoch_lr(self, epoch: int) -> float:
         """Learning rate of (0-based) ``epoch``: ``lr`` times ``lr_gamma`` per milestone reached."""
@@ -120,6 +132,10 @@ class ExpertConfig:
         if not self.lr_milestones:
             fields.pop("lr_milestones")
             fields.pop("lr_gamma")
+        # Likewise for sharpness-aware training: with rho 0 the other two fields are unused.
+        if self.sam_rho == 0:
+            for name in ("sam_rho", "sam_alpha", "sam_adaptive"):
+                fields.pop(name)
         return fields
 
 

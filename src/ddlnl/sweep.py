@@ -31,6 +31,8 @@ Grid YAML (every key optional except ``datasets``, ``noises``, ``methods``, ``ip
     train_subset: 5000
     set: [train.width=32]              # --set overrides for every cell
     method_set: {dm: [iterations=300]} # per-method overrides (without the method prefix)
+    variants:                          # named method variants for ablations: list the name in methods;
+      datm-ftd: {method: datm, set: [expert_ftd=true]}  # base method's method_set, then these
     resources: {cpus: 2, gpus: 0, mem_gb: 16, timeout_min: 120, partition: null}
 """
 
@@ -50,7 +52,7 @@ import torch
 
 from .config import identity, load_yaml
 from .errors import ConfigError, UserError
-from .methods import get_method
+from .methods import METHODS, get_method
 from .noise import NoisyLabels, load_noisy_labels, parse_noise_spec
 from .utils import atomic_write_json, code_version, derive_seed, resolve_device
 
@@ -85,12 +87,26 @@ class Grid:
     overrides: tuple[str, ...] = ()
     method_overrides: dict[str, tuple[str, ...]] = field(default_factory=dict)
     resources: dict[str, Any] = field(default_factory=dict)
+    # name -> (base method, its overrides): a variant is a cell method of its own (own records, own
+    # line in reports) that runs its base method with extra overrides and the base's seeds.
+    variants: dict[str, tuple[str, tuple[str, ...]]] = field(default_factory=dict)
+
+    def base_method(self, method: str) -> str:
+        """The METHODS name a grid method (a method or a variant) runs."""
+        return self.variants[method][0] if method in self.variants else method
 
     def check(self) -> None:
         if not self.datasets or not self.noises or not self.ipcs:
             raise ConfigError(f"grid {self.name!r}: datasets, noises and ipcs must each list at least one value")
+        for name, (base, _) in self.variants.items():
+            if name in METHODS or name in BASELINE_PROTOCOLS.values():
+                raise ConfigError(f"grid {self.name!r}: variant {name!r} has the name of a method; rename it "
+                                  f"(e.g. {name}-variant)")
+            if base in self.variants or base == "random":
+                raise ConfigError(f"grid {self.name!r}: variant {name!r} must be based on a distiller, not {base!r}")
+            get_method(base)
         for m in self.methods:
-            get_method(m)
+            get_method(self.base_method(m))
         for b in self.baselines:
             if b not in BASELINE_PROTOCOLS:
                 raise ConfigError(f"grid {self.name!r}: baseline {b!r}; use {', '.join(BASELINE_PROTOCOLS)}")
@@ -102,7 +118,20 @@ class Grid:
 
 
 GRID_KEYS = {"name", "datasets", "noises", "methods", "ipcs", "seeds", "baselines", "n_runs", "baseline_runs", "protocol",
-             "preset", "train_subset", "set", "method_set", "resources"}
+             "preset", "train_subset", "set", "method_set", "resources", "variants"}
+
+
+def _variants(raw: Any) -> dict[str, tuple[str, tuple[str, ...]]]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError("grid key 'variants' must map a name to {method: NAME, set: [key=value, ...]}")
+    out = {}
+    for name, spec in raw.items():
+        if not isinstance(spec, dict) or "method" not in spec or set(spec) - {"method", "set"}:
+            raise ConfigError(f"variant {name!r}: expected {{method: NAME, set: [key=value, ...]}}, got {spec!r}")
+        out[str(name)] = (str(spec["method"]), tuple(str(v) for v in _as_list(spec.get("set"), f"variants.{name}.set")))
+    return out
 
 
 def _as_list(value: Any, key: str) -> list:
@@ -155,7 +184,7 @@ def grid_from_dict(data: dict[str, Any], default_name: str = "grid") -> Grid:
         preset=str(data.get("preset", "auto")),
         train_subset=train_subset, overrides=tuple(str(s) for s in _as_list(data.get("set"), "set")),
         method_overrides={str(k): tuple(str(v) for v in _as_list(vs, f"method_set.{k}")) for k, vs in method_set.items()},
-        resources=dict(data.get("resources") or {}),
+        resources=dict(data.get("resources") or {}), variants=_variants(data.get("variants")),
     )
     grid.check()
     return grid
@@ -223,17 +252,21 @@ def cell_job(grid: Grid, cell: Cell):
     from .pipeline import JobConfig, resolve_job
 
     entry = _entry(grid, cell.dataset)
+    base = grid.base_method(cell.method)
     job = JobConfig(dataset=cell.dataset, data_root=entry.data_root, noise=cell.noise, noise_file=entry.noise_file,
-                    methods=() if cell.is_baseline else (cell.method,), ipcs=(cell.ipc or 1,), n_runs=grid.n_runs,
+                    methods=() if cell.is_baseline else (base,), ipcs=(cell.ipc or 1,), n_runs=grid.n_runs,
                     seed=cell.seed, preset=grid.preset, train_subset=grid.train_subset,
                     baseline_runs=grid.baseline_runs, protocol=grid.protocol)
     overrides = list(grid.overrides)
     for method, items in grid.method_overrides.items():
-        if method == cell.method or (method == "random" and not cell.is_baseline):
+        if method == base or (method == "random" and not cell.is_baseline):
             overrides += [f"{method}.{item}" for item in items]
+    if cell.method in grid.variants:  # the base's method_set, then the variant's own, then its method_set
+        overrides += [f"{base}.{item}" for item in grid.variants[cell.method][1]]
+        overrides += [f"{base}.{item}" for item in grid.method_overrides.get(cell.method, ())]
     # Overrides for methods that are not in this cell would be refused by resolve_job; keep only
     # those whose prefix this cell knows.
-    known = {"train", "baseline", "baseline_protocol", "random", cell.method}
+    known = {"train", "baseline", "baseline_protocol", "random", base}
     overrides = [o for o in overrides if "." not in o.split("=", 1)[0] or o.split(".", 1)[0] in known]
     device = resolve_device("auto")
     return resolve_job(job, overrides, device)
@@ -252,7 +285,7 @@ def cell_key(grid: Grid, cell: Cell, resolved=None) -> str:
         parts.update(baseline=identity(resolved.baseline), protocol=asdict(resolved.baseline_protocol),
                      runs=resolved.job.baseline_runs or resolved.job.n_runs)
     else:
-        parts.update(method=identity(resolved.methods[cell.method]), train=identity(resolved.train),
+        parts.update(method=identity(resolved.methods[grid.base_method(cell.method)]), train=identity(resolved.train),
                      runs=resolved.job.n_runs)
         if resolved.job.protocol != "common":  # keeps the keys of existing common-protocol records
             parts["protocol"] = resolved.job.protocol
@@ -384,17 +417,18 @@ def run_cell(grid: Grid, cell: Cell, root: str | Path, *, show_progress: bool = 
             record.update(config={"baseline": asdict(resolved.baseline), "protocol": asdict(bcfg)},
                           seconds={"train": res.seconds})
         else:
-            mcfg = resolved.methods[cell.method]
+            base = grid.base_method(cell.method)  # a variant: the same seeds as its base method
+            mcfg = resolved.methods[base]
             syn_path = root / "artifacts" / "synthetic" / f"{cell.name}__{key[:10]}.safetensors"
             t1 = time.perf_counter()
-            syn = distill_cached(prepared, cell.method, cell.ipc, mcfg,
-                                 seed=derive_seed(cell.seed, "distill", cell.method, cell.ipc), key=key,
+            syn = distill_cached(prepared, base, cell.ipc, mcfg,
+                                 seed=derive_seed(cell.seed, "distill", base, cell.ipc), key=key,
                                  path=syn_path, device=device, show_progress=show_progress)
             distill_s = time.perf_counter() - t1
             res = evaluate_synthetic(syn, prepared, resolved.train, n_runs=resolved.job.n_runs,
-                                     seed=derive_seed(cell.seed, "eval", cell.method, cell.ipc), device=device,
+                                     seed=derive_seed(cell.seed, "eval", base, cell.ipc), device=device,
                                      show_progress=show_progress, protocol=resolved.job.protocol)
-            record.update(config={"method": asdict(mcfg), "train": asdict(resolved.train)},
+            record.update(config={"method": asdict(mcfg), "train": asdict(resolved.train)}, base_method=base,
                           seconds={"distill": distill_s, "evaluate": res.seconds}, learned_lr=syn.lr)
             record["artifacts"]["synthetic"] = str(syn_path.relative_to(root))
         record.update({k: v for k, v in res.to_dict().items() if k != "seconds"})
@@ -450,8 +484,9 @@ def shared_artifacts(grid: Grid) -> dict[str, list[str]]:
     for cell in expand(grid):
         label = f"noisy labels {cell.dataset} {cell.noise} seed {cell.seed}"
         shared.setdefault(label, []).append(cell.name)
-        if cell.method in {"datm", "dance"}:
-            shared.setdefault(f"expert models {cell.dataset} {cell.noise} seed {cell.seed}", []).append(cell.name)
+        if grid.base_method(cell.method) in {"datm", "dance"}:
+            variant = f" ({cell.method})" if cell.method in grid.variants else ""
+            shared.setdefault(f"expert models{variant} {cell.dataset} {cell.noise} seed {cell.seed}", []).append(cell.name)
     return shared
 
 
@@ -530,4 +565,5 @@ def grid_to_dict(grid: Grid) -> dict[str, Any]:
             "seeds": list(grid.seeds), "baselines": list(grid.baselines), "n_runs": grid.n_runs,
             "baseline_runs": grid.baseline_runs, "protocol": grid.protocol, "preset": grid.preset, "train_subset": grid.train_subset,
             "set": list(grid.overrides), "method_set": {k: list(v) for k, v in grid.method_overrides.items()},
+            "variants": {k: {"method": b, "set": list(v)} for k, (b, v) in grid.variants.items()},
             "resources": dict(grid.resources)}

@@ -61,11 +61,18 @@ class TrainConfig:
     dsa_strategy: str = DSA_STRATEGY  # '_'-separated DSA ops (color, crop, cutout, flip, scale, rotate)
     use_learned_lr: bool = True  # train a synthetic set with its learned lr when it carries one
     eval_batch_size: int = 1024  # inference batch
+    # Sharpness-aware steps (GSAM, Zhuang et al., ICLR 2022), as FTD trains its experts (Du et al.,
+    # CVPR 2023): the gradient is taken again at weights moved rho along the normalised gradient,
+    # then its component orthogonal to the first gradient is subtracted alpha times. rho 0 = off.
+    sam_rho: float = 0.0  # perturbation radius (FTD / the study's buffer_FTD.py runs: 0.01)
+    sam_alpha: float = 0.0  # GSAM surrogate-gap weight (study: 0.3; 0 = plain SAM)
+    sam_adaptive: bool = False  # ASAM scaling of the perturbation by |w| (the study's runs: on)
 
     # Options added after results existed: at these values they change nothing, so they are left
     # out of result keys (ddlnl.config.identity) and earlier records stay valid.
     KEY_NEUTRAL: ClassVar[dict[str, Any]] = {"warmup_epochs": 0, "final_lr_fraction": 0.0, "optimizer": "sgd",
-                                             "loss": "ce"}
+                                             "loss": "ce", "sam_rho": 0.0, "sam_alpha": 0.0,
+                                             "sam_adaptive": False}
 
     def check(self) -> None:
         if self.epochs < 1 or self.batch_size < 1:
@@ -82,6 +89,9 @@ class TrainConfig:
             raise ConfigError(f"loss {self.loss!r}: use ce or mse")
         if self.warmup_epochs < 0 or not 0.0 <= self.final_lr_fraction <= 1.0:
             raise ConfigError("warmup_epochs must be >= 0 and final_lr_fraction in [0, 1]")
+        if self.sam_rho < 0 or self.sam_alpha < 0:
+            raise ConfigError(f"sam_rho and sam_alpha must be >= 0 (got {self.sam_rho}, {self.sam_alpha}); "
+                              "sam_rho=0 turns sharpness-aware training off")
 
     def model_kwargs(self) -> dict[str, Any]:
         return dict(depth=self.depth, width=self.width, norm=self.norm, activation=self.activation,
@@ -167,6 +177,56 @@ def _make_augment(cfg: TrainConfig) -> Callable[[torch.Tensor, torch.Generator],
     return lambda x, g: dsa(x, g)
 
 
+def _running_stats(model: nn.Module) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(buffer, saved copy) for every batch-norm running statistic of ``model``."""
+    return [(b, b.detach().clone()) for m in model.modules()
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) for b in m.buffers()]
+
+
+def gsam_gradient(model: nn.Module, loss_fn: Callable[[], torch.Tensor], cfg: TrainConfig,
+                  eps: float = 1e-12) -> None:
+    """Replace the gradients in ``model`` (those of ``loss_fn()`` at the current weights ``w``,
+    already computed by ``backward``) with the GSAM update direction.
+
+    With ``g`` the gradient at ``w`` and ``a = |w|`` when ``cfg.sam_adaptive`` (else 1):
+
+    - perturbation ``e = rho * a^2 g / ||a g||`` (SAM; ASAM with the adaptive scaling);
+    - ``h``: the gradient of ``loss_fn()`` at ``w + e`` (same batch, same augmentation);
+    - ``v = g - (<g, h> / ||h||^2) h``: the part of ``g`` orthogonal to ``h``;
+    - result ``h - alpha * v``, written into ``p.grad``; the weights are back at ``w``.
+
+    This is the decomposition of the GSAM reference implementation that FTD (and the study's
+    ``buffer_FTD.py``) train experts with. Batch-norm running statistics are restored after the
+    second forward pass, so they are updated once per step, as in plain training.
+    """
+    params = [p for p in model.parameters() if p.grad is not None]
+    if not params:
+        return
+    with torch.no_grad():
+        g = [p.grad.detach().clone() for p in params]
+        scaled = [(p.abs() * gi if cfg.sam_adaptive else gi) for p, gi in zip(params, g)]
+        scale = cfg.sam_rho / (torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(s) for s in scaled])) + eps)
+        e = [gi * scale * (p * p if cfg.sam_adaptive else 1.0) for p, gi in zip(params, g)]
+        for p, ei in zip(params, e):
+            p.add_(ei)
+    saved = _running_stats(model)
+    for p in params:
+        p.grad = None
+    loss_fn().backward()
+    with torch.no_grad():
+        for buf, copy_ in saved:
+            buf.copy_(copy_)
+        h = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+        g_norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(x) for x in g]))
+        h_norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(x) for x in h]))
+        inner = sum((gi * hi).sum() for gi, hi in zip(g, h))
+        cosine = inner / (g_norm * h_norm + eps)
+        for p, gi, hi, ei in zip(params, g, h, e):
+            vertical = gi - cosine * g_norm * hi / (h_norm + eps)
+            p.grad = hi - cfg.sam_alpha * vertical
+            p.sub_(ei)
+
+
 def train(model: nn.Module, data: LabeledTensors, cfg: TrainConfig, *, seed: int,
           lr: float | None = None, monitor: dict[str, LabeledTensors] | None = None,
           record_every: int = 0, select: str | None = None, show_progress: bool = False,
@@ -222,6 +282,8 @@ def train(model: nn.Module, data: LabeledTensors, cfg: TrainConfig, *, seed: int
             loss = _loss(cfg, logits, labels[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            if cfg.sam_rho > 0:
+                gsam_gradient(model, lambda: _loss(cfg, model(x), labels[idx]), cfg)
             opt.step()
             total_loss += float(loss.detach()) * idx.numel()
         result.images_seen += n

@@ -135,6 +135,11 @@ class DATMConfig:
     expert_lr: float = 0.01  # reference lr_teacher of buffer.py
     expert_batch: int = 256  # reference batch_train of buffer.py
     expert_seed: int = 0  # experts depend on (data, config, this seed), not on the distillation seed
+    # FTD experts (sharpness-aware "flat trajectory" training, ddlnl.experts.FTD): DATM's and the
+    # study's buffer_FTD.py. Off by default: plain-SGD MTT experts (buffer.py), which cost half.
+    expert_ftd: bool = False
+    expert_sam_rho: float = 0.01  # used only with expert_ftd (the study: 0.01)
+    expert_sam_alpha: float = 0.3  # used only with expert_ftd (the study: 0.3; DATM's script: 0.4)
     cache_experts: bool = True  # False: train experts in memory on every call (tests)
     # Architecture of experts and student.
     width: int = 128
@@ -151,6 +156,9 @@ class DATMConfig:
     # study's 0.001 could not reach without a 40-fold lr growth, hence syn_lr_init 0.01 (DATM's
     # clean-data value). Measured on 2k images (2 experts x 4 epochs, W32, IPC 10): the matching
     # loss fell from 0.55 to ~0.1 within 20 iterations, the lr rose from 0.010 to 0.016.
+    # Options added after results existed: at these values they leave result keys unchanged.
+    KEY_NEUTRAL: ClassVar[dict[str, Any]] = {"expert_ftd": False, "expert_sam_rho": 0.01, "expert_sam_alpha": 0.3}
+
     PRESETS: ClassVar[dict[str, dict]] = {"cpu": {
         "iterations": 100, "syn_steps": 10, "expert_epochs": 1, "min_start_epoch": 0,
         "current_max_start_epoch": 4, "max_start_epoch": 8, "expansion_end_iteration": 60,
@@ -165,11 +173,14 @@ class DATMConfig:
         return replace(cls(), **{**table[nearest], **overrides})
 
     def expert_config(self) -> ExpertConfig:
-        """The experts this config matches (plain SGD, momentum 0, DSA, as MTT's buffer.py)."""
+        """The experts this config matches: plain SGD, momentum 0, DSA, as MTT's buffer.py; with
+        ``expert_ftd`` GSAM steps as FTD's buffer_FTD.py (adaptive, rho and alpha from this config)."""
+        sam = ({"sam_rho": self.expert_sam_rho, "sam_alpha": self.expert_sam_alpha, "sam_adaptive": True}
+               if self.expert_ftd else {})
         return ExpertConfig(num_experts=self.num_experts, epochs=self.expert_train_epochs, lr=self.expert_lr,
                             batch_size=self.expert_batch, dsa_strategy=self.dsa_strategy or DSA_STRATEGY,
                             augment="dsa" if self.dsa_strategy else "none", width=self.width,
-                            depth=self.depth, norm=self.norm)
+                            depth=self.depth, norm=self.norm, **sam)
 
     def window_upper(self, iteration: int) -> int:
         """Exclusive upper end of the start-epoch window at ``iteration`` (DATM Upper_Bound)."""
@@ -207,6 +218,9 @@ class DATMConfig:
         if self.zca:
             raise ConfigError("datm: zca=true is not supported: the synthetic images would live in ZCA space and "
                               "ddlnl's evaluation has no matching transform; use zca=false")
+        if self.expert_ftd and (self.expert_sam_rho <= 0 or self.expert_sam_alpha < 0):
+            raise ConfigError("datm: expert_ftd needs expert_sam_rho > 0 and expert_sam_alpha >= 0, got "
+                              f"{self.expert_sam_rho}, {self.expert_sam_alpha}")
         if self.syn_lr_init <= 0 or self.min_syn_lr <= 0:
             raise ConfigError("datm: syn_lr_init and min_syn_lr must be > 0")
         self.expert_config().check()
