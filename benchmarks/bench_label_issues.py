@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -83,7 +84,8 @@ def cached(path: Path, key: str, compute: Callable[[], dict]) -> dict:
         rec = json.loads(path.read_text())
         if rec.get("key") == key:
             return rec
-    rec = {"key": key, **compute()}
+    rec = {"key": key, **compute(), "threads": torch.get_num_threads(), "load1": os.getloadavg()[0],
+           "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     atomic_write_json(path, rec)
     return rec
 
@@ -177,7 +179,7 @@ def run_setting(noise: str, s: Settings, out_root: Path, device) -> dict[str, An
                   "neighbours"]
     ddl = cached(out / "ddlnl.json", _key(base + [{k: getattr(s, k) for k in ddl_fields}]),
                  lambda: ddlnl_route(prepared, s, out, device))
-    rows: dict[str, dict] = {f"ddlnl: {k}": v for k, v in ddl["rows"].items()}
+    rows: dict[str, dict] = {f"ddlnl: {k}": {**v, "threads": ddl.get("threads")} for k, v in ddl["rows"].items()}
     say(f"  ddlnl done: {ddl['rows'][next(iter(k for k in ddl['rows'] if 'default' in k))]['auroc']:.3f} AUROC (default)")
     for e in s.cv_epochs:
         rec = cached(out / f"cleanlab-e{e}.json", _key(base + [s.width, s.folds, e, s.cv_lr]),
@@ -214,7 +216,8 @@ def table(results: list[dict]) -> str:
         for name, r in res["rows"].items():
             rows.append(["", name, f"{r['auroc']:.3f}", f"{r['precision']:.3f}", f"{r['recall']:.3f}",
                          f"{r['estimated_rate']:.3f}", f"{r['t_max_error']:.3f}", pct(r["relabelled_correct"]),
-                         pct(r.get("downstream_accuracy")), f"{r['seconds']:.0f}"])
+                         pct(r.get("downstream_accuracy")),
+                         f"{r['seconds']:.0f}" + (f" ({r['threads']} thr)" if r.get("threads") else "")])
     return markdown_table(head, rows)
 
 
@@ -267,7 +270,7 @@ def main() -> None:
              f"on the relabelled training set; accuracy at the end of training on the clean test set. Wall times "
              f"are the routes' own (DM + teachers + inference + scoring; CV training + cleanlab), measured in one "
              f"process on a machine shared with other jobs, so compare them within a row group, not with other "
-             f"benchmarks. Total benchmark time {time.perf_counter() - t0:.0f}s (resumed steps count 0).")
+             f"benchmarks; (N thr): the torch threads the step ran with, where its record has them. Total benchmark time {time.perf_counter() - t0:.0f}s (resumed steps count 0).")
     target = (out / "label_issues.md") if args.quick else RESULTS / "label_issues.md"
     write_result(target, "Label issues: ddlnl (distilled teachers) vs cleanlab (cross-validation)", body, notes)
     atomic_write_json(out / "results.json", {"settings": asdict(s), "results": [

@@ -202,7 +202,7 @@ class Cell:
     dataset: str
     noise: str
     seed: int
-    method: str  # a METHODS name, or "baseline" / "baseline_early_stop"
+    method: str  # a METHODS name, a grid variant name, or "baseline" / "baseline_early_stop"
     ipc: int = 0  # 0 for baselines
 
     @property
