@@ -561,22 +561,16 @@ def get_experts(train: LabeledTensors, cfg: ExpertConfig, *, seed: int, num_clas
     return Trajectories(sources=sources, directory=directory, **common)
 
 
-def experts_for_job(resolved: Any, *, method: str = "datm", device: torch.device | str = "cpu",
-                    show_progress: bool = True, train_missing: bool = True,
-                    cache_dir: str | Path | None = None) -> ExpertStatus:
-    """``ddlnl experts``: report (and, with ``train_missing``, train) the experts a job's method needs.
+def job_experts(resolved: Any, method: str = "datm") -> tuple[Any, ExpertConfig, dict[str, Any]]:
+    """The data and expert settings a job's ``method`` trains on, resolved as ``ddlnl run`` does.
 
-    Loads the job's data and noisy labels exactly as ``ddlnl run`` does
-    (:func:`ddlnl.pipeline.prepare_data`), takes the method's resolved config (or its preset when
-    the job does not list the method), fits its depth to the images, and calls
-    :func:`get_experts` (or only :func:`expert_status`).
-
-    Args:
-        resolved: a :class:`ddlnl.pipeline.ResolvedJob`.
-        method: a method whose config has ``expert_config()`` and ``expert_seed`` (``"datm"``).
+    Loads the job's data and noisy labels (:func:`ddlnl.pipeline.prepare_data`), takes the method's
+    resolved config (or its preset when the job does not list the method) and fits its depth to
+    the images.
 
     Returns:
-        The cache status after the call.
+        ``(prepared, expert_config, kwargs)`` where ``kwargs`` holds ``seed`` and ``num_classes``
+        for :func:`get_experts` / :func:`expert_status` on ``prepared.noisy_train``.
     """
     from dataclasses import replace
 
@@ -596,8 +590,23 @@ def experts_for_job(resolved: Any, *, method: str = "datm", device: torch.device
         mcfg = replace(mcfg, depth=fit_depth(mcfg.depth, ds.image_size))
     if not hasattr(mcfg, "expert_config"):
         raise ConfigError(f"method {method!r} uses no expert trajectories")
-    ecfg = mcfg.expert_config()
-    kwargs = dict(seed=mcfg.expert_seed, num_classes=ds.num_classes, cache_dir=cache_dir)
+    return prepared, mcfg.expert_config(), {"seed": mcfg.expert_seed, "num_classes": ds.num_classes}
+
+
+def experts_for_job(resolved: Any, *, method: str = "datm", device: torch.device | str = "cpu",
+                    show_progress: bool = True, train_missing: bool = True,
+                    cache_dir: str | Path | None = None) -> ExpertStatus:
+    """``ddlnl experts``: report (and, with ``train_missing``, train) the experts a job's method needs
+    (:func:`job_experts`, then :func:`get_experts` or only :func:`expert_status`).
+
+    Args:
+        resolved: a :class:`ddlnl.pipeline.ResolvedJob`.
+        method: a method whose config has ``expert_config()`` and ``expert_seed`` (``"datm"``).
+
+    Returns:
+        The cache status after the call.
+    """
+    prepared, ecfg, kwargs = job_experts(resolved, method)
     if train_missing:
-        get_experts(prepared.noisy_train, ecfg, device=device, progress=show_progress, **kwargs)
-    return expert_status(prepared.noisy_train, ecfg, **kwargs)
+        get_experts(prepared.noisy_train, ecfg, device=device, progress=show_progress, cache_dir=cache_dir, **kwargs)
+    return expert_status(prepared.noisy_train, ecfg, cache_dir=cache_dir, **kwargs)
