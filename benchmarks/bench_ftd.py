@@ -9,7 +9,7 @@ every noise setting and expert variant, reads the cached expert trajectories and
   plain expert's path length (sum of its per-epoch steps);
 * **expert test accuracy**: the experts' last-epoch accuracy on the clean test set (read only);
 * **sharpness**: the mean rise of the noisy-training loss when every parameter tensor ``w`` of the
-  last-epoch weights is moved by ``0.05 * ||w||`` in a random direction (5 draws, 2,000 training
+  last-epoch weights is moved by ``0.2 * ||w||`` in a random direction (5 draws, 2,000 training
   images); flatter minima rise less;
 
 beside DATM's clean-test accuracy with each kind of expert (mean ± std over 3 evaluation runs).
@@ -39,7 +39,7 @@ RESULTS = HERE / "results"
 
 
 @torch.no_grad()
-def sharpness(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, *, scale: float = 0.05,
+def sharpness(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, *, scale: float = 0.2,
               draws: int = 5, seed: int = 0) -> float:
     """Mean rise of the cross-entropy under random relative perturbations of every parameter tensor."""
     def loss() -> float:
