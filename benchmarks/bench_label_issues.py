@@ -213,7 +213,10 @@ def table(results: list[dict]) -> str:
         first = next(iter(res["rows"].values()))
         rows.append([f"{res['noise']} ({res['realized_rate']:.3f})", "given noisy labels (no cleaning)", "-", "-",
                      "-", "-", "-", pct(first["given_correct"]), pct(res["given_downstream"]), "-"])
-        for name, r in res["rows"].items():
+        names = list(res["rows"])
+        order = sorted(names, key=lambda k: (not k.startswith("ddlnl"), "default" not in k, names.index(k)))
+        for name in order:  # ddlnl's default first, then its ablations, then cleanlab
+            r = res["rows"][name]
             rows.append(["", name, f"{r['auroc']:.3f}", f"{r['precision']:.3f}", f"{r['recall']:.3f}",
                          f"{r['estimated_rate']:.3f}", f"{r['t_max_error']:.3f}", pct(r["relabelled_correct"]),
                          pct(r.get("downstream_accuracy")),
