@@ -224,3 +224,23 @@ def test_variants_run_their_base_method_with_extra_overrides(tmp_path):
 def test_bad_variants_are_refused(variants, needle):
     with pytest.raises(Exception, match=needle):
         grid_from_dict({**TINY, "methods": ["dm", *variants], "variants": variants})
+
+
+def test_report_draws_the_early_stop_baseline_dotted(tmp_path):
+    from ddlnl.report import write_report
+    import matplotlib.pyplot as plt
+
+    grid = grid_from_dict({**TINY, "noises": ["symmetric:0.4"], "ipcs": [1], "baselines": ["converged", "early-stop"]})
+    run_local(grid, tmp_path, show_progress=False, echo=lambda s: None)
+    captured = []
+    real_savefig = plt.Figure.savefig
+    plt.Figure.savefig = lambda fig, *a, **k: (captured.append(fig), real_savefig(fig, *a, **k))[1]
+    try:
+        write_report(tmp_path, grid=grid)
+    finally:
+        plt.Figure.savefig = real_savefig
+    fig = captured[0]
+    for ax in fig.axes:
+        styles = {ln.get_linestyle(): ln.get_color() for ln in ax.get_lines()}
+        assert {"--", ":"} <= set(styles) and styles["--"] == styles[":"]  # same noise colour
+    assert "dotted: early stop" in fig.legends[0].get_title().get_text()

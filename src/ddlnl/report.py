@@ -170,9 +170,21 @@ def write_report(root: str | Path, out: str | Path | None = None, grid=None) -> 
     written: list[Path] = []
 
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    ncols = max(1, len(methods))
-    fig, axes = plt.subplots(len(datasets), ncols, figsize=(4.0 * ncols, 3.4 * len(datasets)), squeeze=False,
-                             sharey="row")
+    # One panel per (dataset, method), wrapped at 4 per row; a dataset's panels share the y axis.
+    ncols = max(1, min(4, len(methods)))
+    rows_per_ds = -(-max(1, len(methods)) // ncols)
+    fig, grid_axes = plt.subplots(len(datasets) * rows_per_ds, ncols,
+                                  figsize=(4.0 * ncols, 3.4 * len(datasets) * rows_per_ds), squeeze=False)
+    axes = []
+    for i in range(len(datasets)):
+        panels = [grid_axes[i * rows_per_ds + j // ncols][j % ncols] for j in range(rows_per_ds * ncols)]
+        for ax in panels[len(methods):]:
+            fig.delaxes(ax)
+        panels = panels[:max(1, len(methods))]
+        for ax in panels[1:]:
+            ax.sharey(panels[0])
+        axes.append(panels)
+    early_drawn = False
     for i, ds in enumerate(datasets):
         for j, m in enumerate(methods):
             ax = axes[i][j]
@@ -180,11 +192,16 @@ def write_report(root: str | Path, out: str | Path | None = None, grid=None) -> 
                 col = colours[k % len(colours)]
                 ys = [100 * agg[(ds, noise, m, ipc)]["mean"] if (ds, noise, m, ipc) in agg else np.nan for ipc in ipcs]
                 es = [100 * agg[(ds, noise, m, ipc)]["std"] if (ds, noise, m, ipc) in agg else np.nan for ipc in ipcs]
-                if not np.all(np.isnan(ys)):
-                    ax.errorbar(ipcs, ys, yerr=es, marker="o", color=col, capsize=2, label=noise)
+                if np.all(np.isnan(ys)):
+                    continue  # no results for this noise here: no baselines either (less clutter)
+                ax.errorbar(ipcs, ys, yerr=es, marker="o", color=col, capsize=2, label=noise)
                 base = agg.get((ds, noise, "baseline", 0))
                 if base:
                     ax.axhline(100 * base["mean"], color=col, linestyle="--", linewidth=1)
+                early = agg.get((ds, noise, "baseline_early_stop", 0))
+                if early:
+                    ax.axhline(100 * early["mean"], color=col, linestyle=":", linewidth=1)
+                    early_drawn = True
             ax.set_xscale("log")
             ax.set_xticks(ipcs, [str(v) for v in ipcs])
             ax.minorticks_off()
@@ -199,9 +216,10 @@ def write_report(root: str | Path, out: str | Path | None = None, grid=None) -> 
             if len(h) > len(handles):
                 handles, labels = h, lab
     if handles:
-        fig.legend(handles, labels, loc="lower center", ncol=min(6, len(labels)), fontsize=8,
-                   title="noise (dashed: full noisy set, converged)", title_fontsize=8)
-    fig.tight_layout(rect=(0, 0.12 if handles else 0, 1, 1))
+        title = "noise (dashed: full noisy set, converged" + ("; dotted: early stop)" if early_drawn else ")")
+        fig.legend(handles, labels, loc="lower center", ncol=min(6, len(labels)), fontsize=8, title=title,
+                   title_fontsize=8)
+    fig.tight_layout(rect=(0, (0.12 / (len(datasets) * rows_per_ds)) if handles else 0, 1, 1))
     path = out / "accuracy_vs_ipc.png"
     with atomic_output(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110)
