@@ -59,7 +59,7 @@ def sharpness(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor
     return float(np.mean(rises))
 
 
-def expert_stats(grid, root: Path, noise: str, method: str, plain) -> dict:
+def expert_stats(grid, noise: str, method: str, plain) -> dict:
     cell = Cell(grid.datasets[0].name, noise, grid.seeds[0], method, grid.ipcs[0])
     resolved = cell_job(grid, cell)
     prepared, ecfg, kwargs = job_experts(resolved, "datm")
@@ -105,7 +105,7 @@ def main() -> None:
     for noise in grid.noises:
         plain = None
         for m in methods:
-            st = expert_stats(grid, root, noise, m, plain)
+            st = expert_stats(grid, noise, m, plain)
             if m == "datm":
                 plain = st
             rows.append([noise, m, f"{st['rho']:g}" + (f" / {st['alpha']:g}" if st["rho"] else ""),
