@@ -11,7 +11,7 @@ from ddlnl.errors import ConfigError
 from ddlnl.experts import ExpertConfig, expert_key, get_experts
 from ddlnl.methods import METHODS, method_config
 from ddlnl.methods.dance import (DANCEConfig, decode, decode_per_class, encode_real, inner_class_loss,
-                                 inter_class_loss, interpolate, own_protocol, pixel_box, _load)
+                                 inter_class_loss, interpolate, own_protocol, pixel_box)
 from ddlnl.synthetic import SyntheticSet
 from ddlnl.train import TrainConfig
 from ddlnl.config import apply_overrides
@@ -93,7 +93,7 @@ def test_interpolated_encoder_is_init_at_lambda_1_and_final_at_lambda_0(tiny_dat
     # Loaded into a network, the ends embed like the pre-trained model's first and last epochs.
     x = tiny_dataset.train.images[:10]
     for lam, epoch in ((1.0, 0), (0.0, -1)):
-        net = _load(experts.build_model(), experts.layout, interpolate(init, final, lam))
+        net = experts.layout.load(experts.build_model(), interpolate(init, final, lam))
         ref = experts.load_into(experts.build_model(), 1, epoch)
         assert torch.equal(net.embed(x), ref.embed(x))
 
@@ -147,10 +147,10 @@ def _objectives(train, syn: SyntheticSet, cfg: DANCEConfig) -> tuple[float, floa
     with torch.no_grad():
         for e in range(experts.num_experts):
             for lam in lams:
-                _load(net, experts.layout, interpolate(experts.params(e, 0), experts.params(e, -1), lam))
+                experts.layout.load(net, interpolate(experts.params(e, 0), experts.params(e, -1), lam))
                 for c in range(4):
                     inner += float(inner_class_loss(net, train.images[train.labels == c], syn.images[syn.labels == c]))
-            _load(net, experts.layout, experts.params(e, -1))
+            experts.layout.load(net, experts.params(e, -1))
             calib += float(inter_class_loss(net, syn.images, syn.labels))
     return inner / (len(lams) * experts.num_experts), calib / experts.num_experts
 

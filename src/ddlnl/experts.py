@@ -38,6 +38,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar, Sequence
 
@@ -190,6 +191,13 @@ class ParamLayout:
         chunks = torch.split(flat, self.sizes)
         return {name: chunk.view(shape) for name, chunk, shape in zip(self.names, chunks, self.shapes)}
 
+    def load(self, module: nn.Module, flat: torch.Tensor) -> nn.Module:
+        """Copy the flat parameters ``flat`` into ``module`` (same layout, on its device); returns it."""
+        with torch.no_grad():
+            for p, v in zip(module.parameters(), self.unflatten(flat).values()):
+                p.copy_(v)
+        return module
+
 
 def functional_forward(model: nn.Module, layout: ParamLayout, flat: torch.Tensor,
                        x: torch.Tensor) -> torch.Tensor:
@@ -289,11 +297,7 @@ class Trajectories:
 
     def load_into(self, model: nn.Module, expert: int, epoch: int) -> nn.Module:
         """Copy ``expert``'s parameters at ``epoch`` into ``model`` (same architecture); returns it."""
-        flat = self.params(expert, epoch, device=next(model.parameters()).device)
-        with torch.no_grad():
-            for p, v in zip(model.parameters(), self.layout.unflatten(flat).values()):
-                p.copy_(v)
-        return model
+        return self.layout.load(model, self.params(expert, epoch, device=next(model.parameters()).device))
 
 
 # --------------------------------------------------------------------------------------------
@@ -301,13 +305,17 @@ class Trajectories:
 # --------------------------------------------------------------------------------------------
 
 
-def expert_key(train: LabeledTensors, cfg: ExpertConfig, *, seed: int, num_classes: int) -> str:
+def expert_key(train: LabeledTensors, cfg: ExpertConfig, *, seed: int, num_classes: int,
+               fingerprint: str | None = None) -> str:
     """The cache key of experts trained on ``train`` (its images AND its noisy labels) with ``cfg``.
 
     A hex SHA-256 prefix (24 characters) of the storage format, ``tensor_fingerprint(images,
-    labels)``, every config field except ``num_experts``, ``num_classes`` and ``seed``.
+    labels)`` (pass it as ``fingerprint`` when already computed: it hashes the whole set),
+    every config field except ``num_experts``, ``num_classes`` and ``seed``.
     """
-    payload = {"format": FORMAT, "data": tensor_fingerprint(train.images, train.labels),
+    if fingerprint is None:
+        fingerprint = tensor_fingerprint(train.images, train.labels)
+    payload = {"format": FORMAT, "data": fingerprint,
                "config": cfg.key_fields(), "num_classes": int(num_classes), "seed": int(seed)}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]
 
@@ -423,10 +431,10 @@ class ExpertStatus:
         return f"{text} in {self.directory}"
 
 
-def _manifest(key: str, cfg: ExpertConfig, train: LabeledTensors, *, seed: int, num_classes: int,
-              layout: ParamLayout, complete: list[int]) -> dict[str, Any]:
+def _manifest(key: str, cfg: ExpertConfig, train: LabeledTensors, *, fingerprint: str, seed: int,
+              num_classes: int, layout: ParamLayout, complete: list[int]) -> dict[str, Any]:
     channels, h, w = train.images.shape[1:]
-    return {"format": FORMAT, "key": key, "data_fingerprint": tensor_fingerprint(train.images, train.labels),
+    return {"format": FORMAT, "key": key, "data_fingerprint": fingerprint,
             "num_train": len(train), "config": asdict(cfg), "seed": int(seed), "num_classes": int(num_classes),
             "channels": int(channels), "image_size": [int(h), int(w)], "param_names": list(layout.names),
             "param_shapes": [list(s) for s in layout.shapes], "num_params": layout.numel,
@@ -452,8 +460,15 @@ def expert_status(train: LabeledTensors, cfg: ExpertConfig, *, seed: int, num_cl
     """
     cfg.check()
     key = expert_key(train, cfg, seed=seed, num_classes=num_classes)
-    directory = Path(cache_dir) if cache_dir is not None else cache_root() / "experts"
-    directory = directory / key
+    return _scan_cache(key, _cache_folder(cache_dir) / key, cfg, _layout_for(cfg, train, num_classes), verify)
+
+
+def _cache_folder(cache_dir: str | Path | None) -> Path:
+    return Path(cache_dir) if cache_dir is not None else cache_root() / "experts"
+
+
+def _scan_cache(key: str, directory: Path, cfg: ExpertConfig, layout: ParamLayout, verify: bool) -> ExpertStatus:
+    """:class:`ExpertStatus` of the expert files in ``directory`` (the folder of ``key``)."""
     status = ExpertStatus(key=key, directory=directory, wanted=cfg.num_experts)
     manifest_path = directory / "manifest.json"
     if manifest_path.exists():
@@ -461,7 +476,6 @@ def expert_status(train: LabeledTensors, cfg: ExpertConfig, *, seed: int, num_cl
             status.manifest = json.loads(manifest_path.read_text())
         except (json.JSONDecodeError, OSError):
             status.manifest = None
-    layout = _layout_for(cfg, train, num_classes)
     shape = (cfg.epochs + 1, layout.numel)
     for i in range(cfg.num_experts):
         path = _expert_path(directory, i)
@@ -506,13 +520,13 @@ def get_experts(train: LabeledTensors, cfg: ExpertConfig, *, seed: int, num_clas
         raise DataError("experts need hard (int64) training labels")
     channels, h, w = train.images.shape[1:]
     layout = _layout_for(cfg, train, num_classes)
-    key = expert_key(train, cfg, seed=seed, num_classes=num_classes)
+    fingerprint = tensor_fingerprint(train.images, train.labels)  # hashes the whole set: once per call
+    key = expert_key(train, cfg, seed=seed, num_classes=num_classes, fingerprint=fingerprint)
     common = dict(key=key, config=cfg, channels=int(channels), num_classes=num_classes,
                   image_size=(int(h), int(w)), layout=layout)
-    data = train.to(device)  # moved once, not once per epoch
-    total = cfg.num_experts * cfg.epochs
     if not cache:
-        bar = progress_bar(total=total, desc="experts", enabled=progress, unit="epoch")
+        data = train.to(device)  # moved once, not once per epoch
+        bar = progress_bar(total=cfg.num_experts * cfg.epochs, desc="experts", enabled=progress, unit="epoch")
         trajs = []
         for i in range(cfg.num_experts):
             trajs.append(train_expert(data, cfg, index=i, seed=seed, num_classes=num_classes, device=device)
@@ -521,7 +535,7 @@ def get_experts(train: LabeledTensors, cfg: ExpertConfig, *, seed: int, num_clas
         bar.close()
         return Trajectories(sources=trajs, **common)
 
-    status = expert_status(train, cfg, seed=seed, num_classes=num_classes, cache_dir=cache_dir, verify=verify)
+    status = _scan_cache(key, _cache_folder(cache_dir) / key, cfg, layout, verify)
     directory = status.directory
     if status.manifest is not None and status.manifest.get("key") != key:
         # The folder is named by the key, so this is tampering or a foreign copy: trust no file in it.
@@ -538,9 +552,10 @@ def get_experts(train: LabeledTensors, cfg: ExpertConfig, *, seed: int, num_clas
         for i in status.invalid:
             _expert_path(directory, i).unlink(missing_ok=True)
         complete = list(status.complete)
-        atomic_write_json(directory / "manifest.json",
-                          _manifest(key, cfg, train, seed=seed, num_classes=num_classes, layout=layout,
-                                    complete=complete))
+        manifest = partial(_manifest, key, cfg, train, fingerprint=fingerprint, seed=seed, num_classes=num_classes,
+                           layout=layout)
+        atomic_write_json(directory / "manifest.json", manifest(complete=complete))
+        data = train.to(device)  # moved once, not once per epoch; only when something trains
         bar = progress_bar(total=len(status.missing) * cfg.epochs, desc=f"experts ({len(status.missing)} to train)",
                            enabled=progress, unit="epoch")
         for i in status.missing:
@@ -548,15 +563,13 @@ def get_experts(train: LabeledTensors, cfg: ExpertConfig, *, seed: int, num_clas
             _write_expert(_expert_path(directory, i), traj, key=key, index=i, dtype=cfg.storage_dtype)
             complete.append(i)
             # The manifest is informative; each file carries its own key and digest.
-            atomic_write_json(directory / "manifest.json",
-                              _manifest(key, cfg, train, seed=seed, num_classes=num_classes, layout=layout,
-                                        complete=complete))
+            atomic_write_json(directory / "manifest.json", manifest(complete=complete))
             bar.update(cfg.epochs)
         bar.close()
     elif status.manifest is None:
         atomic_write_json(directory / "manifest.json",
-                          _manifest(key, cfg, train, seed=seed, num_classes=num_classes, layout=layout,
-                                    complete=status.complete))
+                          _manifest(key, cfg, train, fingerprint=fingerprint, seed=seed, num_classes=num_classes,
+                                    layout=layout, complete=status.complete))
     sources = [_expert_path(directory, i) for i in range(cfg.num_experts)]
     return Trajectories(sources=sources, directory=directory, **common)
 
@@ -607,6 +620,6 @@ def experts_for_job(resolved: Any, *, method: str = "datm", device: torch.device
         The cache status after the call.
     """
     prepared, ecfg, kwargs = job_experts(resolved, method)
-    if train_missing:
+    if train_missing:  # get_experts has verified or written every file: no need to read them again
         get_experts(prepared.noisy_train, ecfg, device=device, progress=show_progress, cache_dir=cache_dir, **kwargs)
-    return expert_status(prepared.noisy_train, ecfg, cache_dir=cache_dir, **kwargs)
+    return expert_status(prepared.noisy_train, ecfg, cache_dir=cache_dir, verify=not train_missing, **kwargs)

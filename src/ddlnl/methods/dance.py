@@ -73,7 +73,7 @@ import torch.nn.functional as F
 from ..augment import DSA
 from ..data import LabeledTensors
 from ..errors import ConfigError
-from ..experts import ExpertConfig, ParamLayout, Trajectories, get_experts
+from ..experts import ExpertConfig, Trajectories, get_experts
 from ..synthetic import SyntheticSet
 from ..train import TrainConfig
 from ..utils import derive_seed, generator, progress as progress_bar
@@ -287,13 +287,6 @@ def inter_class_loss(model: torch.nn.Module, syn: torch.Tensor, labels: torch.Te
     return F.cross_entropy(model(syn), labels)
 
 
-def _load(model: torch.nn.Module, layout: ParamLayout, flat: torch.Tensor) -> torch.nn.Module:
-    with torch.no_grad():
-        for p, v in zip(model.parameters(), layout.unflatten(flat).values()):
-            p.copy_(v)
-    return model
-
-
 def _frozen(experts: Trajectories, device: torch.device) -> torch.nn.Module:
     net = experts.build_model(device)
     for p in net.parameters():
@@ -374,13 +367,16 @@ def distill(train: LabeledTensors, ipc: int, cfg: DANCEConfig = DANCEConfig(), *
         opt.step()
 
     log: dict[str, list] = {"loss_inner": [], "loss_calib": [], "pretrained": [], "lam": []}
+    # Only each model's first and last epochs are used: read them once, not from disk every iteration.
+    ends = [(experts.params(k, 0, device=device), experts.params(k, -1, device=device))
+            for k in range(experts.num_experts)]
     bar = progress_bar(range(cfg.iterations), desc=f"dance ipc={ipc}", enabled=progress)
     for it in bar:
         model_id = int(torch.randint(experts.num_experts, (1,), generator=g))
         lam = float(torch.rand(1, generator=g))
-        theta_final = experts.params(model_id, -1, device=device)
-        _load(encoder, experts.layout, interpolate(experts.params(model_id, 0, device=device), theta_final, lam))
-        _load(final, experts.layout, theta_final)
+        theta_init, theta_final = ends[model_id]
+        experts.layout.load(encoder, interpolate(theta_init, theta_final, lam))
+        experts.layout.load(final, theta_final)
         if cfg.clamp:
             with torch.no_grad():
                 stored.clamp_(0.0, 1.0)
