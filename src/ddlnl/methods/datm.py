@@ -72,7 +72,7 @@ from ..data import LabeledTensors
 from ..errors import ConfigError
 from ..experts import ExpertConfig, ParamLayout, Trajectories, functional_forward, get_experts
 from ..synthetic import SyntheticSet
-from ..train import DSA_STRATEGY, TrainConfig
+from ..train import DSA_STRATEGY, TrainConfig, soft_cross_entropy
 from ..utils import derive_seed, generator, progress as progress_bar
 from .common import class_indices, sample_per_class, check_ipc
 
@@ -277,7 +277,7 @@ class Student:
         """
         x = images if step.draw is None or self.dsa is None else self.dsa.apply(images, step.draw)
         logits = functional_forward(self.model, self.layout, theta, x)
-        return -(F.softmax(label_logits, dim=1) * F.log_softmax(logits, dim=1)).sum(1).mean()
+        return soft_cross_entropy(logits, F.softmax(label_logits, dim=1))
 
 
 def plan_steps(num_images: int, syn_steps: int, batch_syn: int, dsa: DSA | None,
@@ -501,8 +501,8 @@ def distill(train: LabeledTensors, ipc: int, cfg: DATMConfig = DATMConfig(), *, 
     """
     cfg.check()
     device = torch.device(device)
-    channels, h, w = train.images.shape[1:]
-    check_ipc(class_indices(train.labels, num_classes), ipc)
+    indices = class_indices(train.labels, num_classes)
+    check_ipc(indices, ipc)  # before the experts are trained
     experts = get_experts(train, cfg.expert_config(), seed=cfg.expert_seed, num_classes=num_classes,
                           device=device, progress=progress, cache=cfg.cache_experts)
     g = generator(derive_seed(seed, "datm"))
@@ -516,7 +516,7 @@ def distill(train: LabeledTensors, ipc: int, cfg: DATMConfig = DATMConfig(), *, 
         init_idx, filled = select_correct(train, ipc, experts, student, num_classes=num_classes,
                                           label_epoch=cfg.label_epoch, g=g, device=device)
     else:
-        init_idx = sample_per_class(class_indices(train.labels, num_classes), ipc, g)
+        init_idx = sample_per_class(indices, ipc, g)
     images = train.images[init_idx].to(device).float().clone()
     logits, n_fallback = initial_label_logits(images, slot_classes, experts, student, label_epoch=cfg.label_epoch,
                                               device=device, only_first=cfg.init == "real")
