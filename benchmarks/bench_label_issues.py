@@ -27,7 +27,6 @@ table stays under ``--out``).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import time
@@ -47,7 +46,7 @@ from ddlnl.pipeline import JobConfig, prepare_data
 from ddlnl.report import markdown_table, write_result
 from ddlnl.synthetic import SyntheticSet, load_synthetic
 from ddlnl.train import TrainConfig, evaluate
-from ddlnl.utils import atomic_write_json, derive_seed, resolve_device
+from ddlnl.utils import atomic_write_json, derive_seed, json_key, resolve_device
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -72,10 +71,6 @@ class Settings:
     downstream_epochs: int = 15
     downstream_width: int = 32
     downstream_lr: float = 0.01
-
-
-def _key(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def cached(path: Path, key: str, compute: Callable[[], dict]) -> dict:
@@ -115,7 +110,7 @@ def ddlnl_route(prepared, s: Settings, out: Path, device) -> dict[str, Any]:
     ds = prepared.dataset
     syn_path = out / "synthetic.safetensors"
     dm_cfg = DMConfig(iterations=s.dm_iterations, batch_real=s.dm_batch_real, width=s.dm_width)
-    syn_key = _key([s.subset, s.seed, s.ipc, asdict(dm_cfg), prepared.noisy.spec.to_dict()])
+    syn_key = json_key([s.subset, s.seed, s.ipc, asdict(dm_cfg), prepared.noisy.spec.to_dict()])
     syn = load_synthetic(syn_path) if syn_path.exists() else None
     if syn is None or syn.meta.get("key") != syn_key:
         t0 = time.perf_counter()
@@ -177,23 +172,23 @@ def run_setting(noise: str, s: Settings, out_root: Path, device) -> dict[str, An
     say(f"== {noise}: {len(prepared.noisy_train)} training images, realized rate {prepared.noisy.realized_rate:.3f}")
     ddl_fields = ["ipc", "dm_iterations", "dm_batch_real", "dm_width", "teachers", "teacher_epochs", "width",
                   "neighbours"]
-    ddl = cached(out / "ddlnl.json", _key(base + [{k: getattr(s, k) for k in ddl_fields}]),
+    ddl = cached(out / "ddlnl.json", json_key(base + [{k: getattr(s, k) for k in ddl_fields}]),
                  lambda: ddlnl_route(prepared, s, out, device))
     rows: dict[str, dict] = {f"ddlnl: {k}": {**v, "threads": ddl.get("threads")} for k, v in ddl["rows"].items()}
     say(f"  ddlnl done: {ddl['rows'][next(iter(k for k in ddl['rows'] if 'default' in k))]['auroc']:.3f} AUROC (default)")
     for e in s.cv_epochs:
-        rec = cached(out / f"cleanlab-e{e}.json", _key(base + [s.width, s.folds, e, s.cv_lr]),
+        rec = cached(out / f"cleanlab-e{e}.json", json_key(base + [s.width, s.folds, e, s.cv_lr]),
                      lambda e=e: cleanlab_rows(prepared, s, e, device))
         rows[f"cleanlab: {s.folds}-fold CV, {e} epochs/fold"] = rec
         say(f"  cleanlab {e} epochs: {rec['auroc']:.3f} AUROC, {rec['seconds']:.0f}s")
     down_key = [s.downstream_width, s.downstream_epochs, s.downstream_lr]
-    given = cached(out / "downstream-given.json", _key(base + down_key),
+    given = cached(out / "downstream-given.json", json_key(base + down_key),
                    lambda: downstream(prepared, prepared.noisy.noisy.numpy(), s, device))
     default = next(k for k in rows if "default" in k)
     for name in [default] + [k for k in rows if k.startswith("cleanlab")]:
         labels = np.asarray(rows[name]["cleaned"])
-        slug = _key(labels.tolist())
-        rec = cached(out / f"downstream-{slug}.json", _key(base + down_key + [slug]),
+        slug = json_key(labels.tolist())
+        rec = cached(out / f"downstream-{slug}.json", json_key(base + down_key + [slug]),
                      lambda labels=labels: downstream(prepared, labels, s, device))
         rows[name]["downstream_accuracy"] = rec["accuracy"]
         say(f"  downstream on {name}: {100 * rec['accuracy']:.2f}%")

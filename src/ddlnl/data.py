@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from .errors import DataError
-from .utils import cache_root
+from .utils import CACHE_ENV, cache_root  # CACHE_ENV: a folder for decoded caches when the data folder is read-only
 
 try:  # numpy >= 2 (numpy.core became numpy._core)
     from numpy._core.multiarray import _reconstruct as _np_reconstruct
@@ -158,8 +158,6 @@ def normalize_splits(
 
 #: Environment variable naming a folder that holds datasets (or a dataset folder itself).
 DATA_ENV = "DDLNL_DATA"
-#: Environment variable naming a folder for decoded caches when the data folder is read-only.
-CACHE_ENV = "DDLNL_CACHE"
 
 # Searched (after DDLNL_DATA) when no root is given. The Debian/Ubuntu package
 # ``dataset-fashion-mnist`` installs the four IDX files into the first one.

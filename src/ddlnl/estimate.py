@@ -510,7 +510,8 @@ def run_estimate(resolved: Any, n_models: int, *, record: RunRecord | None = Non
 
     import torch
 
-    from .label_issues import log, obtain_synthetic, teacher_outputs, train_teachers
+    from .label_issues import obtain_synthetic, teacher_outputs, train_teachers
+    from .pipeline import log
     from .noise import load_noisy_labels
     from .pipeline import fit_to_images, prepare_data
     from .utils import atomic_write_json, derive_seed

@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import csv
 import json
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -53,6 +52,7 @@ from torch import nn
 from .data import LabeledTensors
 from .errors import ConfigError, UserError
 from .estimate import NoiseEstimate, estimate_noise
+from .pipeline import log
 from .synthetic import SyntheticSet
 from .train import BaselineConfig, EvalResult, TrainConfig, build_model, run_baseline, train
 from .utils import derive_seed
@@ -540,10 +540,6 @@ def split_issues_overrides(overrides: list[str] | None) -> tuple[list[str], Issu
     cfg = apply_overrides(IssuesConfig(), [m[len("issues."):] for m in mine])
     cfg.check()
     return rest, cfg
-
-
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
 
 
 def obtain_synthetic(prepared: Any, resolved: Any, *, synthetic: str | Path | None, ipc: int,

@@ -17,7 +17,6 @@ Layout::
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sys
 import time
@@ -38,7 +37,7 @@ from .report import fmt_acc, fmt_delta, image_grid_png, markdown_table
 from .synthetic import SyntheticSet, load_synthetic
 from .train import (BaselineConfig, EvalResult, TrainConfig, dsa_strategy_for, evaluate, run_baseline,
                     stratified_split)
-from .utils import atomic_write_json, atomic_write_text, code_version, derive_seed
+from .utils import atomic_write_json, atomic_write_text, code_version, derive_seed, json_key
 
 # Evaluation and baseline settings for a 2-core CPU. ConvNet width 64 trains ~3.6x faster than
 # width 128 (MEASURED.md).
@@ -176,14 +175,10 @@ def _fit(cfg: Any, image_size: tuple[int, int]) -> Any:
     return cfg
 
 
-def _key(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
 def default_run_dir(resolved: ResolvedJob, root: str | Path = "runs") -> Path:
     job = resolved.job
     spec = parse_noise_spec(job.noise)
-    return Path(root) / f"{job.dataset}-{spec.label()}-seed{job.seed}-{_key(resolved.to_dict())[:8]}"
+    return Path(root) / f"{job.dataset}-{spec.label()}-seed{job.seed}-{json_key(resolved.to_dict())[:8]}"
 
 
 @dataclass
@@ -317,7 +312,7 @@ def _run_baselines(resolved: ResolvedJob, prepared: Prepared, out: Path, device:
         wanted.append(("baseline_early_stop", replace(resolved.baseline_protocol, protocol="early-stop")))
     records = {}
     for name, bcfg in wanted:
-        key = _key([_data_key(job), identity(resolved.baseline), asdict(bcfg)])
+        key = json_key([_data_key(job), identity(resolved.baseline), asdict(bcfg)])
         rec = _load_record(out / f"{name}.json", key)
         if rec is None:
             echo(f"{name}: {resolved.baseline.epochs} epochs on {len(prepared.noisy_train)} noisy labels x {job.baseline_runs or job.n_runs} runs")
@@ -388,7 +383,7 @@ def _run_cell(resolved: ResolvedJob, prepared: Prepared, method: str, ipc: int, 
     ds = prepared.dataset
     mcfg = resolved.methods[method]
     name = f"{method}-ipc{ipc}"
-    key = _key([_data_key(job), method, ipc, identity(mcfg), identity(resolved.train), job.protocol])
+    key = json_key([_data_key(job), method, ipc, identity(mcfg), identity(resolved.train), job.protocol])
     rec = _load_record(out / "cells" / f"{name}.json", key)
     if rec is not None:
         echo(f"{name}: done before, {fmt_acc(rec['mean'], rec['std'])}")

@@ -38,7 +38,6 @@ Grid YAML (every key optional except ``datasets``, ``noises``, ``methods``, ``ip
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import socket
@@ -54,7 +53,7 @@ from .config import identity, load_yaml
 from .errors import ConfigError, UserError
 from .methods import METHODS, get_method
 from .noise import NoisyLabels, load_noisy_labels, parse_noise_spec
-from .utils import atomic_write_json, code_version, derive_seed, resolve_device
+from .utils import CACHE_ENV, atomic_write_json, code_version, derive_seed, json_key, resolve_device
 
 BASELINE_PROTOCOLS = {"converged": "baseline", "early-stop": "baseline_early_stop"}
 
@@ -289,7 +288,7 @@ def cell_key(grid: Grid, cell: Cell, resolved=None) -> str:
                      runs=resolved.job.n_runs)
         if resolved.job.protocol != "common":  # keeps the keys of existing common-protocol records
             parts["protocol"] = resolved.job.protocol
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return json_key(parts)
 
 
 def record_path(root: Path, cell: Cell, key: str) -> Path:
@@ -366,7 +365,7 @@ def _prepare_cached(resolved, root: Path):
     from .pipeline import prepare_data
 
     job = resolved.job
-    key = hashlib.sha256(json.dumps(data_key(resolved), sort_keys=True, default=str).encode()).hexdigest()[:16]
+    key = json_key(data_key(resolved))
     path = Path(root) / "artifacts" / "noise" / f"{job.dataset}-{parse_noise_spec(job.noise).label()}-seed{job.seed}-{key}.npz"
     prepared = prepare_data(job)  # loads data; noise recomputation is cheap and checked below
     if path.exists():
@@ -398,7 +397,7 @@ def run_cell(grid: Grid, cell: Cell, root: str | Path, *, show_progress: bool = 
     try:
         if out.exists():  # finished by another worker between our check and our claim
             return json.loads(out.read_text())
-        os.environ["DDLNL_CACHE"] = str(root / "artifacts" / "cache")
+        os.environ[CACHE_ENV] = str(root / "artifacts" / "cache")
         t0 = time.perf_counter()
         prepared, noise_path = _prepare_cached(resolved, root)
         resolved = fit_to_images(resolved, prepared.dataset.image_size)

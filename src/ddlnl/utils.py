@@ -119,10 +119,19 @@ def code_version() -> str:
     return __version__
 
 
+CACHE_ENV = "DDLNL_CACHE"
+
+
 def cache_root() -> Path:
     """Where shared artifacts (expert trajectories, pre-trained models, decoded datasets) are cached:
     ``$DDLNL_CACHE`` if set, else ``~/.cache/ddlnl``."""
-    return Path(os.environ.get("DDLNL_CACHE") or "~/.cache/ddlnl").expanduser()
+    return Path(os.environ.get(CACHE_ENV) or "~/.cache/ddlnl").expanduser()
+
+
+def json_key(obj: Any) -> str:
+    """A 16-hex-digit SHA-256 of ``obj`` as sorted JSON (non-JSON values by ``str``): result and
+    artifact keys."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def tensor_fingerprint(*tensors: torch.Tensor) -> str:
