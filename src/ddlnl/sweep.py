@@ -326,7 +326,10 @@ def _stale(lock: Path, stale_after: float) -> bool:
     return time.time() - float(info.get("time", 0)) > stale_after
 
 
-def try_claim(root: Path, cell: Cell, key: str, stale_after: float = 6 * 3600) -> bool:
+STALE_AFTER = 6 * 3600  # seconds after which a lock whose worker cannot be checked counts as dead
+
+
+def try_claim(root: Path, cell: Cell, key: str, stale_after: float = STALE_AFTER) -> bool:
     """Claim a cell for this process; False when another live worker holds it."""
     lock = _lock_path(root, cell, key)
     lock.parent.mkdir(parents=True, exist_ok=True)
@@ -469,7 +472,7 @@ def status(grid: Grid, root: str | Path, only: Sequence[str] | None = None) -> l
         key = cell_key(grid, cell)
         if record_path(root, cell, key).exists():
             state = "done"
-        elif _lock_path(root, cell, key).exists() and not _stale(_lock_path(root, cell, key), 6 * 3600):
+        elif (lock := _lock_path(root, cell, key)).exists() and not _stale(lock, STALE_AFTER):
             state = "running"
         else:
             state = "todo"
@@ -483,7 +486,7 @@ def shared_artifacts(grid: Grid) -> dict[str, list[str]]:
     for cell in expand(grid):
         label = f"noisy labels {cell.dataset} {cell.noise} seed {cell.seed}"
         shared.setdefault(label, []).append(cell.name)
-        if grid.base_method(cell.method) in {"datm", "dance"}:
+        if not cell.is_baseline and hasattr(get_method(grid.base_method(cell.method)).config, "expert_config"):
             variant = f" ({cell.method})" if cell.method in grid.variants else ""
             shared.setdefault(f"expert models{variant} {cell.dataset} {cell.noise} seed {cell.seed}", []).append(cell.name)
     return shared
