@@ -136,8 +136,6 @@ def main() -> None:
     steps_list = [int(s) for s in args.steps.split(",")]
     modes = [m for m in args.modes.split(",") if m]
 
-    import torch
-
     from ddlnl.report import markdown_table, write_result
 
     rows, results = [], {}
@@ -180,7 +178,6 @@ def main() -> None:
     if out:
         write_result(out, "DATM matching gradient: TESLA vs unrolled, memory and time", table, notes)
         print(f"wrote {out}", file=sys.stderr)
-    del torch
 
 
 if __name__ == "__main__":

@@ -27,16 +27,16 @@ from pathlib import Path
 
 import numpy as np
 
-from ddlnl.report import markdown_table, write_report, write_result
+from ddlnl.report import fmt_acc, fmt_delta, markdown_table, write_report, write_result
 from ddlnl.results import load_records
-from ddlnl.sweep import grid_to_dict, load_grid, run_local
+from ddlnl.sweep import grids_of_root, load_grid, run_local, save_grid
 
 HERE = Path(__file__).parent
 RESULTS = HERE / "results"
 
 
 def acc(a) -> str:
-    return f"{100 * a['mean']:.2f} ± {100 * a['std']:.2f}" if a else "-"
+    return fmt_acc(a["mean"], a["std"]) if a else "-"
 
 
 def main() -> None:
@@ -49,14 +49,10 @@ def main() -> None:
     grids = [load_grid(g) for g in (args.grid or [HERE.parent / "configs/grids/fashion-mnist-cpu.yaml"])]
     root = Path(args.root)
     if not args.no_run:
-        import yaml
-
-        from ddlnl.utils import atomic_write_text
-
         for grid in grids:
-            atomic_write_text(root / "grids" / f"{grid.name}.yaml", yaml.safe_dump(grid_to_dict(grid), sort_keys=False))
+            save_grid(root, grid)
             print(run_local(grid, root, show_progress=False), flush=True)
-    all_grids = [load_grid(p) for p in sorted((root / "grids").glob("*.yaml"))] or grids
+    all_grids = grids_of_root(root) or grids
     records = load_records(root, all_grids)
     scale = describe(grids[0])
     write_baselines(records, scale)
@@ -131,9 +127,9 @@ def write_methods(records, scale) -> None:
                 if not c:
                     continue
                 rows.append([noise, m, ipc, acc(c),
-                             f"{100 * (c['mean'] - b['mean']):+.2f}" if b else "-",
-                             *([f"{100 * (c['mean'] - e['mean']):+.2f}" if e else "-"] if early else []),
-                             f"{100 * (c['mean'] - r['mean']):+.2f}" if (r and m != "random") else "-",
+                             fmt_delta(c["mean"] - b["mean"]) if b else "-",
+                             *([fmt_delta(c["mean"] - e["mean"]) if e else "-"] if early else []),
+                             fmt_delta(c["mean"] - r["mean"]) if (r and m != "random") else "-",
                              f"{c['seconds'].get('distill', 0):.0f}"])
     if not rows:
         return

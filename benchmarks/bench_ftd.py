@@ -29,9 +29,9 @@ import torch
 
 from ddlnl.errors import DataError
 from ddlnl.experts import get_experts, job_experts
-from ddlnl.report import markdown_table, write_result
+from ddlnl.report import fmt_acc, markdown_table, write_result
 from ddlnl.results import load_records
-from ddlnl.sweep import Cell, cell_job, load_grid, run_local
+from ddlnl.sweep import Cell, cell_job, load_grid, run_local, save_grid
 from ddlnl.utils import generator
 
 HERE = Path(__file__).parent
@@ -91,15 +91,13 @@ def main() -> None:
     args = ap.parse_args()
     grid, root = load_grid(args.grid), Path(args.root)
     if not args.no_run:
+        save_grid(root, grid)  # so `ddlnl report` / `ddlnl results` of the root include these cells
         print(run_local(grid, root, show_progress=False), flush=True)
     os.environ["DDLNL_CACHE"] = str(root / "artifacts" / "cache")
     records = {(r["cell"]["noise"], r["cell"]["method"], r["cell"]["ipc"]): r for r in load_records(root, grid)}
     base = {noise: records.get((noise, "baseline", 0)) for noise in grid.noises}
     methods = [m for m in grid.methods if grid.base_method(m) == "datm"]
     ipcs = sorted(grid.ipcs)
-
-    def acc(r) -> str:
-        return f"{100 * r['mean']:.2f} ± {100 * r['std']:.2f}" if r else "-"
 
     rows = []
     for noise in grid.noises:
@@ -112,7 +110,7 @@ def main() -> None:
                          f"{np.mean(st['dist']):.2f}" if st["dist"] else "-",
                          f"{100 * np.mean(st['acc']):.2f}" if st["acc"] else "-",
                          f"{np.mean(st['sharp']):.4f}" if st["sharp"] else "-",
-                         *[acc(records.get((noise, m, ipc))) for ipc in ipcs],
+                         *[fmt_acc(r["mean"], r["std"]) if (r := records.get((noise, m, ipc))) else "-" for ipc in ipcs],
                          f"{100 * base[noise]['mean']:.2f}" if base[noise] else "-"])
     head = ["noise", "DATM experts", "rho / alpha", "end distance to plain (% of path)", "expert test acc. (%)",
             "sharpness (loss rise)", *[f"DATM IPC {i} (%)" for i in ipcs], "converged baseline (%)"]

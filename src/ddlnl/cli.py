@@ -234,14 +234,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _grids_of_root(root: Path):
-    """Every grid that has run in ``root`` (saved under ROOT/grids/), or None if none was saved."""
-    from .sweep import load_grid
-
-    paths = sorted((root / "grids").glob("*.yaml"))
-    return [load_grid(p) for p in paths] or None
-
-
 def cmd_experts(args: argparse.Namespace) -> int:
     from .experts import experts_for_job
 
@@ -254,8 +246,7 @@ def cmd_experts(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from .sweep import expand, grid_to_dict, load_grid, run_local, run_submitit, shared_artifacts, status
-    from .utils import atomic_write_text
+    from .sweep import expand, load_grid, run_local, run_submitit, save_grid, shared_artifacts, status
 
     grid = load_grid(args.grid)
     root = Path(args.root) if args.root else Path("runs") / "sweeps" / grid.name
@@ -270,10 +261,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         for name, users in shared_artifacts(grid).items():
             print(f"  {name}: {len(users)} cells")
         return 0
-    import yaml
-
     root.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(root / "grids" / f"{grid.name}.yaml", yaml.safe_dump(grid_to_dict(grid), sort_keys=False))
+    save_grid(root, grid)
     if args.executor == "local":
         counts = run_local(grid, root, show_progress=not args.quiet, only=args.only)
         print(f"{grid.name}: {counts['done']} run, {counts['skipped']} already done, {counts['held']} held by other workers, "
@@ -288,10 +277,11 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 def cmd_results(args: argparse.Namespace) -> int:
     from .results import filter_rows, load_records, record_row, rows_table, rows_to_csv, sort_rows
+    from .sweep import grids_of_root
     from .utils import atomic_write_text
 
     root = Path(args.root)
-    grids = None if args.all else _grids_of_root(root)
+    grids = None if args.all else grids_of_root(root)
     rows = sort_rows(filter_rows([record_row(r) for r in load_records(root, grids)], args.filter))
     print(rows_table(rows))
     if args.csv:
@@ -302,9 +292,10 @@ def cmd_results(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from .report import write_report
+    from .sweep import grids_of_root
 
     root = Path(args.root)
-    for path in write_report(root, args.out, grid=_grids_of_root(root)):
+    for path in write_report(root, args.out, grid=grids_of_root(root)):
         print(path)
     return 0
 

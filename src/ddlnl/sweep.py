@@ -194,6 +194,22 @@ def load_grid(path: str | Path) -> Grid:
     return grid_from_dict(load_yaml(path), default_name=Path(path).stem)
 
 
+def save_grid(root: str | Path, grid: Grid) -> Path:
+    """Record ``grid`` under ``ROOT/grids/`` (atomically), so reports of the root know its cells."""
+    import yaml
+
+    from .utils import atomic_write_text
+
+    path = Path(root) / "grids" / f"{grid.name}.yaml"
+    atomic_write_text(path, yaml.safe_dump(grid_to_dict(grid), sort_keys=False))
+    return path
+
+
+def grids_of_root(root: str | Path) -> list[Grid] | None:
+    """Every grid that has run in ``root`` (saved by :func:`save_grid`), or None if none was saved."""
+    return [load_grid(p) for p in sorted((Path(root) / "grids").glob("*.yaml"))] or None
+
+
 @dataclass(frozen=True)
 class Cell:
     """One independent unit of work: a baseline, or one method at one IPC, for one data setting."""
