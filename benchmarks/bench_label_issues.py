@@ -40,11 +40,9 @@ import torch
 from ddlnl.compare import cleanlab_route, require_cleanlab
 from ddlnl.label_issues import (IssuesConfig, cleaned_accuracy, detection_metrics, find_issues, neighbour_votes,
                                 teacher_outputs, train_teachers)
-from ddlnl.methods import get_method
 from ddlnl.methods.dm import DMConfig
-from ddlnl.pipeline import JobConfig, prepare_data
+from ddlnl.pipeline import JobConfig, distill_cached, prepare_data
 from ddlnl.report import markdown_table, write_result
-from ddlnl.synthetic import SyntheticSet, load_synthetic
 from ddlnl.train import TrainConfig, evaluate
 from ddlnl.utils import atomic_write_json, derive_seed, json_key, resolve_device
 
@@ -111,15 +109,8 @@ def ddlnl_route(prepared, s: Settings, out: Path, device) -> dict[str, Any]:
     syn_path = out / "synthetic.safetensors"
     dm_cfg = DMConfig(iterations=s.dm_iterations, batch_real=s.dm_batch_real, width=s.dm_width)
     syn_key = json_key([s.subset, s.seed, s.ipc, asdict(dm_cfg), prepared.noisy.spec.to_dict()])
-    syn = load_synthetic(syn_path) if syn_path.exists() else None
-    if syn is None or syn.meta.get("key") != syn_key:
-        t0 = time.perf_counter()
-        syn = get_method("dm").distill(prepared.noisy_train, s.ipc, dm_cfg, seed=derive_seed(s.seed, "distill", s.ipc),
-                                       num_classes=ds.num_classes, device=device)
-        syn = SyntheticSet(syn.images, syn.labels, syn.lr,
-                           meta={**syn.meta, "key": syn_key, "distill_seconds": time.perf_counter() - t0,
-                                 "dataset": ds.name})
-        syn.save(syn_path)
+    syn = distill_cached(prepared, "dm", s.ipc, dm_cfg, seed=derive_seed(s.seed, "distill", s.ipc), key=syn_key,
+                         path=syn_path, device=device)
     distill_seconds = float(syn.meta["distill_seconds"])
     say(f"  ddlnl: DM IPC {s.ipc} ({s.dm_iterations} it.) {distill_seconds:.0f}s; training {s.teachers} teachers")
     t0 = time.perf_counter()

@@ -548,11 +548,8 @@ def obtain_synthetic(prepared: Any, resolved: Any, *, synthetic: str | Path | No
     """The synthetic set to score with: ``synthetic`` if given (checked against the data), else a
     DM set at ``ipc`` distilled from the noisy training data with the job's ``dm`` config (saved
     in ``out`` and reused by a re-run with the same configuration)."""
-    from .methods import get_method
-    from .methods.common import check_ipc, class_indices
-    from .pipeline import fit_to_images
+    from .pipeline import distill_cached, fit_to_images
     from .synthetic import load_synthetic
-    from .utils import code_version
 
     ds = prepared.dataset
     if synthetic is not None:
@@ -569,27 +566,15 @@ def obtain_synthetic(prepared: Any, resolved: Any, *, synthetic: str | Path | No
     if "dm" not in methods:
         raise UserError("no synthetic set given and the job has no dm config to distil one: pass --synthetic")
     mcfg = methods["dm"]
-    check_ipc(class_indices(prepared.noisy_train.labels, ds.num_classes), ipc)
     job = resolved.job
     key = json.dumps([{k: getattr(job, k) for k in ("dataset", "noise", "noise_file", "seed", "train_subset")},
                       ipc, asdict(mcfg)], sort_keys=True, default=str)
     path = None if out is None else Path(out) / f"synthetic-dm-ipc{ipc}.safetensors"
-    if path is not None and path.exists():
-        syn = load_synthetic(path)
-        if syn.meta.get("key") == key:
-            echo(f"synthetic set: reusing {path}")
-            return syn
-    echo(f"synthetic set: distilling DM at IPC {ipc} ({mcfg.iterations} iterations) from the noisy labels")
-    t0 = time.perf_counter()
-    syn = get_method("dm").distill(prepared.noisy_train, ipc, mcfg, seed=derive_seed(job.seed, "distill", "dm", ipc),
-                                   num_classes=ds.num_classes, device=device, progress=show_progress)
-    meta = {**syn.meta, "dataset": ds.name, "noise": prepared.noisy.spec.to_dict(), "classes": list(ds.classes),
-            "mean": list(ds.mean), "std": list(ds.std), "code_version": code_version(), "key": key,
-            "distill_seconds": time.perf_counter() - t0}
-    syn = SyntheticSet(syn.images, syn.labels, syn.lr, meta=meta)
-    if path is not None:
-        syn.save(path)
-        echo(f"synthetic set: {path} ({meta['distill_seconds']:.0f}s)")
+    echo(f"synthetic set: DM at IPC {ipc} ({mcfg.iterations} iterations) from the noisy labels"
+         + ("" if path is None else f", reused from {path} when it holds this configuration"))
+    syn = distill_cached(prepared, "dm", ipc, mcfg, seed=derive_seed(job.seed, "distill", "dm", ipc), key=key,
+                         path=path, device=device, show_progress=show_progress)
+    echo(f"synthetic set: {path or 'in memory'} (distilled in {syn.meta['distill_seconds']:.0f}s)")
     return syn
 
 

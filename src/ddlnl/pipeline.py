@@ -354,24 +354,27 @@ def distill_to_file(resolved: ResolvedJob, method: str, ipc: int, path: Path, *,
 
 
 def distill_cached(prepared: Prepared, method: str, ipc: int, mcfg: Any, *, seed: int, key: str | None,
-                   path: Path, device: torch.device, show_progress: bool = False) -> SyntheticSet:
+                   path: Path | None, device: torch.device, show_progress: bool = False) -> SyntheticSet:
     """The synthetic set at ``path`` if it was made under ``key``; otherwise distil it, attach its
-    provenance (and ``key``) and save it there atomically. ``key=None`` always distils."""
-    if key is not None and Path(path).exists():
+    provenance (``key``, and the seconds it took as ``distill_seconds``) and save it there
+    atomically. ``key=None`` always distils; ``path=None`` keeps the set in memory."""
+    if key is not None and path is not None and Path(path).exists():
         syn = load_synthetic(path)
         if syn.meta.get("key") == key:
             return syn
+    t0 = time.perf_counter()
     syn = get_method(method).distill(prepared.noisy_train, ipc, mcfg, seed=seed,
                                      num_classes=prepared.dataset.num_classes, device=device, progress=show_progress)
-    syn = _with_provenance(syn, prepared, key)
-    syn.save(path)
+    syn = _with_provenance(syn, prepared, key, distill_seconds=time.perf_counter() - t0)
+    if path is not None:
+        syn.save(path)
     return syn
 
 
-def _with_provenance(syn: SyntheticSet, prepared: Prepared, key: str | None) -> SyntheticSet:
+def _with_provenance(syn: SyntheticSet, prepared: Prepared, key: str | None, **extra: Any) -> SyntheticSet:
     ds = prepared.dataset
     meta = {**syn.meta, "dataset": ds.name, "noise": prepared.noisy.spec.to_dict(), "code_version": code_version(),
-            "mean": list(ds.mean), "std": list(ds.std), "classes": list(ds.classes)}
+            "mean": list(ds.mean), "std": list(ds.std), "classes": list(ds.classes), **extra}
     if key is not None:
         meta["key"] = key
     return SyntheticSet(syn.images, syn.labels, syn.lr, meta=meta)
