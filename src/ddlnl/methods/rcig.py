@@ -644,16 +644,9 @@ def tune_learning_rates(lin: LinearizedNet, images: torch.Tensor, labels: torch.
     ``(inner_lr, hinv_lr)``; a value set in ``cfg`` is kept as is."""
     xs, ys = _with_flips(images, labels, cfg.use_flip)
     support = _Support(lin, xs, ys, l2, cfg.jacobian_mb)
-    with torch.no_grad():
-        inner_lr = cfg.inner_lr
-        if inner_lr is None:
-            inner_lr = INNER_LR_START
-            for _ in range(LR_TUNE_MAX_TRIES):
-                ok = _monotone(solve_inner(support, cfg.inner_steps, inner_lr)[1])
-                inner_lr *= LR_TUNE_GROWTH
-                if not ok:
-                    break
-            inner_lr *= LR_TUNE_BACKOFF
+    inner_lr = cfg.inner_lr
+    if inner_lr is None:
+        inner_lr = _search_lr(INNER_LR_START, lambda lr: solve_inner(support, cfg.inner_steps, lr)[1])
     hinv_lr = cfg.hinv_lr
     if hinv_lr is None:
         delta = solve_inner(support, cfg.inner_steps, inner_lr, cfg.solver)[0]
@@ -661,15 +654,21 @@ def tune_learning_rates(lin: LinearizedNet, images: torch.Tensor, labels: torch.
         loss, _ = outer_loss(lin, xs, ys, torch.zeros((), dtype=xs.dtype, device=xs.device), delta,
                              real_images, real_targets, l2, margin=False)
         g = dict(zip(delta, torch.autograd.grad(loss, list(delta.values()))))
-        hinv_lr = HINV_LR_START
-        with torch.no_grad():
-            for _ in range(LR_TUNE_MAX_TRIES):
-                ok = _monotone(solve_hinv(support, g, cfg.hinv_steps, hinv_lr)[1])
-                hinv_lr *= LR_TUNE_GROWTH
-                if not ok:
-                    break
-        hinv_lr *= LR_TUNE_BACKOFF
+        hinv_lr = _search_lr(HINV_LR_START, lambda lr: solve_hinv(support, g, cfg.hinv_steps, lr)[1])
     return float(inner_lr), float(hinv_lr)
+
+
+@torch.no_grad()
+def _search_lr(start: float, losses_at: Callable[[float], list[float]]) -> float:
+    """Grow ``start`` by LR_TUNE_GROWTH after each run whose loss curve ``losses_at(lr)`` decreases
+    at every step (at most LR_TUNE_MAX_TRIES runs, the first failing run included), then back off."""
+    lr = start
+    for _ in range(LR_TUNE_MAX_TRIES):
+        ok = _monotone(losses_at(lr))
+        lr *= LR_TUNE_GROWTH
+        if not ok:
+            break
+    return lr * LR_TUNE_BACKOFF
 
 
 # --------------------------------------------------------------------------------------------
@@ -745,7 +744,6 @@ def distill(train: LabeledTensors, ipc: int, cfg: RCIGConfig = RCIGConfig(), *, 
     params = [images, labels, log_temp]
     opt = _AdaBelief(params, [cfg.lr_img, cfg.lr_img if cfg.learn_labels else 0.0, cfg.lr_temp])
     ema_hidden = [torch.zeros_like(p) for p in params]
-    ema = [p.clone() for p in params]
     losses: list[float] = []
     accs: list[float] = []
     inner_stats: list[int] = []
@@ -759,10 +757,9 @@ def distill(train: LabeledTensors, ipc: int, cfg: RCIGConfig = RCIGConfig(), *, 
                           margin=cfg.label_margin, clip_implicit=cfg.clip_implicit,
                           jacobian_mb=cfg.jacobian_mb)
         opt.step([step.grad_images, step.grad_labels, step.grad_log_temp])
-        with torch.no_grad():  # bias-corrected EMA (reference get_updated_ema, order 1)
-            for p, hid, avg in zip(params, ema_hidden, ema):
+        with torch.no_grad():  # EMA (reference get_updated_ema, order 1); bias-corrected after the loop
+            for p, hid in zip(params, ema_hidden):
                 hid.mul_(cfg.ema_decay).add_(p, alpha=1 - cfg.ema_decay)
-                avg.copy_(hid / (1 - cfg.ema_decay ** (it + 1)))
 
         # Online inner-lr rule of run_rcig: 1 = monotone decrease, -1 = ended above its start.
         inner_stats.append(1 if _monotone(step.inner_losses) else -1 if _diverged(step.inner_losses) else 0)
@@ -786,6 +783,8 @@ def distill(train: LabeledTensors, ipc: int, cfg: RCIGConfig = RCIGConfig(), *, 
         if progress:
             bar.set_postfix(loss=f"{step.loss:.3f}", acc=f"{step.accuracy:.2f}")
 
+    ema = ([hid / (1 - cfg.ema_decay ** cfg.iterations) for hid in ema_hidden] if cfg.iterations
+           else [p.clone() for p in params])
     out_images, out_raw, out_log_temp = (t.detach().cpu() for t in ema)
     scale = float(out_log_temp.exp())
     if cfg.label_output == "platt":
