@@ -136,6 +136,11 @@ class TeacherOutputs:
     seconds: float = 0.0
 
 
+def teacher_seeds(seed: int, n_models: int) -> list[int]:
+    """The seeds of :func:`train_teachers`' models (weights, batch order, augmentation)."""
+    return [derive_seed(seed, "teacher", i) for i in range(n_models)]
+
+
 def train_teachers(syn: SyntheticSet, cfg: TrainConfig, n_models: int, *, seed: int,
                    device: torch.device | str = "cpu", show_progress: bool = False) -> list[nn.Module]:
     """``n_models`` fresh models trained on the synthetic set only (its learned lr when it has one).
@@ -147,8 +152,7 @@ def train_teachers(syn: SyntheticSet, cfg: TrainConfig, n_models: int, *, seed: 
     channels, h, w = data.images.shape[1:]
     lr = syn.lr if (syn.lr is not None and cfg.use_learned_lr) else None
     models = []
-    for i in range(n_models):
-        s = derive_seed(seed, "teacher", i)
+    for i, s in enumerate(teacher_seeds(seed, n_models)):
         model = build_model(cfg, channels=channels, num_classes=syn.num_classes, image_size=(h, w),
                             seed=s, device=device)
         train(model, data, cfg, seed=s, lr=lr, show_progress=show_progress,
@@ -405,7 +409,7 @@ def score_labels(syn: SyntheticSet, data: LabeledTensors, cfg: IssuesConfig, tra
                                 show_progress=show_progress)
         teachers = teacher_outputs(models, data.images, batch_size=train_cfg.eval_batch_size,
                                    keep_features=cfg.neighbours > 0)
-        teachers.seeds = [derive_seed(seed, "teacher", i) for i in range(cfg.n_models)]
+        teachers.seeds = teacher_seeds(seed, cfg.n_models)
         teachers.seconds = time.perf_counter() - t0
     t1 = time.perf_counter()
     k = syn.num_classes
