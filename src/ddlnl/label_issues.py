@@ -571,8 +571,7 @@ def obtain_synthetic(prepared: Any, resolved: Any, *, synthetic: str | Path | No
         raise UserError("no synthetic set given and the job has no dm config to distil one: pass --synthetic")
     mcfg = methods["dm"]
     job = resolved.job
-    key = json.dumps([{k: getattr(job, k) for k in ("dataset", "noise", "noise_file", "seed", "train_subset")},
-                      ipc, asdict(mcfg)], sort_keys=True, default=str)
+    key = json.dumps([job.data_identity(), ipc, asdict(mcfg)], sort_keys=True, default=str)
     path = None if out is None else Path(out) / f"synthetic-dm-ipc{ipc}.safetensors"
     echo(f"synthetic set: DM at IPC {ipc} ({mcfg.iterations} iterations) from the noisy labels"
          + ("" if path is None else f", reused from {path} when it holds this configuration"))

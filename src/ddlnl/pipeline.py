@@ -78,6 +78,14 @@ class JobConfig:
     baseline_runs: int = 0  # training runs per baseline; 0 = n_runs (a baseline costs a full-data schedule)
     protocol: str = "common"  # common: one recipe for every method | own: each method's published recipe
 
+    def data_identity(self) -> dict[str, Any]:
+        """The fields that determine the (noisy) training data, for cache and result keys."""
+        return {k: getattr(self, k) for k in ("dataset", "noise", "noise_file", "seed", "train_subset")}
+
+    @property
+    def runs_per_baseline(self) -> int:
+        return self.baseline_runs or self.n_runs
+
     def check(self) -> None:
         for m in self.methods:
             get_method(m)
@@ -315,9 +323,9 @@ def _run_baselines(resolved: ResolvedJob, prepared: Prepared, out: Path, device:
         key = json_key([_data_key(job), identity(resolved.baseline), asdict(bcfg)])
         rec = _load_record(out / f"{name}.json", key)
         if rec is None:
-            echo(f"{name}: {resolved.baseline.epochs} epochs on {len(prepared.noisy_train)} noisy labels x {job.baseline_runs or job.n_runs} runs")
+            echo(f"{name}: {resolved.baseline.epochs} epochs on {len(prepared.noisy_train)} noisy labels x {job.runs_per_baseline} runs")
             res = run_baseline(prepared.noisy_train, ds.test, resolved.baseline, bcfg, num_classes=ds.num_classes,
-                               n_runs=job.baseline_runs or job.n_runs, seed=derive_seed(job.seed, name), device=device,
+                               n_runs=job.runs_per_baseline, seed=derive_seed(job.seed, name), device=device,
                                show_progress=show_progress)
             rec = {"key": key, "protocol": bcfg.protocol, "config": asdict(resolved.baseline), **res.to_dict()}
             atomic_write_json(out / f"{name}.json", rec)
@@ -328,8 +336,7 @@ def _run_baselines(resolved: ResolvedJob, prepared: Prepared, out: Path, device:
 
 def _data_key(job: JobConfig) -> dict[str, Any]:
     """What determines the noisy training data (not the methods or IPCs of a run)."""
-    return {k: getattr(job, k) for k in ("dataset", "noise", "noise_file", "seed", "train_subset", "n_runs",
-                                         "baseline_runs")}
+    return {**job.data_identity(), "n_runs": job.n_runs, "baseline_runs": job.baseline_runs}
 
 
 def run_baselines_only(resolved: ResolvedJob, out: Path, *, device: torch.device,

@@ -288,8 +288,7 @@ def cell_job(grid: Grid, cell: Cell):
 
 
 def data_key(resolved) -> dict[str, Any]:
-    job = resolved.job
-    return {k: getattr(job, k) for k in ("dataset", "noise", "noise_file", "seed", "train_subset")}
+    return resolved.job.data_identity()
 
 
 def cell_key(grid: Grid, cell: Cell, resolved=None) -> str:
@@ -298,7 +297,7 @@ def cell_key(grid: Grid, cell: Cell, resolved=None) -> str:
     parts: dict[str, Any] = {"data": data_key(resolved), "cell": asdict(cell)}
     if cell.is_baseline:
         parts.update(baseline=identity(resolved.baseline), protocol=asdict(resolved.baseline_protocol),
-                     runs=resolved.job.baseline_runs or resolved.job.n_runs)
+                     runs=resolved.job.runs_per_baseline)
     else:
         parts.update(method=identity(resolved.methods[grid.base_method(cell.method)]), train=identity(resolved.train),
                      runs=resolved.job.n_runs)
@@ -427,10 +426,10 @@ def run_cell(grid: Grid, cell: Cell, root: str | Path, *, show_progress: bool = 
                                   "host": socket.gethostname(), "device": str(device),
                                   "artifacts": {"noise": str(noise_path.relative_to(root))}}
         if cell.is_baseline:
-            protocol = "converged" if cell.method == "baseline" else "early-stop"
+            protocol = next(p for p, name in BASELINE_PROTOCOLS.items() if name == cell.method)
             bcfg = replace(resolved.baseline_protocol, protocol=protocol)
             res = run_baseline(prepared.noisy_train, ds.test, resolved.baseline, bcfg, num_classes=ds.num_classes,
-                               n_runs=resolved.job.baseline_runs or resolved.job.n_runs,
+                               n_runs=resolved.job.runs_per_baseline,
                                seed=derive_seed(cell.seed, cell.method), device=device, show_progress=show_progress)
             record.update(config={"baseline": asdict(resolved.baseline), "protocol": asdict(bcfg)},
                           seconds={"train": res.seconds})
