@@ -223,7 +223,7 @@ def test_variants_run_their_base_method_with_extra_overrides(tmp_path):
                                              ({"x": {"method": "random"}}, "based on a distiller")])
 def test_bad_variants_are_refused(variants, needle):
     with pytest.raises(Exception, match=needle):
-        grid_from_dict({**TINY, "methods": ["dm", *variants], "variants": variants})
+        grid_from_dict({**TINY, "methods": list(dict.fromkeys(["dm", *variants])), "variants": variants})
 
 
 def test_report_draws_the_early_stop_baseline_dotted(tmp_path):

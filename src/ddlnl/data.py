@@ -15,7 +15,6 @@ import hashlib
 import os
 import pickle
 import re
-import tempfile
 import warnings
 import zipfile
 import zlib
@@ -693,15 +692,10 @@ def _cache_dirs(folder: Path) -> list[Path]:
 
 def _atomic_save_npz(path: Path, **arrays: np.ndarray) -> None:
     """Write an uncompressed ``.npz`` so that readers see the old file or the whole new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    from .utils import atomic_output
+
+    with atomic_output(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, **arrays)
 
 
 def _read_cache(path: Path, fingerprint: str) -> dict[str, np.ndarray] | None:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
@@ -707,22 +707,16 @@ class NoisyLabels:
         The file is written to a temporary file in the same directory, then moved into place
         with ``os.replace``, so a reader never sees a partial file. Returns the path.
         """
+        from .utils import atomic_output
+
         target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        handle, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-        try:
-            with os.fdopen(handle, "wb") as stream:
-                np.savez(
-                    stream,
-                    noisy=self.noisy.numpy().astype(np.int64),
-                    clean=self.clean.numpy().astype(np.int64),
-                    summary=np.array(json.dumps(self.to_dict())),
-                )
-            os.replace(tmp, target)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        with atomic_output(target) as tmp, open(tmp, "wb") as stream:
+            np.savez(
+                stream,
+                noisy=self.noisy.numpy().astype(np.int64),
+                clean=self.clean.numpy().astype(np.int64),
+                summary=np.array(json.dumps(self.to_dict())),
+            )
         return target
 
 
@@ -757,8 +751,11 @@ def _read_npz(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any] | None]
     try:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {key: archive[key] for key in archive.files}
-    except (OSError, ValueError) as exc:
-        raise DataError(f"cannot read {path} as .npz: {exc}".splitlines()[0]) from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        # numpy's own text may span lines (and advise loading unsafely); keep its first line
+        why = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise DataError(f"cannot read {path} as .npz (truncated, damaged or not an .npz: {why}); "
+                        "write it again with `ddlnl noise --save`") from None
     summary = None
     if "summary" in arrays:
         try:

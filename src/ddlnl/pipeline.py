@@ -18,6 +18,7 @@ Layout::
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -28,7 +29,7 @@ import torch
 
 from .config import apply_overrides, identity
 from .data import Dataset, load_dataset
-from .errors import ConfigError, UserError
+from .errors import ConfigError, DamagedFile, DataError, UserError
 from .methods import METHODS, get_method, method_config
 from .methods.common import check_ipc, class_indices
 from .models import fit_depth
@@ -37,7 +38,8 @@ from .report import fmt_acc, fmt_delta, image_grid_png, markdown_table
 from .synthetic import SyntheticSet, load_synthetic
 from .train import (BaselineConfig, EvalResult, TrainConfig, dsa_strategy_for, evaluate, run_baseline,
                     stratified_split)
-from .utils import atomic_write_json, atomic_write_text, code_version, derive_seed, json_key
+from .utils import (atomic_write_json, atomic_write_text, code_version, derive_seed, json_key, read_json_checked,
+                    with_checksum)
 
 # Evaluation and baseline settings for a 2-core CPU. ConvNet width 64 trains ~3.6x faster than
 # width 128 (MEASURED.md).
@@ -165,6 +167,8 @@ def resolve_job(job: JobConfig, overrides: Sequence[str] | None = None,
         unknown = ", ".join(sorted(groups))
         valid = ", ".join(["train", "baseline", "baseline_protocol", *sorted(METHODS)])
         raise ConfigError(f"unknown --set prefix {unknown!r} (or a method not in this run); valid: {valid}")
+    for section, cfg in (("train", train_cfg), ("baseline", base_cfg), *methods.items()):
+        _check_depth(cfg, section)
     resolved = ResolvedJob(job=job, preset=preset, train=train_cfg, baseline=base_cfg,
                            baseline_protocol=bproto, methods=methods)
     return fit_to_images(resolved, image_size) if image_size is not None else resolved
@@ -179,8 +183,23 @@ def fit_to_images(resolved: ResolvedJob, image_size: tuple[int, int]) -> Resolve
 def _fit(cfg: Any, image_size: tuple[int, int]) -> Any:
     """Reduce a config's ConvNet depth so its last feature map stays >= 2x2 (see models.fit_depth)."""
     if hasattr(cfg, "depth"):
+        _check_depth(cfg)
         return replace(cfg, depth=fit_depth(cfg.depth, image_size))
     return cfg
+
+
+def _check_depth(cfg: Any, where: str = "") -> None:
+    # fit_depth only lowers a depth; a depth below 1 is a mistake, not something to round up.
+    for name in ("depth", "expert_depth", "width"):
+        value = getattr(cfg, name, None)
+        if isinstance(value, int) and not isinstance(value, bool) and value < 1:
+            section = where or type(cfg).__name__
+            raise ConfigError(f"{section}: {name} must be >= 1, got {value}")
+
+
+def fit_train_config(cfg: TrainConfig, image_size: tuple[int, int]) -> TrainConfig:
+    """``cfg`` with its depth checked and fitted to ``image_size`` (as every run's configs are)."""
+    return _fit(cfg, image_size)
 
 
 def default_run_dir(resolved: ResolvedJob, root: str | Path = "runs") -> Path:
@@ -201,11 +220,22 @@ class Prepared:
 def prepare_data(job: JobConfig) -> Prepared:
     """Load the dataset, take the optional stratified subset, and apply the label noise."""
     dataset = load_dataset(job.dataset, job.data_root)
+    if len(dataset.train) == 0 or len(dataset.test) == 0:
+        raise ConfigError(f"dataset {dataset.name} has no {'training' if len(dataset.train) == 0 else 'test'} images: "
+                          "give a dataset with both splits")
     if job.train_subset:
         if job.train_subset >= len(dataset.train):
             raise ConfigError(f"train_subset={job.train_subset} is not smaller than the {len(dataset.train)} training images: use 0 for all")
         frac = job.train_subset / len(dataset.train)
         _, keep = stratified_split(dataset.train.labels, frac, derive_seed(job.seed, "subset"))
+        counts = torch.bincount(dataset.train.labels, minlength=dataset.num_classes)
+        present = counts[counts > 0]
+        if keep.numel() == 0 or torch.unique(dataset.train.labels[keep]).numel() < present.numel():
+            # The subset is stratified: a class of n images keeps round(frac * n), which is 0 for
+            # the smallest class when the subset is too small.
+            need = int(math.ceil(0.5 * len(dataset.train) / int(present.min())))
+            raise ConfigError(f"train_subset={job.train_subset} leaves {'no training images' if keep.numel() == 0 else 'a class without images'} "
+                              f"in {dataset.name}: use at least {need} (or 0 for all)")
         meta = dict(dataset.meta, train_subset=keep.tolist())
         if "coarse_labels" in meta:
             meta["coarse_labels"] = meta["coarse_labels"][keep]
@@ -217,7 +247,7 @@ def prepare_data(job: JobConfig) -> Prepared:
     return Prepared(dataset=dataset, noisy=noisy, noisy_train=dataset.train.with_labels(noisy.noisy))
 
 
-def _check_run_dir(out: Path, resolved: ResolvedJob) -> None:
+def _check_run_dir(out: Path, resolved: ResolvedJob, echo: Callable[[str], None] | None = None) -> None:
     """A run directory belongs to one data setting (dataset, noise, seed, subset).
 
     Methods and IPCs may be added to it later (their records carry their own keys, and a record
@@ -227,8 +257,18 @@ def _check_run_dir(out: Path, resolved: ResolvedJob) -> None:
     cfg_path = out / "config.json"
     entry = json.loads(json.dumps(resolved.to_dict(), default=str))
     data = json.loads(json.dumps(_data_key(resolved.job), default=str))
+    previous = None
     if cfg_path.exists():
-        previous = json.loads(cfg_path.read_text())
+        try:
+            previous = read_json_checked(cfg_path, required=("data", "runs"))
+            if not isinstance(previous["runs"], list) or not isinstance(previous["data"], dict):
+                raise DamagedFile(cfg_path, "its data or runs are not a mapping and a list")
+        except DamagedFile as exc:
+            # Rewritten from this run's configuration; the records beside it carry their own keys,
+            # so one made by another configuration is still refused when read.
+            (echo or log)(f"{exc}; rewriting it from this run's configuration")
+            previous = None
+    if previous is not None:
         if previous.get("data") != data:
             raise UserError(f"{out} holds a run on other data (dataset, noise, seed or subset); choose another --out")
         if entry in previous.get("runs", []):
@@ -239,14 +279,15 @@ def _check_run_dir(out: Path, resolved: ResolvedJob) -> None:
     atomic_write_json(cfg_path, {"data": data, "runs": runs, "code_version": code_version()})
 
 
-def _load_record(path: Path, key: str) -> dict | None:
+def _load_record(path: Path, key: str, echo: Callable[[str], None] | None = None) -> dict | None:
     """The record at ``path`` if it was produced by the same configuration; refuse a different one."""
     if not path.exists():
         return None
     try:
-        rec = json.loads(path.read_text())
-    except json.JSONDecodeError:
-        return None  # a damaged record is recomputed (records are written atomically, so rare)
+        rec = read_json_checked(path, required=("key", "mean", "std", "accs"), checksum=True)
+    except DamagedFile as exc:
+        (echo or log)(f"{exc}; recomputing it")  # written by rename, so damage came from outside
+        return None
     if rec.get("key") != key:
         raise UserError(f"{path} was produced by a different configuration; use another --out directory")
     return rec
@@ -274,6 +315,10 @@ def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
+def _one_line(exc: BaseException) -> str:
+    return (str(exc).splitlines() or [type(exc).__name__])[0]
+
+
 def run_job(resolved: ResolvedJob, out: Path, *, device: torch.device,
             show_progress: bool = True, echo: Callable[[str], None] = log) -> dict[str, Any]:
     """Run (or resume) the whole job into ``out`` and return the results dict also written there."""
@@ -286,12 +331,10 @@ def run_job(resolved: ResolvedJob, out: Path, *, device: torch.device,
     # Refuse an impossible IPC now, not after the baseline has trained for minutes.
     check_ipc(class_indices(prepared.noisy_train.labels, ds.num_classes), max(job.ipcs))
     out.mkdir(parents=True, exist_ok=True)
-    _check_run_dir(out, resolved)
+    _check_run_dir(out, resolved, echo)
     echo(f"data: {ds.name}, {len(ds.train)} train / {len(ds.test)} test, {ds.num_classes} classes, preset {resolved.preset}, device {device}")
     echo(summary_text(prepared.noisy, ds.classes))
-    if not (out / "noise.npz").exists():
-        prepared.noisy.save(out / "noise.npz")
-        atomic_write_json(out / "noise.json", prepared.noisy.to_dict())
+    _save_noise(prepared, out, echo)
 
     results: dict[str, Any] = {"dataset": ds.name, "noise": prepared.noisy.to_dict(), "cells": [],
                                "baseline": None, "baseline_early_stop": None}
@@ -308,6 +351,27 @@ def run_job(resolved: ResolvedJob, out: Path, *, device: torch.device,
     return results
 
 
+def _save_noise(prepared: Prepared, out: Path, echo: Callable[[str], None]) -> None:
+    """Write the run's noisy labels, or check the ones there: a damaged or different noise.npz is
+    reported and rewritten (the labels are a pure function of the configuration)."""
+    from .noise import load_noisy_labels
+
+    path = out / "noise.npz"
+    if path.exists():
+        try:
+            kept = load_noisy_labels(path)
+            if torch.equal(kept.noisy, prepared.noisy.noisy) and torch.equal(kept.clean, prepared.noisy.clean):
+                if not (out / "noise.json").exists():
+                    atomic_write_json(out / "noise.json", prepared.noisy.to_dict())
+                return
+            reason = "its labels differ from the ones this configuration draws"
+        except UserError as exc:
+            reason = str(exc)
+        echo(f"{path} is damaged ({reason}); rewriting it")
+    prepared.noisy.save(path)
+    atomic_write_json(out / "noise.json", prepared.noisy.to_dict())
+
+
 def _run_baselines(resolved: ResolvedJob, prepared: Prepared, out: Path, device: torch.device,
                    show_progress: bool, echo: Callable[[str], None]) -> dict[str, dict]:
     """The converged and/or early-stopping full-noisy baselines, resumed from their records."""
@@ -321,13 +385,13 @@ def _run_baselines(resolved: ResolvedJob, prepared: Prepared, out: Path, device:
     records = {}
     for name, bcfg in wanted:
         key = json_key([_data_key(job), identity(resolved.baseline), asdict(bcfg)])
-        rec = _load_record(out / f"{name}.json", key)
+        rec = _load_record(out / f"{name}.json", key, echo)
         if rec is None:
             echo(f"{name}: {resolved.baseline.epochs} epochs on {len(prepared.noisy_train)} noisy labels x {job.runs_per_baseline} runs")
             res = run_baseline(prepared.noisy_train, ds.test, resolved.baseline, bcfg, num_classes=ds.num_classes,
                                n_runs=job.runs_per_baseline, seed=derive_seed(job.seed, name), device=device,
                                show_progress=show_progress)
-            rec = {"key": key, "protocol": bcfg.protocol, "config": asdict(resolved.baseline), **res.to_dict()}
+            rec = with_checksum({"key": key, "protocol": bcfg.protocol, "config": asdict(resolved.baseline), **res.to_dict()})
             atomic_write_json(out / f"{name}.json", rec)
         echo(f"{name}: {fmt_acc(rec['mean'], rec['std'])}")
         records[name] = rec
@@ -361,14 +425,21 @@ def distill_to_file(resolved: ResolvedJob, method: str, ipc: int, path: Path, *,
 
 
 def distill_cached(prepared: Prepared, method: str, ipc: int, mcfg: Any, *, seed: int, key: str | None,
-                   path: Path | None, device: torch.device, show_progress: bool = False) -> SyntheticSet:
+                   path: Path | None, device: torch.device, show_progress: bool = False,
+                   echo: Callable[[str], None] | None = None) -> SyntheticSet:
     """The synthetic set at ``path`` if it was made under ``key``; otherwise distil it, attach its
     provenance (``key``, and the seconds it took as ``distill_seconds``) and save it there
-    atomically. ``key=None`` always distils; ``path=None`` keeps the set in memory."""
+    atomically. ``key=None`` always distils; ``path=None`` keeps the set in memory. A damaged file
+    at ``path`` is reported through ``echo`` and distilled again."""
+    echo = echo or log
     if key is not None and path is not None and Path(path).exists():
-        syn = load_synthetic(path)
-        if syn.meta.get("key") == key:
-            return syn
+        try:
+            syn = load_synthetic(path)
+        except DataError as exc:  # truncated, edited or meaningless: distil it again
+            echo(f"{_one_line(exc)}; distilling it again")
+        else:
+            if syn.meta.get("key") == key:
+                return syn
     t0 = time.perf_counter()
     syn = get_method(method).distill(prepared.noisy_train, ipc, mcfg, seed=seed,
                                      num_classes=prepared.dataset.num_classes, device=device, progress=show_progress)
@@ -394,7 +465,7 @@ def _run_cell(resolved: ResolvedJob, prepared: Prepared, method: str, ipc: int, 
     mcfg = resolved.methods[method]
     name = f"{method}-ipc{ipc}"
     key = json_key([_data_key(job), method, ipc, identity(mcfg), identity(resolved.train), job.protocol])
-    rec = _load_record(out / "cells" / f"{name}.json", key)
+    rec = _load_record(out / "cells" / f"{name}.json", key, echo)
     if rec is not None:
         echo(f"{name}: done before, {fmt_acc(rec['mean'], rec['std'])}")
         return rec
@@ -413,6 +484,7 @@ def _run_cell(resolved: ResolvedJob, prepared: Prepared, method: str, ipc: int, 
            "learned_lr": syn.lr, **res.to_dict()}
     if "loss" in syn.meta:
         rec["objective_first_last"] = [syn.meta["loss"][0], syn.meta["loss"][-1]] if syn.meta["loss"] else None
+    rec = with_checksum(rec)
     atomic_write_json(out / "cells" / f"{name}.json", rec)
     echo(f"{name}: {fmt_acc(rec['mean'], rec['std'])} (distill {distill_seconds:.0f}s, evaluate {res.seconds:.0f}s)")
     return rec

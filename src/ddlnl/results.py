@@ -7,9 +7,8 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 from .errors import UserError
 
@@ -17,22 +16,33 @@ ROW_FIELDS = ("dataset", "noise", "kind", "rate", "realized_rate", "seed", "meth
               "n_runs", "seconds", "name", "key")
 
 
-def load_records(root: str | Path, grid=None) -> list[dict[str, Any]]:
-    """All records under ``root/records``; with ``grid`` (one or a list), only those of its current cells.
+def load_records(root: str | Path, grid=None, *, echo: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
+    """All sound records under ``root/records``; with ``grid`` (one or a list), only those of its
+    current cells.
 
+    Every record is checked (JSON, checksum, fields: :func:`ddlnl.sweep.read_record`). A damaged
+    or foreign one is left out and reported through ``echo`` in one line, so a table is never
+    silently one row short; ``ddlnl sweep`` recomputes the damaged cells of its grid.
     Without a grid, when one cell has records from several configurations, the most recently
     finished one is kept.
     """
+    from .errors import DamagedFile
+    from .sweep import read_record
+
     root = Path(root)
     folder = root / "records"
     if not folder.is_dir():
         raise UserError(f"{root} has no records/ folder: give the root directory of a `ddlnl sweep`")
-    records = []
+    records, damaged = [], []
     for path in sorted(folder.glob("*.json")):
         try:
-            records.append(json.loads(path.read_text()))
-        except json.JSONDecodeError:
-            continue  # written by rename, so only a foreign file can be partial; ignore it
+            records.append(read_record(path))
+        except DamagedFile as exc:
+            damaged.append(exc)
+    if damaged and echo:
+        names = ", ".join(Path(d.path).name for d in damaged[:3]) + (", ..." if len(damaged) > 3 else "")
+        echo(f"{len(damaged)} damaged or foreign record(s) left out ({names}: {damaged[0].reason}); "
+             "re-run `ddlnl sweep` on the grid to recompute them")
     if grid is not None:
         from .sweep import cell_key, expand
 

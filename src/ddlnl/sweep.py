@@ -9,16 +9,29 @@ produced it (data, noise, seed, method config, evaluation config, code-independe
 * a killed worker leaves no partial record (records are written by rename), only a stale lock that
   the next worker detects (its process is gone, or it is older than ``stale_after`` seconds);
 * concurrent workers on a shared filesystem claim cells with an exclusive-create lock file, so
-  each record is produced exactly once.
+  each record is produced exactly once. A lock names its holder by host, pid and the process's
+  start time, so a pid reused by an unrelated process does not keep a dead worker's claim alive;
+* every record carries a SHA-256 of its contents and is checked when read: a damaged record
+  (truncated, edited, not ddlnl's) is reported in one line and its cell is recomputed, as are
+  damaged noise and synthetic-set artifacts; temporary files left by killed writers are removed;
+* a local sweep that leaves cells to other live workers says so and exits with status 3
+  (:data:`HELD_EXIT`), so a script never mistakes a partly done grid for a finished one.
+
+The cluster executors go through submitit, which stores each job's arguments and result as
+**pickle** files under ``ROOT/submitit/``; reading a pickle can run arbitrary code, so point
+``--root`` only at a folder that you and your jobs alone can write (never a shared or downloaded
+one). ddlnl itself never reads those files: results are taken from the JSON records.
 
 Shared artifacts live under ``ROOT/artifacts/``, keyed by content: noisy labels
 (``noise/<key>.npz``), synthetic sets (``synthetic/<key>.safetensors``) and everything the methods
 cache through :func:`ddlnl.utils.cache_root` (expert trajectories, pre-trained models), which a
 sweep points at ``ROOT/artifacts/cache`` so that cluster workers share it.
 
-Grid YAML (every key optional except ``datasets``, ``noises``, ``methods``, ``ipcs``)::
+Grid YAML (every key optional except ``datasets``, ``noises``, ``methods``, ``ipcs``; every value is
+checked for its type: ``ipcs: [1.5]``, ``ipcs: [true]``, an empty list or a list where one value is
+expected are refused by name)::
 
-    name: fashion-mnist-cpu
+    name: fashion-mnist-cpu            # letters, digits, . _ - (it names ROOT's default folder)
     datasets: [fashion-mnist]          # or {cifar10: {data_root: /data, noise_file: CIFAR-10_human.pt}}
     noises: [symmetric:0.2, symmetric:0.4, asymmetric:0.4]
     methods: [dm]                      # random is always added: it is the reference at every IPC
@@ -40,6 +53,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import time
 import traceback
@@ -50,12 +64,15 @@ from typing import Any, Callable, Iterable, Sequence
 import torch
 
 from .config import identity, load_yaml
-from .errors import ConfigError, UserError
+from .errors import ConfigError, DamagedFile, DataError, UserError
 from .methods import METHODS, get_method
 from .noise import NoisyLabels, load_noisy_labels, parse_noise_spec
-from .utils import CACHE_ENV, atomic_write_json, code_version, derive_seed, json_key, resolve_device
+from .utils import (CACHE_ENV, atomic_write_json, clean_stale_tmp, code_version, derive_seed, json_key, pid_alive,
+                    process_start_time, read_json_checked, resolve_device, with_checksum)
 
 BASELINE_PROTOCOLS = {"converged": "baseline", "early-stop": "baseline_early_stop"}
+# Exit status of `ddlnl sweep` when cells were left to other live workers (not run, not failed).
+HELD_EXIT = 3
 
 
 @dataclass(frozen=True)
@@ -95,8 +112,16 @@ class Grid:
         return self.variants[method][0] if method in self.variants else method
 
     def check(self) -> None:
-        if not self.datasets or not self.noises or not self.ipcs:
-            raise ConfigError(f"grid {self.name!r}: datasets, noises and ipcs must each list at least one value")
+        if not self.datasets or not self.noises or not self.ipcs or not self.seeds:
+            raise ConfigError(f"grid {self.name!r}: datasets, noises, ipcs and seeds must each list at least one value")
+        if self.preset not in {"auto", "cpu", "paper"}:
+            raise ConfigError(f"grid {self.name!r}: preset {self.preset!r}; use auto, cpu or paper")
+        if self.protocol not in {"common", "own"}:
+            raise ConfigError(f"grid {self.name!r}: protocol {self.protocol!r}; use common or own")
+        missing = [v for v in self.variants if v not in self.methods]
+        if missing:
+            raise ConfigError(f"grid {self.name!r}: variant(s) {', '.join(missing)} defined but not listed in methods; "
+                              "list them in methods or drop them")
         for name, (base, _) in self.variants.items():
             if name in METHODS or name in BASELINE_PROTOCOLS.values():
                 raise ConfigError(f"grid {self.name!r}: variant {name!r} has the name of a method; rename it "
@@ -129,7 +154,9 @@ def _variants(raw: Any) -> dict[str, tuple[str, tuple[str, ...]]]:
     for name, spec in raw.items():
         if not isinstance(spec, dict) or "method" not in spec or set(spec) - {"method", "set"}:
             raise ConfigError(f"variant {name!r}: expected {{method: NAME, set: [key=value, ...]}}, got {spec!r}")
-        out[str(name)] = (str(spec["method"]), tuple(str(v) for v in _as_list(spec.get("set"), f"variants.{name}.set")))
+        if not isinstance(spec["method"], str):
+            raise ConfigError(f"variant {name!r}: method must be a method name, got {spec['method']!r}")
+        out[check_name(name, "variants")] = (spec["method"], tuple(_overrides(spec.get("set"), f"variants.{name}.set")))
     return out
 
 
@@ -143,11 +170,80 @@ def _as_list(value: Any, key: str) -> list:
     raise ConfigError(f"grid key {key!r}: expected a list, got {type(value).__name__}")
 
 
+# What a grid name, a variant name or any other user-given part of a path may hold: it becomes a
+# folder or file name under the sweep root, so "../x" or "a/b" must never reach the file system.
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+def check_name(value: Any, key: str) -> str:
+    """A grid-given name that is used in file names: a non-empty string of letters, digits, ``.``,
+    ``_`` and ``-`` that does not start with ``.`` or ``-`` (so it stays inside its folder)."""
+    if not isinstance(value, str):
+        raise ConfigError(f"grid key {key!r}: expected a name (a string), got {type(value).__name__} {value!r}")
+    if not SAFE_NAME.fullmatch(value) or ".." in value:
+        raise ConfigError(f"grid key {key!r}: {value!r} is not a plain name; use letters, digits, '.', '_' and '-' "
+                          "(it names a folder under the sweep root)")
+    return value
+
+
+def _strings(value: Any, key: str, *, required: bool = True) -> list[str]:
+    items = _as_list(value, key)
+    if required and not items:
+        raise ConfigError(f"grid key {key!r}: give at least one value (e.g. {key}: [...])")
+    for v in items:
+        if not isinstance(v, str) or not v.strip():
+            raise ConfigError(f"grid key {key!r}: expected names (strings), got {type(v).__name__} {v!r}")
+    return [v.strip() for v in items]
+
+
+def _ints(value: Any, key: str, *, minimum: int, required: bool = True) -> list[int]:
+    items = _as_list(value, key)
+    if required and not items:
+        raise ConfigError(f"grid key {key!r}: give at least one value (e.g. {key}: [0])")
+    out = []
+    for v in items:
+        # YAML reads 1.5 as a float and true as a bool; neither is an integer, however Python casts.
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise ConfigError(f"grid key {key!r}: expected integers, got {type(v).__name__} {v!r}")
+        if v < minimum:
+            raise ConfigError(f"grid key {key!r}: values must be >= {minimum}, got {v}")
+        out.append(v)
+    if len(set(out)) != len(out):
+        raise ConfigError(f"grid key {key!r}: {out} repeats a value; list each once")
+    return out
+
+
+def _int(data: dict[str, Any], key: str, default: int, minimum: int) -> int:
+    value = data.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"grid key {key!r}: expected an integer, got {type(value).__name__} {value!r}")
+    if value < minimum:
+        raise ConfigError(f"grid key {key!r}: must be >= {minimum}, got {value}")
+    return value
+
+
+def _scalar_str(data: dict[str, Any], key: str, default: str) -> str:
+    value = data.get(key, default)
+    if not isinstance(value, str):
+        raise ConfigError(f"grid key {key!r}: expected a string, got {type(value).__name__} {value!r}")
+    return value
+
+
+def _unique(values: list[str], key: str) -> None:
+    if len(set(values)) != len(values):
+        raise ConfigError(f"grid key {key!r}: {values} repeats a value; list each once")
+
+
 def grid_from_dict(data: dict[str, Any], default_name: str = "grid") -> Grid:
-    """Build and check a :class:`Grid` from a parsed YAML mapping; unknown keys are refused by name."""
+    """Build and check a :class:`Grid` from a parsed YAML mapping; unknown keys are refused by name,
+    and every value by its type and range."""
+    from .data import DATASETS
+
+    if not isinstance(data, dict):
+        raise ConfigError(f"a grid is a mapping of key: value, got {type(data).__name__}")
     unknown = set(data) - GRID_KEYS
     if unknown:
-        raise ConfigError(f"unknown grid key(s) {', '.join(sorted(unknown))}; valid: {', '.join(sorted(GRID_KEYS))}")
+        raise ConfigError(f"unknown grid key(s) {', '.join(sorted(map(str, unknown)))}; valid: {', '.join(sorted(GRID_KEYS))}")
     for key in ("datasets", "noises", "methods", "ipcs"):
         if key not in data:
             raise ConfigError(f"grid is missing {key!r} (e.g. {key}: [...])")
@@ -155,43 +251,84 @@ def grid_from_dict(data: dict[str, Any], default_name: str = "grid") -> Grid:
     entries = []
     if isinstance(raw, dict):
         for name, opts in raw.items():
-            opts = opts or {}
+            opts = {} if opts is None else opts
+            if not isinstance(opts, dict):
+                raise ConfigError(f"dataset {name!r}: expected {{data_root: PATH, noise_file: PATH}}, got {opts!r}")
             bad = set(opts) - {"data_root", "noise_file"}
             if bad:
-                raise ConfigError(f"dataset {name!r}: unknown option(s) {', '.join(sorted(bad))}; use data_root, noise_file")
-            entries.append(DatasetEntry(str(name), opts.get("data_root"), opts.get("noise_file")))
+                raise ConfigError(f"dataset {name!r}: unknown option(s) {', '.join(sorted(map(str, bad)))}; use data_root, noise_file")
+            for k, v in opts.items():
+                if v is not None and not isinstance(v, str):
+                    raise ConfigError(f"dataset {name!r}: {k} must be a path (a string), got {v!r}")
+            entries.append(DatasetEntry(check_name(name, "datasets"), opts.get("data_root"), opts.get("noise_file")))
     else:
-        entries = [DatasetEntry(str(n)) for n in _as_list(raw, "datasets")]
-    try:
-        ipcs = tuple(int(i) for i in _as_list(data["ipcs"], "ipcs"))
-        seeds = tuple(int(s) for s in _as_list(data.get("seeds", [0]), "seeds"))
-        n_runs = int(data.get("n_runs", 3))
-        baseline_runs = int(data.get("baseline_runs", 0))
-        train_subset = int(data.get("train_subset", 0))
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"grid: ipcs, seeds, n_runs, baseline_runs and train_subset must be integers ({exc})") from None
+        entries = [DatasetEntry(check_name(n, "datasets")) for n in _strings(raw, "datasets")]
+    if not entries:
+        raise ConfigError("grid key 'datasets': give at least one dataset")
+    for e in entries:
+        if e.name not in DATASETS:
+            raise ConfigError(f"grid key 'datasets': unknown dataset {e.name!r}; use one of {', '.join(sorted(DATASETS))}")
+    _unique([e.name for e in entries], "datasets")
     method_set = data.get("method_set") or {}
     if not isinstance(method_set, dict):
         raise ConfigError("grid key 'method_set' must map a method name to a list of key=value overrides")
+    resources = data.get("resources") or {}
+    if not isinstance(resources, dict):
+        raise ConfigError("grid key 'resources' must be a mapping, e.g. {cpus: 2, gpus: 0, mem_gb: 16}")
+    bad = set(resources) - RESOURCE_KEYS
+    if bad:
+        raise ConfigError(f"grid key 'resources': unknown {', '.join(sorted(map(str, bad)))}; use {', '.join(sorted(RESOURCE_KEYS))}")
+    for k, v in resources.items():
+        if k == "partition":
+            if v is not None and not isinstance(v, str):
+                raise ConfigError(f"grid key 'resources.partition': expected a name, got {v!r}")
+        elif isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0 or (k != "mem_gb" and not float(v).is_integer()):
+            raise ConfigError(f"grid key 'resources.{k}': expected a number >= 0{'' if k == 'mem_gb' else ' (an integer)'}, got {v!r}")
+    noises = _strings(data["noises"], "noises")
+    _unique(noises, "noises")
+    methods = [m for m in _strings(data["methods"], "methods", required=False) if m != "random"]
+    _unique(methods, "methods")
+    baselines = _strings(data.get("baselines", ["converged", "early-stop"]), "baselines", required=False)
+    _unique(baselines, "baselines")
     grid = Grid(
-        name=str(data.get("name", default_name)), datasets=tuple(entries),
-        noises=tuple(str(n) for n in _as_list(data["noises"], "noises")),
-        methods=tuple(str(m) for m in _as_list(data["methods"], "methods") if str(m) != "random"),
-        ipcs=ipcs, seeds=seeds,
-        baselines=tuple(str(b) for b in _as_list(data.get("baselines", ["converged", "early-stop"]), "baselines")),
-        n_runs=n_runs, baseline_runs=baseline_runs, protocol=str(data.get("protocol", "common")),
-        preset=str(data.get("preset", "auto")),
-        train_subset=train_subset, overrides=tuple(str(s) for s in _as_list(data.get("set"), "set")),
-        method_overrides={str(k): tuple(str(v) for v in _as_list(vs, f"method_set.{k}")) for k, vs in method_set.items()},
-        resources=dict(data.get("resources") or {}), variants=_variants(data.get("variants")),
+        name=check_name(data.get("name", default_name), "name"), datasets=tuple(entries),
+        noises=tuple(noises), methods=tuple(methods),
+        ipcs=tuple(_ints(data["ipcs"], "ipcs", minimum=1)), seeds=tuple(_ints(data.get("seeds", [0]), "seeds", minimum=0)),
+        baselines=tuple(baselines),
+        n_runs=_int(data, "n_runs", 3, 1), baseline_runs=_int(data, "baseline_runs", 0, 0),
+        protocol=_scalar_str(data, "protocol", "common"), preset=_scalar_str(data, "preset", "auto"),
+        train_subset=_int(data, "train_subset", 0, 0),
+        overrides=tuple(_overrides(data.get("set"), "set")),
+        method_overrides={check_name(k, "method_set"): tuple(_overrides(vs, f"method_set.{k}")) for k, vs in method_set.items()},
+        resources=dict(resources), variants=_variants(data.get("variants")),
     )
     grid.check()
     return grid
 
 
+RESOURCE_KEYS = {"cpus", "gpus", "mem_gb", "timeout_min", "partition"}
+
+
+def _overrides(value: Any, key: str) -> list[str]:
+    items = _as_list(value, key)
+    for v in items:
+        if not isinstance(v, str) or "=" not in v:
+            raise ConfigError(f"grid key {key!r}: expected key=value strings, got {v!r}")
+    return items
+
+
 def load_grid(path: str | Path) -> Grid:
-    """Read a grid YAML file."""
-    return grid_from_dict(load_yaml(path), default_name=Path(path).stem)
+    """Read a grid YAML file (its name defaults to the file's stem, made a plain name)."""
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(path).stem).strip(".-") or "grid"
+    return grid_from_dict(load_yaml(path), default_name=stem)
+
+
+def default_root(grid: Grid, base: str | Path = Path("runs") / "sweeps") -> Path:
+    """``runs/sweeps/<grid name>``; the name is a plain name (checked), so the root stays in ``base``."""
+    root = Path(base) / check_name(grid.name, "name")
+    if Path(base).resolve() not in root.resolve().parents:
+        raise ConfigError(f"grid name {grid.name!r} would leave {base}; use a plain name")
+    return root
 
 
 def save_grid(root: str | Path, grid: Grid) -> Path:
@@ -207,7 +344,13 @@ def save_grid(root: str | Path, grid: Grid) -> Path:
 
 def grids_of_root(root: str | Path) -> list[Grid] | None:
     """Every grid that has run in ``root`` (saved by :func:`save_grid`), or None if none was saved."""
-    return [load_grid(p) for p in sorted((Path(root) / "grids").glob("*.yaml"))] or None
+    grids = []
+    for p in sorted((Path(root) / "grids").glob("*.yaml")):
+        try:
+            grids.append(load_grid(p))
+        except UserError as exc:
+            raise ConfigError(f"{p}: {exc}; fix or delete it (`ddlnl sweep` writes it again)") from None
+    return grids or None
 
 
 @dataclass(frozen=True)
@@ -279,8 +422,16 @@ def cell_job(grid: Grid, cell: Cell):
     if cell.method in grid.variants:  # the base's method_set, then the variant's own, then its method_set
         overrides += [f"{base}.{item}" for item in grid.variants[cell.method][1]]
         overrides += [f"{base}.{item}" for item in grid.method_overrides.get(cell.method, ())]
-    # Overrides for methods that are not in this cell would be refused by resolve_job; keep only
-    # those whose prefix this cell knows.
+    # Overrides for the grid's other methods would be refused by resolve_job; keep only those whose
+    # prefix this cell knows. A prefix that no cell of the grid knows is a typo, refused by name
+    # (dropping it would run every cell without the setting).
+    grid_prefixes = {"train", "baseline", "baseline_protocol", "random", *grid.methods,
+                     *(grid.base_method(m) for m in grid.methods)}
+    for o in overrides:
+        key = o.split("=", 1)[0]
+        if "." in key and key.split(".", 1)[0] not in grid_prefixes:
+            raise ConfigError(f"grid {grid.name!r}: set {o!r} names {key.split('.', 1)[0]!r}, which is no method of the "
+                              f"grid; use one of {', '.join(sorted(grid_prefixes))}")
     known = {"train", "baseline", "baseline_protocol", "random", base}
     overrides = [o for o in overrides if "." not in o.split("=", 1)[0] or o.split(".", 1)[0] in known]
     device = resolve_device("auto")
@@ -310,6 +461,50 @@ def record_path(root: Path, cell: Cell, key: str) -> Path:
     return Path(root) / "records" / f"{cell.name}__{key[:10]}.json"
 
 
+RECORD_FIELDS = ("cell", "name", "key", "mean", "std", "accs")
+
+
+def check_record(rec: dict[str, Any], path: Path, cell: Cell | None = None, key: str | None = None) -> dict[str, Any]:
+    """``rec`` if it is a sound ddlnl record (of ``cell`` under ``key`` when given); else DamagedFile."""
+    c = rec.get("cell")
+    if not isinstance(c, dict) or set(c) != set(CELL_FIELDS):
+        raise DamagedFile(path, "its 'cell' is not a ddlnl cell")
+    accs = rec.get("accs")
+    if not isinstance(accs, list) or not accs or not all(isinstance(a, (int, float)) and 0.0 <= a <= 1.0 for a in accs):
+        raise DamagedFile(path, "its accuracies are missing or outside [0, 1]")
+    for f in ("mean", "std"):
+        if isinstance(rec.get(f), bool) or not isinstance(rec.get(f), (int, float)):
+            raise DamagedFile(path, f"its {f!r} is not a number")
+    if not isinstance(rec.get("key"), str) or not path.stem.endswith(rec["key"][:10]):
+        raise DamagedFile(path, "its key does not match its file name")
+    if cell is not None and (c != asdict(cell) or rec.get("name") != cell.name):
+        raise DamagedFile(path, f"it holds cell {rec.get('name')!r}, not {cell.name!r}")
+    if key is not None and rec["key"] != key:
+        raise DamagedFile(path, "its key differs from its cell's configuration")
+    return rec
+
+
+def read_record(path: Path, cell: Cell | None = None, key: str | None = None) -> dict[str, Any]:
+    """A record read back and checked: JSON, its checksum, its fields (see :func:`check_record`).
+
+    Raises:
+        DamagedFile: truncated, edited, or not a ddlnl record.
+    """
+    return check_record(read_json_checked(path, required=RECORD_FIELDS, checksum=True), Path(path), cell, key)
+
+
+def _existing_record(path: Path, cell: Cell, key: str, echo: Callable[[str], None] | None) -> dict[str, Any] | None:
+    """The cell's record if present and sound; a damaged one is reported and counts as missing."""
+    if not path.exists():
+        return None
+    try:
+        return read_record(path, cell, key)
+    except DamagedFile as exc:
+        if echo:
+            echo(f"{exc}; recomputing {cell.name}")
+        return None
+
+
 # --------------------------------------------------------------------------------------------
 # Claiming cells: exclusive-create lock files that survive on a shared filesystem.
 
@@ -317,28 +512,35 @@ def _lock_path(root: Path, cell: Cell, key: str) -> Path:
     return Path(root) / "locks" / f"{cell.name}__{key[:10]}.lock"
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+def _holder() -> dict[str, Any]:
+    """What names this process in a lock: host, pid and the process's start time."""
+    return {"host": socket.gethostname(), "pid": os.getpid(), "start": process_start_time(os.getpid()),
+            "time": time.time()}
 
 
 def _stale(lock: Path, stale_after: float) -> bool:
+    """A lock whose holder is gone: on this host, its pid is dead or now names a process that
+    started at another time (a reused pid); elsewhere, older than ``stale_after`` seconds."""
     try:
         info = json.loads(lock.read_text())
-    except (OSError, json.JSONDecodeError):
-        # Being written right now, or unreadable: judge by age only.
+        if not isinstance(info, dict):
+            raise ValueError("not a lock")
+        pid = int(info.get("pid", -1))
+        stamp = float(info.get("time", 0))
+    except (OSError, ValueError, TypeError):
+        # Being written right now (a holder writes its lock at once after creating it), damaged,
+        # or unreadable: judge by age only.
         try:
-            return time.time() - lock.stat().st_mtime > stale_after
+            return time.time() - lock.stat().st_mtime > min(stale_after, 60.0)
         except OSError:
             return True
-    if info.get("host") == socket.gethostname() and not _pid_alive(int(info.get("pid", -1))):
-        return True
-    return time.time() - float(info.get("time", 0)) > stale_after
+    if info.get("host") == socket.gethostname():
+        if not pid_alive(pid):
+            return True
+        start = info.get("start")
+        if start is not None and process_start_time(pid) not in (None, start):
+            return True  # the pid now belongs to another process
+    return time.time() - stamp > stale_after
 
 
 STALE_AFTER = 6 * 3600  # seconds after which a lock whose worker cannot be checked counts as dead
@@ -350,7 +552,7 @@ def try_claim(root: Path, cell: Cell, key: str, stale_after: float = STALE_AFTER
     lock.parent.mkdir(parents=True, exist_ok=True)
     for _ in range(2):
         try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
         except FileExistsError:
             if _stale(lock, stale_after):
                 try:
@@ -363,7 +565,7 @@ def try_claim(root: Path, cell: Cell, key: str, stale_after: float = STALE_AFTER
                 continue
             return False
         with os.fdopen(fd, "w") as fh:
-            json.dump({"host": socket.gethostname(), "pid": os.getpid(), "time": time.time()}, fh)
+            json.dump(_holder(), fh)
         return True
     return False
 
@@ -378,7 +580,7 @@ def release(root: Path, cell: Cell, key: str) -> None:
 # --------------------------------------------------------------------------------------------
 # Running one cell.
 
-def _prepare_cached(resolved, root: Path):
+def _prepare_cached(resolved, root: Path, echo: Callable[[str], None] | None = None):
     """Dataset + noisy labels, the labels cached under artifacts/noise by the data key."""
     from .pipeline import prepare_data
 
@@ -387,11 +589,17 @@ def _prepare_cached(resolved, root: Path):
     path = Path(root) / "artifacts" / "noise" / f"{job.dataset}-{parse_noise_spec(job.noise).label()}-seed{job.seed}-{key}.npz"
     prepared = prepare_data(job)  # loads data; noise recomputation is cheap and checked below
     if path.exists():
-        cached: NoisyLabels = load_noisy_labels(path)
-        if not torch.equal(cached.noisy, prepared.noisy.noisy):
-            raise UserError(f"{path} disagrees with the labels its configuration produces; delete it to regenerate")
-    else:
-        prepared.noisy.save(path)
+        try:
+            cached: NoisyLabels = load_noisy_labels(path)
+            sound = torch.equal(cached.noisy, prepared.noisy.noisy) and torch.equal(cached.clean, prepared.noisy.clean)
+            reason = "its labels differ from the ones its configuration produces"
+        except DataError as exc:
+            sound, reason = False, str(exc)
+        if sound:
+            return prepared, path
+        if echo:
+            echo(f"{path} is damaged ({reason}); regenerating it")
+    prepared.noisy.save(path)
     return prepared, path
 
 
@@ -408,16 +616,18 @@ def run_cell(grid: Grid, cell: Cell, root: str | Path, *, show_progress: bool = 
     resolved = cell_job(grid, cell)
     key = cell_key(grid, cell, resolved)
     out = record_path(root, cell, key)
-    if out.exists():
-        return json.loads(out.read_text())
+    if (rec := _existing_record(out, cell, key, None)) is not None:
+        return rec
     if not try_claim(root, cell, key):
         return None
     try:
-        if out.exists():  # finished by another worker between our check and our claim
-            return json.loads(out.read_text())
+        # finished by another worker between our check and our claim; else (re)compute, saying
+        # why when a damaged record is replaced
+        if (rec := _existing_record(out, cell, key, echo)) is not None:
+            return rec
         os.environ[CACHE_ENV] = str(root / "artifacts" / "cache")
         t0 = time.perf_counter()
-        prepared, noise_path = _prepare_cached(resolved, root)
+        prepared, noise_path = _prepare_cached(resolved, root, echo)
         resolved = fit_to_images(resolved, prepared.dataset.image_size)
         ds = prepared.dataset
         device = resolve_device("auto")
@@ -440,7 +650,7 @@ def run_cell(grid: Grid, cell: Cell, root: str | Path, *, show_progress: bool = 
             t1 = time.perf_counter()
             syn = distill_cached(prepared, base, cell.ipc, mcfg,
                                  seed=derive_seed(cell.seed, "distill", base, cell.ipc), key=key,
-                                 path=syn_path, device=device, show_progress=show_progress)
+                                 path=syn_path, device=device, show_progress=show_progress, echo=echo)
             distill_s = time.perf_counter() - t1
             res = evaluate_synthetic(syn, prepared, resolved.train, n_runs=resolved.job.n_runs,
                                      seed=derive_seed(cell.seed, "eval", base, cell.ipc), device=device,
@@ -451,7 +661,7 @@ def run_cell(grid: Grid, cell: Cell, root: str | Path, *, show_progress: bool = 
         record.update({k: v for k, v in res.to_dict().items() if k != "seconds"})
         record["seconds"]["total"] = time.perf_counter() - t0
         record["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-        atomic_write_json(out, record)
+        atomic_write_json(out, with_checksum(record))
         if echo:
             echo(f"{cell.name}: {100 * record['mean']:.2f} ± {100 * record['std']:.2f} ({record['seconds']['total']:.0f}s)")
         return record
@@ -476,7 +686,7 @@ def run_cells_worker(grid_dict: dict[str, Any], cell_dicts: Sequence[dict[str, A
 class CellStatus:
     cell: Cell
     key: str
-    state: str  # done | running | todo
+    state: str  # done | running | todo | damaged (a record that fails its check; recomputed)
 
 
 def status(grid: Grid, root: str | Path, only: Sequence[str] | None = None) -> list[CellStatus]:
@@ -485,7 +695,10 @@ def status(grid: Grid, root: str | Path, only: Sequence[str] | None = None) -> l
     out = []
     for cell in select_cells(expand(grid), only):
         key = cell_key(grid, cell)
-        if record_path(root, cell, key).exists():
+        path = record_path(root, cell, key)
+        if path.exists() and _existing_record(path, cell, key, None) is None:
+            state = "damaged"  # recomputed by the next run
+        elif path.exists():
             state = "done"
         elif (lock := _lock_path(root, cell, key)).exists() and not _stale(lock, STALE_AFTER):
             state = "running"
@@ -493,6 +706,36 @@ def status(grid: Grid, root: str | Path, only: Sequence[str] | None = None) -> l
             state = "todo"
         out.append(CellStatus(cell, key, state))
     return out
+
+
+def preflight(grid: Grid, only: Sequence[str] | None = None) -> None:
+    """Refuse now what a cell would refuse after others have run: every data setting's data files,
+    training subset and noise (drawn once per dataset and noise; cheap), and each method's largest
+    IPC against the smallest class. Run by ``ddlnl sweep`` before any cell, also for a dry run, so
+    that the dry run never lists as "to do" a cell that the real sweep refuses.
+
+    Raises:
+        UserError: the first problem, naming the data setting.
+    """
+    from .methods.common import check_ipc, class_indices
+    from .pipeline import prepare_data
+
+    cells = select_cells(expand(grid), only)
+    settings: dict[tuple[str, str], list[Cell]] = {}
+    for c in cells:
+        settings.setdefault((c.dataset, c.noise), []).append(c)
+    for (dataset, noise), group in settings.items():
+        resolved = cell_job(grid, group[0])
+        try:
+            prepared = prepare_data(resolved.job)
+        except UserError as exc:
+            raise type(exc)(f"grid {grid.name!r}, {dataset} {noise}: {exc}") from None
+        ipcs = [c.ipc for c in group if not c.is_baseline]
+        if ipcs:
+            try:
+                check_ipc(class_indices(prepared.noisy_train.labels, prepared.dataset.num_classes), max(ipcs))
+            except UserError as exc:
+                raise ConfigError(f"grid {grid.name!r}, {dataset} {noise}: {exc}") from None
 
 
 def shared_artifacts(grid: Grid) -> dict[str, list[str]]:
@@ -515,6 +758,7 @@ def run_local(grid: Grid, root: str | Path, *, show_progress: bool = True,
     from .utils import progress
 
     root = Path(root)
+    clean_stale_tmp(root, echo=echo)
     states = status(grid, root, only)
     cells = [s for s in states if s.state != "done"]
     counts = {"done": 0, "held": 0, "failed": 0, "skipped": len(states) - len(cells)}
@@ -529,7 +773,9 @@ def run_local(grid: Grid, root: str | Path, *, show_progress: bool = True,
             counts["failed"] += 1
             err = root / "errors" / f"{st.cell.name}.txt"
             err.parent.mkdir(parents=True, exist_ok=True)
-            err.write_text(traceback.format_exc())
+            from .utils import atomic_write_text
+
+            atomic_write_text(err, traceback.format_exc())
             echo(f"{st.cell.name}: FAILED ({type(exc).__name__}: {exc}); traceback in {err}")
             if stop_on_error:
                 raise
@@ -544,13 +790,20 @@ def run_submitit(grid: Grid, root: str | Path, *, cluster: str | None = None, ce
     ``grid.resources`` sets per-job resources: ``cpus`` (default 2), ``gpus`` (0), ``mem_gb`` (16),
     ``timeout_min`` (240), ``partition`` (cluster default). Each array task runs ``cells_per_job``
     cells; records and locks make the result independent of how cells are split into tasks.
+
+    Trust: submitit writes each job's arguments and result as pickles under ``ROOT/submitit/``,
+    and ``job.result()`` unpickles them (which can execute code). Use a root only you and your jobs
+    can write; ddlnl's own outputs are the JSON records, which are never unpickled.
     """
+    if cells_per_job < 1:
+        raise UserError(f"--cells-per-job must be >= 1, got {cells_per_job}")
     try:
         import submitit
     except ImportError:
         raise UserError("the cluster executor needs submitit: pip install 'ddlnl[cluster]'") from None
     root = Path(root)
-    todo = [s.cell for s in status(grid, root, only) if s.state == "todo"]
+    clean_stale_tmp(root, echo=echo)
+    todo = [s.cell for s in status(grid, root, only) if s.state in ("todo", "damaged")]
     if not todo:
         echo("nothing to submit: every cell has a record or is running")
         return []

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from typing import Any
 import torch
 
 from .data import LabeledTensors
-from .errors import DataError
+from .errors import DamagedFile, DataError
 from .utils import atomic_output
 
 FORMAT = "ddlnl.synthetic/1"
@@ -126,14 +127,46 @@ def load_synthetic(path: str | Path) -> SyntheticSet:
         with safe_open(str(path), framework="pt") as f:
             header = f.metadata() or {}
             tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except OSError:
+        raise  # permissions and the like: the CLI names the path and the fix
     except Exception as exc:  # safetensors raises its own error types for corrupt headers
-        raise DataError(f"{path} is not a readable synthetic set (truncated or corrupt: {type(exc).__name__}); re-run `ddlnl distill`") from None
+        raise DamagedFile(path, f"not a readable safetensors file: truncated or corrupt ({type(exc).__name__}); "
+                                "re-run `ddlnl distill`") from None
     if "ddlnl" not in header or "sha256" not in header or set(tensors) != {"images", "labels"}:
         raise DataError(f"{path} is a safetensors file but not a ddlnl synthetic set")
     if _digest(tensors, header["ddlnl"]) != header["sha256"]:
-        raise DataError(f"{path} fails its checksum (modified or damaged); re-run `ddlnl distill`")
-    info = json.loads(header["ddlnl"])
-    if info.get("format") != FORMAT:
-        raise DataError(f"{path}: unsupported format {info.get('format')!r} (expected {FORMAT})")
-    return SyntheticSet(images=tensors["images"], labels=tensors["labels"], lr=info.get("lr"),
-                        meta=info.get("meta", {}))
+        raise DamagedFile(path, "fails its checksum: modified or damaged; re-run `ddlnl distill`")
+    try:
+        info = json.loads(header["ddlnl"])
+    except json.JSONDecodeError:
+        raise DamagedFile(path, "its metadata is not valid JSON; re-run `ddlnl distill`") from None
+    if not isinstance(info, dict) or info.get("format") != FORMAT:
+        raise DataError(f"{path}: unsupported format {info.get('format') if isinstance(info, dict) else info!r} (expected {FORMAT})")
+    _check_meaning(tensors, info, path)
+    try:
+        return SyntheticSet(images=tensors["images"], labels=tensors["labels"], lr=info.get("lr"),
+                            meta=info.get("meta") or {})
+    except DataError as exc:
+        raise DamagedFile(path, f"{exc}; re-run `ddlnl distill`") from None
+
+
+def _check_meaning(tensors: dict[str, torch.Tensor], info: dict[str, Any], path: Path) -> None:
+    """What a checksum cannot catch (a file written by a buggy or foreign writer): a set that
+    no training run could use."""
+    def bad(reason: str) -> DamagedFile:
+        return DamagedFile(path, f"{reason}; re-run `ddlnl distill`")
+
+    images, labels = tensors["images"], tensors["labels"]
+    lr, meta = info.get("lr"), info.get("meta")
+    if meta is not None and not isinstance(meta, dict):
+        raise bad(f"its metadata is a {type(meta).__name__}, not a mapping")
+    if images.ndim != 4 or images.shape[0] == 0 or 0 in tuple(images.shape):
+        raise bad(f"it holds no images (shape {tuple(images.shape)})")
+    if lr is not None and (isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0):
+        raise bad(f"its learned learning rate {lr!r} is not a positive number")
+    k = (meta or {}).get("num_classes")
+    if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
+        raise bad(f"its num_classes {k!r} is not a positive integer")
+    if labels.ndim == 2 and labels.is_floating_point() and labels.numel():
+        if not torch.isfinite(labels).all():
+            raise bad("its soft labels contain NaN or inf")

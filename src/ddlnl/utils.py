@@ -7,14 +7,16 @@ import json
 import os
 import subprocess
 import sys
+import socket
 import tempfile
+import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import torch
 
-from .errors import UserError
+from .errors import DamagedFile, UserError
 
 
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
@@ -46,15 +48,40 @@ def generator(seed: int) -> torch.Generator:
     return g
 
 
+TMP_SUFFIX = ".tmp"
+# A temporary file whose writer cannot be checked (another host) is removed after this long.
+STALE_TMP_AFTER = 24 * 3600
+
+
+def _umask() -> int:
+    # os.umask can only be read by setting it; set it straight back (the CLI is single-threaded
+    # when it writes, and worker threads never change it).
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def file_mode() -> int:
+    """The mode a plain ``open(path, "w")`` would give a new file: 0o666 less the umask."""
+    return 0o666 & ~_umask()
+
+
+def _tmp_prefix(name: str) -> str:
+    # host and pid in the name let a later run tell a dead writer's leftover from a live write.
+    return f".{name}.{socket.gethostname()}.{os.getpid()}."
+
+
 @contextmanager
 def _atomic_path(path: str | Path) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=_tmp_prefix(path.name), suffix=TMP_SUFFIX, dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        # mkstemp creates 0600; give the file the mode the user's umask asks for.
+        os.chmod(tmp_path, file_mode())
         # fsync before rename so a crash never leaves a renamed-but-empty file.
         with open(tmp_path, "rb") as fh:
             os.fsync(fh.fileno())
@@ -62,6 +89,67 @@ def _atomic_path(path: str | Path) -> Iterator[Path]:
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def clean_stale_tmp(folder: str | Path, *, older_than: float = STALE_TMP_AFTER,
+                    echo: Callable[[str], None] | None = None) -> list[Path]:
+    """Remove the temporary files of atomic writes under ``folder`` (recursively) whose writer is
+    gone: written on this host by a process that no longer exists, or older than ``older_than``
+    seconds. A live writer's file is never touched. Returns the removed paths."""
+    folder = Path(folder)
+    removed = []
+    if not folder.is_dir():
+        return removed
+    host = socket.gethostname()
+    now = time.time()
+    for tmp in folder.rglob(f".*{TMP_SUFFIX}"):
+        parts = tmp.name[:-len(TMP_SUFFIX)].rsplit(".", 3)  # [.name, host, pid, random]
+        dead = False
+        if len(parts) == 4 and parts[1] == host and parts[2].isdigit():
+            dead = not pid_alive(int(parts[2]))
+        try:
+            old = now - tmp.stat().st_mtime > older_than
+        except OSError:
+            continue
+        if dead or old:
+            try:
+                tmp.unlink()
+                removed.append(tmp)
+            except OSError:
+                pass
+    if removed and echo:
+        echo(f"removed {len(removed)} temporary file(s) left by interrupted writers under {folder}")
+    return removed
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process ``pid`` exists on this host (one we may not signal counts as alive)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def process_start_time(pid: int) -> float | None:
+    """When process ``pid`` started (seconds since boot, from /proc), or None where unknown.
+
+    Together with the pid it names a process uniquely: a pid reused by a later process has
+    another start time."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name (field 2) may hold spaces and parentheses; the fields after it are plain.
+    fields = stat[stat.rindex(")") + 2:].split()
+    try:
+        return int(fields[19]) / os.sysconf("SC_CLK_TCK")
+    except (IndexError, ValueError, OSError):
+        return None
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
@@ -143,3 +231,130 @@ def tensor_fingerprint(*tensors: torch.Tensor) -> str:
         h.update(f"{t.dtype}:{tuple(t.shape)}".encode())
         h.update(t.numpy().tobytes())
     return h.hexdigest()
+
+
+# --------------------------------------------------------------------------------------------
+# Checks before work: paths a command will write or read, so a mistake is one line up front
+# rather than an OSError after minutes of training.
+
+def _nearest_existing(path: Path) -> Path:
+    p = path
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    return p
+
+
+def _probe_write(folder: Path, path: Path, what: str, option: str) -> None:
+    """Create and remove a file in ``folder``: the only test that holds for root, read-only file
+    systems, ACLs and pseudo file systems alike (``os.access`` answers yes to root everywhere)."""
+    probe = folder / f".ddlnl-write-check.{socket.gethostname()}.{os.getpid()}{TMP_SUFFIX}"
+    try:
+        fd = os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    except FileExistsError:
+        return  # our own leftover: the folder is writable
+    except OSError as exc:
+        from .errors import os_error_line
+
+        why = "no permission to write" if isinstance(exc, PermissionError) else os_error_line(exc).split(";")[0]
+        raise UserError(f"{option} {path}: cannot write in {folder} ({why}); choose a {what} you can write to") from None
+    os.close(fd)
+    os.unlink(probe)
+
+
+def _check_creatable(path: Path, what: str, option: str, shown: Path) -> None:
+    """Every missing folder on the way to ``path`` can be created."""
+    base = _nearest_existing(path.parent if not path.exists() else path)
+    if not base.is_dir():
+        raise UserError(f"{option} {shown}: {base} is a file, not a folder; choose another {what}")
+    _probe_write(base, shown, what, option)
+
+
+def check_output_dir(path: str | Path, option: str = "--out", what: str = "folder", *,
+                     shown: Path | None = None) -> Path:
+    """``path`` is, or can become, a folder this process can write in (checked before any work).
+    ``shown`` is the path named in the message (default ``path``)."""
+    path = Path(path).expanduser()
+    shown = shown or path
+    if path.exists():
+        if not path.is_dir():
+            raise UserError(f"{option} {shown}: {path} is a file, not a folder; choose another {what}"
+                            if shown != path else f"{option} {path} is a file, not a folder; choose another {what}")
+        _probe_write(path, shown, what, option)
+        return path
+    _check_creatable(path, what, option, shown)
+    return path
+
+
+def check_output_file(path: str | Path, option: str = "--out", suffixes: tuple[str, ...] = ()) -> Path:
+    """``path`` can be written as a file (atomically, beside itself), checked before any work."""
+    path = Path(path).expanduser()
+    if str(path).endswith(os.sep) or path.is_dir():
+        raise UserError(f"{option} {path} is a folder; name a file{' ending in ' + suffixes[0] if suffixes else ''}")
+    if suffixes and path.suffix.lower() not in suffixes:
+        raise UserError(f"{option} {path}: use a file name ending in {' or '.join(suffixes)}")
+    check_output_dir(path.parent, option=option, what="folder", shown=path)
+    return path
+
+
+def check_input_file(path: str | Path, option: str, hint: str = "check the path") -> Path:
+    """``path`` is an existing, readable file."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise UserError(f"{option} {path} not found; {hint}")
+    if path.is_dir():
+        raise UserError(f"{option} {path} is a folder, not a file; {hint}")
+    if not os.access(path, os.R_OK):
+        raise UserError(f"{option} {path}: no permission to read it; fix its permissions")
+    return path
+
+
+def check_cache_root() -> Path:
+    """``$DDLNL_CACHE`` (or the default cache) is a folder this process can write in."""
+    return check_output_dir(cache_root(), option=f"${CACHE_ENV}" if os.environ.get(CACHE_ENV) else "cache",
+                            what="cache folder")
+
+
+# --------------------------------------------------------------------------------------------
+# Checked reads of ddlnl's own JSON files.
+
+CHECKSUM_FIELD = "sha256"
+
+
+def _payload_digest(obj: dict[str, Any]) -> str:
+    body = {k: v for k, v in obj.items() if k != CHECKSUM_FIELD}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, default=_json_default).encode()).hexdigest()
+
+
+def with_checksum(obj: dict[str, Any]) -> dict[str, Any]:
+    """``obj`` plus a SHA-256 of its other fields (as sorted JSON), verified by :func:`read_json_checked`.
+
+    The value is normalised through JSON first, so the digest is that of what is written."""
+    body = json.loads(json.dumps({k: v for k, v in obj.items() if k != CHECKSUM_FIELD}, default=_json_default))
+    return {**body, CHECKSUM_FIELD: _payload_digest(body)}
+
+
+def read_json_checked(path: str | Path, *, required: Iterable[str] = (), checksum: bool = False) -> dict[str, Any]:
+    """A JSON object ddlnl wrote, checked: parseable, a mapping, holding ``required`` keys and,
+    with ``checksum`` and when the file carries one, matching its SHA-256 (files written before
+    checksums existed carry none and are judged by their contents).
+
+    Raises:
+        DamagedFile: truncated, not JSON, not a mapping, a key missing or a wrong checksum.
+        OSError: unreadable (permissions); the caller or the CLI reports it.
+    """
+    path = Path(path)
+    raw = path.read_bytes()
+    if not raw.strip():
+        raise DamagedFile(path, "empty")
+    try:
+        obj = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DamagedFile(path, f"not valid JSON: {str(exc).splitlines()[0]}") from None
+    if not isinstance(obj, dict):
+        raise DamagedFile(path, f"holds a JSON {type(obj).__name__}, not an object")
+    missing = [k for k in required if k not in obj]
+    if missing:
+        raise DamagedFile(path, f"not a ddlnl file of this kind: no {', '.join(missing)}")
+    if checksum and CHECKSUM_FIELD in obj and obj[CHECKSUM_FIELD] != _payload_digest(obj):
+        raise DamagedFile(path, "fails its checksum: modified or damaged")
+    return obj
