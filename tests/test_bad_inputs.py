@@ -666,5 +666,7 @@ def test_bad_input_is_one_line(line, code, words, tmp_path, capsys, monkeypatch)
     lines = err.strip().splitlines()
     assert len(lines) == 1, lines
     assert words in lines[0], lines[0]
+    # the reason, never a library's advice to load the file unsafely
+    assert not any(w in lines[0] for w in ("allow_pickle=True", "weights_only=False", "unsafe")), lines[0]
     if code == 2:
         assert ": error: " in lines[0]

@@ -244,3 +244,194 @@ def test_report_draws_the_early_stop_baseline_dotted(tmp_path):
         styles = {ln.get_linestyle(): ln.get_color() for ln in ax.get_lines()}
         assert {"--", ":"} <= set(styles) and styles["--"] == styles[":"]  # same noise colour
     assert "dotted: early stop" in fig.legends[0].get_title().get_text()
+
+
+# --------------------------------------------------------------------------------------------
+# Damaged state: every file a sweep wrote is checked when read back; the next run heals it.
+
+ONE = {**TINY, "noises": ["symmetric:0.4"], "ipcs": [1]}  # baseline, random-ipc1, dm-ipc1
+
+
+def _quiet_run(grid, root):
+    said = []
+    return run_local(grid, root, show_progress=False, echo=said.append), said
+
+
+def test_a_damaged_or_foreign_record_is_reported_and_its_cell_recomputed(tmp_path):
+    import json
+
+    from ddlnl.sweep import read_record
+
+    grid = grid_from_dict(ONE)
+    assert _quiet_run(grid, tmp_path)[0]["done"] == 3
+    cells = expand(grid)
+    paths = [record_path(tmp_path, c, cell_key(grid, c)) for c in cells]
+    good = [json.loads(p.read_text()) for p in paths]
+    paths[0].write_text(paths[0].read_text()[:40])  # cut short (as by a copy that failed)
+    edited = dict(good[1], mean=0.99)  # edited by hand: the checksum no longer matches
+    paths[1].write_text(json.dumps(edited))
+    paths[2].write_text(json.dumps({"hello": "world"}))  # not a ddlnl record
+    assert [s.state for s in status(grid, tmp_path)] == ["damaged"] * 3
+    rows = []
+    assert load_records(tmp_path, grid, echo=rows.append) == [] and "3 damaged or foreign record(s)" in rows[0]
+    counts, said = _quiet_run(grid, tmp_path)
+    assert counts["done"] == 3 and counts["failed"] == 0
+    assert sum("is damaged" in s and "recomputing" in s for s in said) == 3
+    healed = [read_record(p) for p in paths]  # sound again, and the same results (same seeds)
+    assert [h["accs"] for h in healed] == [g["accs"] for g in good]
+    assert all(s.state == "done" for s in status(grid, tmp_path))
+
+
+def test_damaged_noise_and_synthetic_artifacts_are_regenerated(tmp_path):
+    grid = grid_from_dict({**ONE, "baselines": []})
+    _quiet_run(grid, tmp_path)
+    noise = next((tmp_path / "artifacts" / "noise").glob("*.npz"))
+    syn = next((tmp_path / "artifacts" / "synthetic").glob("*dm-ipc1*.safetensors"))
+    noise.write_bytes(noise.read_bytes()[:100])
+    syn.write_bytes(syn.read_bytes()[:-64])
+    for c in expand(grid):  # the cells must run again to read the artifacts
+        record_path(tmp_path, c, cell_key(grid, c)).unlink()
+    counts, said = _quiet_run(grid, tmp_path)
+    assert counts["done"] == 2 and counts["failed"] == 0
+    assert any(str(noise) in s and "regenerating" in s for s in said), said
+    assert any("dm-ipc1" in s and "distilling it again" in s for s in said), said
+    from ddlnl.noise import load_noisy_labels
+    from ddlnl.synthetic import load_synthetic
+
+    load_noisy_labels(noise), load_synthetic(syn)  # both sound again
+
+
+def test_stale_temporary_files_are_removed_but_a_live_writers_are_kept(tmp_path):
+    import socket
+
+    grid = grid_from_dict({**ONE, "methods": [], "baselines": [], "method_set": {}})
+    folder = tmp_path / "records"
+    folder.mkdir(parents=True)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    host = socket.gethostname()
+    dead_tmp = folder / f".x.json.{host}.{dead.stdout.strip()}.abc123.tmp"
+    live_tmp = folder / f".y.json.{host}.{os.getpid()}.def456.tmp"
+    old_tmp = folder / ".z.json.otherhost.1.ghi789.tmp"
+    for p in (dead_tmp, live_tmp, old_tmp):
+        p.write_text("{")
+    os.utime(old_tmp, (time.time() - 2 * 86400,) * 2)
+    _quiet_run(grid, tmp_path)
+    assert not dead_tmp.exists() and not old_tmp.exists() and live_tmp.exists()
+
+
+def _lock_of(root, grid, cell):
+    from ddlnl.sweep import _lock_path
+
+    path = _lock_path(root, cell, cell_key(grid, cell))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def test_a_lock_naming_a_reused_pid_is_stale_but_a_live_holder_keeps_its_cell(tmp_path, capsys):
+    import json
+    import socket
+
+    from ddlnl.cli import main
+    from ddlnl.sweep import HELD_EXIT
+    from ddlnl.utils import process_start_time
+
+    grid = grid_from_dict({**ONE, "methods": [], "baselines": [], "method_set": {}})
+    cell = expand(grid)[0]
+    lock = _lock_of(tmp_path, grid, cell)
+    # pid 1 is alive, but it started at another time than the worker that wrote the lock
+    lock.write_text(json.dumps({"host": socket.gethostname(), "pid": 1, "start": -5.0, "time": time.time()}))
+    assert status(grid, tmp_path)[0].state == "todo"
+    assert _quiet_run(grid, tmp_path)[0]["done"] == 1
+    # A live holder (pid and start time match): the cell is left to it, and the command says so.
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        record_path(tmp_path, cell, cell_key(grid, cell)).unlink()
+        deadline = time.time() + 10
+        while process_start_time(holder.pid) is None and time.time() < deadline:
+            time.sleep(0.05)
+        lock.write_text(json.dumps({"host": socket.gethostname(), "pid": holder.pid,
+                                    "start": process_start_time(holder.pid), "time": time.time()}))
+        assert status(grid, tmp_path)[0].state == "running"
+        grid_file = tmp_path / "g.yaml"
+        import yaml
+
+        grid_file.write_text(yaml.safe_dump(grid_to_dict(grid)))
+        assert main(["sweep", str(grid_file), "--root", str(tmp_path), "--quiet"]) == HELD_EXIT
+        err = capsys.readouterr().err
+        assert "held by other live workers" in err and "Traceback" not in err
+    finally:
+        holder.kill()
+        holder.wait()
+    assert status(grid, tmp_path)[0].state == "todo"  # its holder is gone: the next run takes it
+
+
+SLOW_WRITE = """
+import os, sys, time
+import ddlnl.sweep as sweep
+from ddlnl.sweep import grid_from_dict
+real = sweep.atomic_write_json
+def slow_write(path, obj):
+    # a record write killed half-way: the temporary file exists, the record does not
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / (".%s.%s.%d.zz.tmp" % (path.name, __import__("socket").gethostname(), os.getpid()))
+    tmp.write_text('{{"cell": ')
+    print("WRITING", flush=True)
+    time.sleep(60)
+sweep.atomic_write_json = slow_write
+sweep.run_local(grid_from_dict({grid!r}), {root!r}, show_progress=False, echo=lambda s: None)
+"""
+
+
+def test_a_worker_killed_inside_a_record_write_leaves_nothing_the_next_run_does_not_heal(tmp_path):
+    grid_dict = {**ONE, "methods": [], "baselines": [], "method_set": {}}
+    grid = grid_from_dict(grid_dict)
+    proc = subprocess.Popen([sys.executable, "-c", SLOW_WRITE.format(grid=grid_dict, root=str(tmp_path))],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    line = proc.stdout.readline()
+    assert "WRITING" in line, proc.stderr.read()
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert list(tmp_path.rglob("*.tmp")) and not list((tmp_path / "records").glob("*.json"))
+    counts, said = _quiet_run(grid, tmp_path)
+    assert counts["done"] == 1 and not list(tmp_path.rglob("*.tmp"))
+    assert any("temporary file" in s for s in said)
+
+
+def test_written_files_honour_the_umask(tmp_path):
+    from ddlnl.utils import atomic_write_text
+
+    old = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "a.txt", "x")
+        os.umask(0o077)
+        atomic_write_text(tmp_path / "b.txt", "x")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "b.txt").stat().st_mode & 0o777 == 0o600
+
+
+def test_a_run_directory_heals_its_damaged_files(tmp_path, capsys):
+    import json
+
+    from ddlnl.cli import main
+
+    tiny = ["--set", "train.epochs=1", "--set", "baseline.epochs=1", "--set", "dm.iterations=1", "--set", "train.width=4",
+            "--set", "baseline.width=4", "--set", "dm.width=4", "--set", "dm.batch_real=4", "--n-runs", "1", "--ipc", "1",
+            "--no-early-stop", "--quiet"]
+    out = tmp_path / "run"
+    assert main(["run", "--out", str(out), *tiny]) == 0
+    cell = out / "cells" / "dm-ipc1.json"
+    before = json.loads(cell.read_text())
+    (out / "noise.npz").write_bytes((out / "noise.npz").read_bytes()[:50])
+    (out / "config.json").write_text("{")
+    cell.write_text(cell.read_text()[:30])
+    syn = out / "synthetic" / "dm-ipc1.safetensors"
+    syn.write_bytes(syn.read_bytes()[:-10])
+    capsys.readouterr()
+    assert main(["run", "--out", str(out), *tiny]) == 0
+    err = capsys.readouterr().err
+    assert "noise.npz is damaged" in err and "config.json is damaged" in err and "dm-ipc1.json is damaged" in err
+    assert "distilling it again" in err and "Traceback" not in err
+    assert json.loads(cell.read_text())["accs"] == before["accs"]  # recomputed, same seeds, same result
+    assert json.loads((out / "config.json").read_text())["runs"]
