@@ -168,6 +168,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-train", action="store_true", help="only score and write the files; no downstream training")
     p.add_argument("--n-runs", type=_positive_int, default=1, help="downstream training runs (default 1)")
     p.add_argument("--out", default=None, help="output folder (default runs/issues-...)")
+
+    p = sub.add_parser("denoise", help="train on the full noisy set guided by teachers trained only on a synthetic set (selection, pseudo-labels, soft targets)")
+    _common(p)
+    p.add_argument("--synthetic", default=None, help="a .safetensors synthetic set (default: DM distilled here from the noisy data)")
+    p.add_argument("--ipc", type=int, default=10, help="IPC of the DM set distilled when none is given (default 10)")
+    p.add_argument("--out", default=None, help="output folder (default runs/denoise-...)")
     return parser
 
 
@@ -509,8 +515,25 @@ def cmd_issues(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_denoise(args: argparse.Namespace) -> int:
+    from .denoise import denoise_text, run_denoise, split_denoise_overrides
+    from .label_issues import default_out_dir, split_issues_overrides
+
+    args.overrides, dcfg = split_denoise_overrides(args.overrides)
+    args.overrides, icfg = split_issues_overrides(args.overrides)
+    if args.ipc < 1:
+        raise UserError(f"--ipc must be >= 1, got {args.ipc}")
+    resolved, device = _resolve(args, _job_from_args(args))
+    out = Path(args.out) if args.out else default_out_dir(resolved, "denoise")
+    summary = run_denoise(resolved, dcfg, icfg, out, synthetic=args.synthetic, ipc=args.ipc, device=device,
+                          show_progress=not args.quiet)
+    print(denoise_text(summary, out))
+    return 0
+
+
 COMMANDS = {"experts": cmd_experts, "sweep": cmd_sweep, "results": cmd_results, "report": cmd_report, "run": cmd_run, "noise": cmd_noise, "baseline": cmd_baseline, "distill": cmd_distill,
-            "evaluate": cmd_evaluate, "estimate": cmd_estimate, "issues": cmd_issues}
+            "evaluate": cmd_evaluate, "estimate": cmd_estimate, "issues": cmd_issues,
+            "denoise": cmd_denoise}
 
 
 def _command_of(argv: Sequence[str] | None) -> str:

@@ -162,6 +162,10 @@ def _loss(cfg: TrainConfig, logits: torch.Tensor, target: torch.Tensor) -> torch
     return soft_cross_entropy(logits, target) if target.ndim == 2 else F.cross_entropy(logits, target)
 
 
+# A per-sample loss hook of :func:`train`: (logits B x K, targets = labels[idx], idx B, epoch) -> scalar.
+LossHook = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, int], torch.Tensor]
+
+
 def _optimizer(cfg: TrainConfig, model: nn.Module, lr: float) -> torch.optim.Optimizer:
     if cfg.optimizer == "adam":
         return torch.optim.Adam(model.parameters(), lr=lr, weight_decay=cfg.weight_decay)
@@ -230,7 +234,7 @@ def gsam_gradient(model: nn.Module, loss_fn: Callable[[], torch.Tensor], cfg: Tr
 def train(model: nn.Module, data: LabeledTensors, cfg: TrainConfig, *, seed: int,
           lr: float | None = None, monitor: dict[str, LabeledTensors] | None = None,
           record_every: int = 0, select: str | None = None, show_progress: bool = False,
-          desc: str = "train") -> TrainResult:
+          desc: str = "train", loss_fn: LossHook | None = None) -> TrainResult:
     """Train ``model`` in place on ``data`` and return it with its curves.
 
     Args:
@@ -244,6 +248,11 @@ def train(model: nn.Module, data: LabeledTensors, cfg: TrainConfig, *, seed: int
         select: name of a *monitor* split (a noisy validation split, never the test set) whose best
             recorded accuracy chooses the returned weights (early stopping); None keeps the last.
         show_progress: a bar over epochs with rate and ETA.
+        loss_fn: replaces ``cfg.loss``: ``loss_fn(logits, targets, idx, epoch) -> scalar`` where
+            ``targets = data.labels[idx]``, ``idx`` (``B`` int64, on the device) indexes the batch's
+            samples in ``data`` (so per-sample weights or targets can be looked up) and ``epoch``
+            counts from 0 (so schedules can depend on it). The robust losses and the denoise route
+            (``ddlnl.robust``, ``ddlnl.denoise``) train through it.
 
     Returns:
         :class:`TrainResult`; with ``select`` the model holds the selected epoch's weights and
@@ -262,6 +271,7 @@ def train(model: nn.Module, data: LabeledTensors, cfg: TrainConfig, *, seed: int
     g_order = generator(derive_seed(seed, "order"))
     g_aug = generator(derive_seed(seed, "augment"))
     augment = _make_augment(cfg)
+    step_loss = loss_fn if loss_fn is not None else (lambda logits, target, idx, epoch: _loss(cfg, logits, target))
     steps_per_epoch = max(1, math.ceil(n / cfg.batch_size))
     result = TrainResult(model=model)
     best_acc, best_state = -1.0, None
@@ -279,11 +289,11 @@ def train(model: nn.Module, data: LabeledTensors, cfg: TrainConfig, *, seed: int
             if augment is not None:
                 x = augment(x, g_aug)
             logits = model(x)
-            loss = _loss(cfg, logits, labels[idx])
+            loss = step_loss(logits, labels[idx], idx, epoch)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.sam_rho > 0:
-                gsam_gradient(model, lambda: _loss(cfg, model(x), labels[idx]), cfg)
+                gsam_gradient(model, lambda: step_loss(model(x), labels[idx], idx, epoch), cfg)
             opt.step()
             total_loss += float(loss.detach()) * idx.numel()
         result.images_seen += n

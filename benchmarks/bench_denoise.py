@@ -1,0 +1,472 @@
+"""ddlnl's denoise route against the label-noise baselines people use, on Fashion-MNIST with known
+noise, every route in ddlnl's one training loop with the same network, epochs and data.
+
+Routes (per noise setting and seed; clean-test accuracy at the end of training, or at the epoch a
+route's own validation split chose):
+
+* clean labels: the same network on the true labels (the ceiling; not available to a user);
+* CE, end of training: cross-entropy on every noisy label;
+* CE, early stop: cross-entropy on 90% of them, the epoch with the best accuracy on the other 10%
+  (noisy labels);
+* GCE (Zhang & Sabuncu 2018, q = 0.7);
+* Co-teaching (Han et al. 2018; forget rate = the teacher's *estimated* noise rate, ramped over
+  T_k = 10 epochs);
+* cleanlab-cleaned: K-fold cross-validated probabilities of the same network and epochs,
+  ``find_label_issues``, then the same network on the samples it keeps;
+* ddlnl denoise (:func:`ddlnl.denoise.denoise`): teachers trained on a DM synthetic set only,
+  selection + pseudo-labels + soft targets, early stop on a teacher-cleaned validation split;
+* synthetic set only (the privacy route): one of those teachers, trained on the DM set alone.
+
+Each (setting, seed, route) record is kept under ``--out`` with a key of what produced it, so an
+interrupted run resumes; several processes may share ``--out`` (different ``--noises``). The tables
+and figures go to ``benchmarks/results/denoise.md`` / ``denoise-<noise>.png`` from whatever records
+exist (``--report`` only writes them). ``--dev`` runs the development grid of the denoise route's
+tunables on a setting that is not a reported row (another data/noise seed).
+
+    .venv/bin/python benchmarks/bench_denoise.py --noises symmetric:0.6,symmetric:0.4 &
+    .venv/bin/python benchmarks/bench_denoise.py --noises symmetric:0.8,asymmetric:0.4 &
+    .venv/bin/python benchmarks/bench_denoise.py --report
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from ddlnl.compare import cleanlab_issues, cross_val_pred_probs, require_cleanlab
+from ddlnl.denoise import DenoiseConfig, denoise, score_with_teachers
+from ddlnl.label_issues import IssuesConfig, LabelIssues
+from ddlnl.methods.dm import DMConfig
+from ddlnl.pipeline import JobConfig, distill_cached, prepare_data
+from ddlnl.report import fmt_acc, markdown_table, write_result
+from ddlnl.robust import GCE_Q, train_coteaching, train_gce
+from ddlnl.train import TrainConfig, accuracy, build_model, stratified_split, train
+from ddlnl.utils import atomic_write_json, derive_seed, json_key, resolve_device
+
+RESULTS = Path(__file__).parent / "results"
+REPORTED = ("symmetric:0.4", "symmetric:0.6", "symmetric:0.8", "symmetric:0.2", "asymmetric:0.4")
+ROUTES = ("clean labels (ceiling)", "ddlnl denoise", "synthetic set only (privacy)", "CE, end of training",
+          "CE, early stop (noisy val)", f"GCE (q={GCE_Q})", "Co-teaching (estimated rate)",
+          "cleanlab-cleaned labels")
+NEEDS = {"clean labels (ceiling)": "full data, true labels", "ddlnl denoise": "full data + synthetic set",
+         "synthetic set only (privacy)": "synthetic set only"}
+
+
+@dataclass(frozen=True)
+class Settings:
+    subset: int = 2000  # stratified training images (see the notes for why)
+    data_seed: int = 0  # subset and noise draw; the development setting uses another
+    seeds: int = 3
+    epochs: int = 10
+    width: int = 16
+    lr: float = 0.05  # the CPU preset's full-data baseline recipe: lr 0.05 cosine, no augmentation
+    batch_size: int = 64  # (the preset: 256) so that 10 epochs of 2,000 images are ~310 steps
+    val_fraction: float = 0.1
+    ipc: int = 10
+    dm_iterations: int = 100
+    dm_batch_real: int = 32
+    dm_width: int = 32
+    teachers: int = 2
+    teacher_epochs: int = 100
+    teacher_width: int = 32
+    folds: int = 2
+    mix: float = DenoiseConfig.mix
+    threshold: float = DenoiseConfig.threshold
+
+    def train_cfg(self) -> TrainConfig:
+        return TrainConfig(width=self.width, epochs=self.epochs, lr=self.lr, schedule="cosine", augment="none",
+                           batch_size=self.batch_size)
+
+    def teacher_cfg(self) -> TrainConfig:
+        return TrainConfig(width=self.teacher_width, epochs=self.teacher_epochs).for_dataset("fashion-mnist")
+
+    def denoise_cfg(self) -> DenoiseConfig:
+        return DenoiseConfig(mix=self.mix, threshold=self.threshold, val_fraction=self.val_fraction)
+
+
+def say(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def cached(path: Path, key: str, compute: Callable[[], dict]) -> dict:
+    if path.exists():
+        rec = json.loads(path.read_text())
+        if rec.get("key") == key:
+            return rec
+    rec = {"key": key, **compute(), "threads": torch.get_num_threads(), "load1": os.getloadavg()[0],
+           "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    atomic_write_json(path, rec)
+    return rec
+
+
+def fresh(cfg: TrainConfig, data, seed: int, device) -> torch.nn.Module:
+    c, h, w = data.images.shape[1:]
+    return build_model(cfg, channels=c, num_classes=10, image_size=(h, w), seed=seed, device=device)
+
+
+def ce_route(data, test, cfg, seed, device, *, early_stop: bool, val_fraction: float) -> dict:
+    t0 = time.perf_counter()
+    monitor = select = None
+    if early_stop:
+        keep, held = stratified_split(data.labels, val_fraction, derive_seed(seed, "val-split"))
+        monitor, select = {"noisy_val": data.subset(held)}, "noisy_val"
+        data = data.subset(keep)
+    model = fresh(cfg, data, seed, device)
+    res = train(model, data, cfg, seed=seed, monitor=monitor, record_every=1 if early_stop else 0, select=select)
+    out = {"accuracy": accuracy(model, test), "seconds": time.perf_counter() - t0}
+    if early_stop:
+        out["selected_epoch"] = max(res.history, key=lambda h: h["noisy_val_acc"])["epoch"]
+    return out
+
+
+def cleanlab_route(data, test, cfg, s: Settings, seed, device) -> dict:
+    t0 = time.perf_counter()
+    probs = cross_val_pred_probs(data, cfg, num_classes=10, folds=s.folds, seed=derive_seed(seed, "cv"), device=device)
+    iss = cleanlab_issues(data.labels.numpy(), probs)
+    keep = torch.from_numpy(np.flatnonzero(~iss.is_issue))
+    kept = data.subset(keep)
+    model = fresh(cfg, kept, seed, device)
+    train(model, kept, cfg, seed=seed)
+    return {"accuracy": accuracy(model, test), "seconds": time.perf_counter() - t0, "kept": int(keep.numel()),
+            "estimated_rate": iss.noise_rate}
+
+
+def scores_record(prepared, syn, s: Settings, seed: int, out: Path, device, key: str) -> tuple[dict, LabelIssues]:
+    """The teachers' scores of every given label (saved, so the baselines' Co-teaching rate and the
+    denoise student of a later pass use the same teachers)."""
+    npz = out / "scores.npz"
+
+    def compute() -> dict:
+        t0 = time.perf_counter()
+        teachers, iss = score_with_teachers(prepared.noisy_train, syn, s.teacher_cfg(),
+                                            IssuesConfig(n_models=s.teachers), seed=seed, device=device)
+        seconds = time.perf_counter() - t0
+        tmp = out / "scores.tmp.npz"
+        np.savez(tmp, given=iss.given, suggested=iss.suggested, quality=iss.quality, is_issue=iss.is_issue,
+                 thresholds=iss.thresholds, pred_probs=iss.pred_probs, transition=iss.transition)
+        os.replace(tmp, npz)
+        return {"estimated_rate": iss.noise_rate, "teacher_seconds": seconds,
+                "teacher_accuracies": [accuracy(m, prepared.dataset.test) for m in teachers],
+                "flagged": int(iss.is_issue.sum())}
+
+    rec = cached(out / "scores.json", key, compute) if npz.exists() else None
+    if rec is None:
+        (out / "scores.json").unlink(missing_ok=True)
+        rec = cached(out / "scores.json", key, compute)
+    z = np.load(npz)
+    iss = LabelIssues(given=z["given"], suggested=z["suggested"], quality=z["quality"], is_issue=z["is_issue"],
+                      thresholds=z["thresholds"], pred_probs=z["pred_probs"], noise_rate=rec["estimated_rate"],
+                      transition=z["transition"])
+    return rec, iss
+
+
+def run_seed(prepared, syn, distill_seconds: float, s: Settings, seed_index: int, out: Path, device,
+             base: list, stage: str) -> None:
+    ds = prepared.dataset
+    test = ds.test
+    cfg = s.train_cfg()
+    noisy = prepared.noisy_train
+    seed = derive_seed(s.data_seed, "bench-denoise", seed_index)
+    out.mkdir(parents=True, exist_ok=True)
+    common = base + [asdict(cfg), seed]
+    label = f"seed {seed_index}"
+    teacher_key = json_key(base + [seed, asdict(s.teacher_cfg()), s.teachers, s.ipc, s.dm_iterations,
+                                   s.dm_batch_real, s.dm_width])
+    sc, issues = scores_record(prepared, syn, s, seed, out, device, teacher_key)
+    rate = sc["estimated_rate"]
+    say(f"  {label} teachers: est. rate {rate:.3f}, teacher acc. {sc['teacher_accuracies']} ({sc['teacher_seconds']:.0f}s)")
+    if stage in ("baselines", "all"):
+        jobs = {
+            "clean": lambda: ce_route(ds.train.with_labels(prepared.noisy.clean), test, cfg, seed, device,
+                                      early_stop=False, val_fraction=s.val_fraction),
+            "ce": lambda: ce_route(noisy, test, cfg, seed, device, early_stop=False, val_fraction=s.val_fraction),
+            "ce-es": lambda: ce_route(noisy, test, cfg, seed, device, early_stop=True, val_fraction=s.val_fraction),
+            "gce": lambda: _timed(lambda: train_gce(noisy, cfg, num_classes=10, seed=seed, device=device), test),
+            "coteaching": lambda: _timed(lambda: train_coteaching(noisy, cfg, num_classes=10, seed=seed,
+                                                                  forget_rate=rate, device=device),
+                                         test, forget_rate=rate),
+            "cleanlab": lambda: cleanlab_route(noisy, test, cfg, s, seed, device),
+        }
+        for name, job in jobs.items():
+            extra = [s.val_fraction] if name == "ce-es" else [s.folds] if name == "cleanlab" else \
+                [rate] if name == "coteaching" else []
+            rec = cached(out / f"{name}.json", json_key(common + [name] + extra), job)
+            say(f"  {label} {name} {100 * rec['accuracy']:.2f} ({rec['seconds']:.0f}s)")
+    if stage in ("denoise", "all"):
+        den_key = json_key(common + [teacher_key, asdict(s.denoise_cfg())])
+
+        def run_denoise() -> dict:
+            t0 = time.perf_counter()
+            res = denoise(noisy, syn, s.denoise_cfg(), cfg, s.teacher_cfg(), IssuesConfig(n_models=s.teachers),
+                          seed=seed, device=device, scored=([], issues))
+            acc = accuracy(res.model, test)
+            clean = prepared.noisy.clean.numpy()
+            kept = res.targets.group.numpy() < 2
+            tr = res.train_index.numpy()
+            student = time.perf_counter() - t0
+            return {**res.summary(), "accuracy": acc, "seconds": distill_seconds + sc["teacher_seconds"] + student,
+                    "teacher_seconds": sc["teacher_seconds"], "student_seconds": student,
+                    "distill_seconds": distill_seconds, "teacher_accuracies": sc["teacher_accuracies"],
+                    "estimated_rate": rate,
+                    "target_label_correct": float((res.targets.labels.numpy()[kept] == clean[tr][kept]).mean())}
+
+        den = cached(out / "denoise.json", den_key, run_denoise)
+        say(f"  {label} ddlnl denoise {100 * den['accuracy']:.2f} ({den['seconds']:.0f}s, counts {den['counts']}, "
+            f"epoch {den['selected_epoch']}, kept labels correct {100 * den['target_label_correct']:.1f}%)")
+
+
+def _timed(fn, test, **extra) -> dict:
+    t0 = time.perf_counter()
+    run = fn()
+    return {"accuracy": accuracy(run.model, test), "seconds": time.perf_counter() - t0, **extra}
+
+
+def prepare_setting(noise: str, s: Settings, out: Path, device):
+    prepared = prepare_data(JobConfig(dataset="fashion-mnist", noise=noise, train_subset=s.subset, seed=s.data_seed))
+    dm_cfg = DMConfig(iterations=s.dm_iterations, batch_real=s.dm_batch_real, width=s.dm_width)
+    base = [noise, s.subset, s.data_seed]
+    syn_key = json_key(base + [s.ipc, asdict(dm_cfg)])
+    out.mkdir(parents=True, exist_ok=True)
+    syn = distill_cached(prepared, "dm", s.ipc, dm_cfg, seed=derive_seed(s.data_seed, "distill", s.ipc), key=syn_key,
+                         path=out / "synthetic.safetensors", device=device)
+    return prepared, syn, float(syn.meta["distill_seconds"]), base
+
+
+def run_setting(noise: str, s: Settings, out_root: Path, device, stage: str = "all") -> None:
+    out = out_root / slug(noise)
+    prepared, syn, dsec, base = prepare_setting(noise, s, out, device)
+    say(f"== {noise}: {len(prepared.noisy_train)} images, realized rate {prepared.noisy.realized_rate:.3f}, "
+        f"DM {dsec:.0f}s")
+    atomic_write_json(out / "setting.json", {"noise": noise, "realized_rate": prepared.noisy.realized_rate})
+    atomic_write_json(out / "synthetic.json", {"distill_seconds": dsec})
+    for i in range(s.seeds):
+        run_seed(prepared, syn, dsec, s, i, out / f"seed{i}", device, base, stage)
+
+
+def slug(noise: str) -> str:
+    return noise.replace(":", "-")
+
+
+# ---------------------------------------------------------------------------------------------
+# Development grid (not a reported row)
+# ---------------------------------------------------------------------------------------------
+
+DEV_GRID = ((0.0, 0.5), (0.3, 0.5), (0.6, 0.5), (0.0, 0.0), (0.0, 1.0))  # (mix, threshold)
+
+
+def run_dev(noise: str, s: Settings, out_root: Path, device) -> list[dict]:
+    out = out_root / f"dev-{slug(noise)}-data{s.data_seed}"
+    prepared, syn, dsec, base = prepare_setting(noise, s, out, device)
+    noisy, test, cfg = prepared.noisy_train, prepared.dataset.test, s.train_cfg()
+    seed = derive_seed(s.data_seed, "bench-denoise", 0)
+    say(f"== dev {noise} (data seed {s.data_seed}): realized {prepared.noisy.realized_rate:.3f}")
+    scored = None
+    rows = []
+    es = cached(out / "ce-es.json", json_key(base + [asdict(cfg), seed, "ce-es", s.val_fraction]),
+                lambda: ce_route(noisy, test, cfg, seed, device, early_stop=True, val_fraction=s.val_fraction))
+    say(f"  dev CE early stop {100 * es['accuracy']:.2f}")
+    for mix, thr in DEV_GRID:
+        dcfg = DenoiseConfig(mix=mix, threshold=thr, val_fraction=s.val_fraction)
+        key = json_key(base + [asdict(cfg), seed, asdict(s.teacher_cfg()), asdict(dcfg), s.teachers, "dev"])
+
+        def compute(dcfg=dcfg) -> dict:
+            nonlocal scored
+            if scored is None:
+                scored = score_with_teachers(noisy, syn, s.teacher_cfg(), IssuesConfig(n_models=s.teachers),
+                                             seed=seed, device=device)
+            res = denoise(noisy, syn, dcfg, cfg, s.teacher_cfg(), IssuesConfig(n_models=s.teachers), seed=seed,
+                          device=device, scored=scored)
+            sel = max(res.history, key=lambda h: h["cleaned_val_acc"])
+            return {"accuracy": accuracy(res.model, test), "cleaned_val_acc": sel["cleaned_val_acc"],
+                    "counts": res.targets.counts(), "selected_epoch": sel["epoch"]}
+
+        rec = cached(out / f"dev-mix{mix}-thr{thr}.json", key, compute)
+        rows.append({"mix": mix, "threshold": thr, **rec, "es": es["accuracy"]})
+        say(f"  dev mix {mix} thr {thr}: cleaned-val {100 * rec['cleaned_val_acc']:.2f} test {100 * rec['accuracy']:.2f}")
+    atomic_write_json(out / "dev.json", {"noise": noise, "realized_rate": prepared.noisy.realized_rate,
+                                         "data_seed": s.data_seed, "rows": rows, "ce_es": es["accuracy"]})
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# Report
+# ---------------------------------------------------------------------------------------------
+
+FILES = {"clean": "clean labels (ceiling)", "denoise": "ddlnl denoise", "ce": "CE, end of training",
+         "ce-es": "CE, early stop (noisy val)", "gce": f"GCE (q={GCE_Q})", "coteaching": "Co-teaching (estimated rate)",
+         "cleanlab": "cleanlab-cleaned labels"}
+
+
+def collect(out_root: Path, noise: str, s: Settings) -> dict[str, list[dict]]:
+    rows: dict[str, list[dict]] = {r: [] for r in ROUTES}
+    for i in range(s.seeds):
+        d = out_root / slug(noise) / f"seed{i}"
+        for f, route in FILES.items():
+            p = d / f"{f}.json"
+            if p.exists():
+                rows[route].append(json.loads(p.read_text()))
+        p, syn = d / "scores.json", d.parent / "synthetic.json"
+        if p.exists():
+            rec = json.loads(p.read_text())
+            dsec = json.loads(syn.read_text())["distill_seconds"] if syn.exists() else 0.0
+            per_teacher = rec["teacher_seconds"] / max(1, len(rec["teacher_accuracies"]))
+            rows["synthetic set only (privacy)"].append(
+                {"accuracy": rec["teacher_accuracies"][0], "seconds": dsec + per_teacher})
+    return rows
+
+
+def setting_table(rows: dict[str, list[dict]]) -> str:
+    body = []
+    es = [r["accuracy"] for r in rows["CE, early stop (noisy val)"]]
+    for route in ROUTES:
+        recs = rows[route]
+        if not recs:
+            body.append([route, "-", "-", "-", NEEDS.get(route, "full data"), 0])
+            continue
+        accs = np.array([r["accuracy"] for r in recs])
+        delta = "-" if not es or route == "CE, early stop (noisy val)" else f"{100 * (accs.mean() - np.mean(es)):+.2f}"
+        body.append([route, fmt_acc(accs.mean(), accs.std()), delta,
+                     f"{np.mean([r['seconds'] for r in recs]):.0f}", NEEDS.get(route, "full data (noisy labels)"),
+                     len(recs)])
+    return markdown_table(["route", "clean-test acc. (%)", "Δ early stop", "wall s (per seed)", "data needed",
+                           "seeds"], body)
+
+
+def figure(rows: dict[str, list[dict]], title: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [r for r in ROUTES if rows[r]]
+    means = [100 * np.mean([x["accuracy"] for x in rows[r]]) for r in names]
+    stds = [100 * np.std([x["accuracy"] for x in rows[r]]) for r in names]
+    colors = ["#888888" if r.startswith("clean") else "#d62728" if r.startswith("ddlnl") else
+              "#ff9896" if r.startswith("synthetic") else "#1f77b4" for r in names]
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    ax.barh(range(len(names)), means, xerr=stds, color=colors)
+    ax.set_yticks(range(len(names)), names)
+    ax.invert_yaxis()
+    lo = max(0.0, min(means) - 10)
+    ax.set_xlim(lo, 100)
+    for i, m in enumerate(means):
+        ax.text(m + 0.5, i, f"{m:.1f}", va="center", fontsize=8)
+    ax.set_xlabel("clean-test accuracy (%), mean ± std over seeds")
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def dev_section(out_root: Path) -> str:
+    parts = []
+    for p in sorted(out_root.glob("dev-*/dev.json")):
+        dev = json.loads(p.read_text())
+        body = [[r["mix"], r["threshold"], f"{100 * r['cleaned_val_acc']:.2f}", f"{100 * r['accuracy']:.2f}",
+                 r["selected_epoch"], r["counts"]] for r in dev["rows"]]
+        parts.append(f"Development setting: {dev['noise']} (realized {dev['realized_rate']:.3f}), data/noise seed "
+                     f"{dev['data_seed']} (not a reported row), one seed; CE early stop there: "
+                     f"{100 * dev['ce_es']:.2f}.\n\n" + markdown_table(
+                         ["mix", "threshold", "teacher-cleaned val acc. (%)", "clean-test acc. (%)", "epoch chosen",
+                          "samples agree / pseudo / dropped"], body))
+    return "\n\n".join(parts)
+
+
+def report(out_root: Path, s: Settings, noises: tuple[str, ...], target: Path, extra_notes: str = "") -> None:
+    sections, missing = [], []
+    for noise in noises:
+        rows = collect(out_root, noise, s)
+        if not any(rows.values()):
+            missing.append(noise)
+            continue
+        meta = out_root / slug(noise) / "setting.json"
+        realized = json.loads(meta.read_text())["realized_rate"] if meta.exists() else float("nan")
+        title = f"Fashion-MNIST, {noise} (realized {realized:.3f})"
+        png = target.parent / f"denoise-{slug(noise)}.png"
+        figure(rows, title, png)
+        sections.append(f"## {title}\n\n{setting_table(rows)}\n\n![{noise}]({png.name})")
+        done = min(len(v) for v in rows.values())
+        if done < s.seeds:
+            missing.append(f"{noise} (some routes have fewer than {s.seeds} seeds)")
+    body = "\n\n".join(sections)
+    dev = dev_section(out_root)
+    if dev:
+        body += "\n\n## How the denoise route's tunables were chosen\n\n" + dev
+    if missing:
+        body += "\n\nNot run (or incomplete) within the CPU budget: " + ", ".join(missing) + "."
+    write_result(target, "Denoising with a distilled set vs label-noise baselines", body, notes(s) + extra_notes)
+    say(f"written {target}")
+
+
+def notes(s: Settings) -> str:
+    return (f"Fashion-MNIST, stratified {s.subset}-image training subset (data/noise seed {s.data_seed}), the full "
+            f"10k clean test set. Every route trains ConvNet-3 width {s.width} (instance norm) for {s.epochs} epochs, "
+            f"SGD momentum 0.9, lr {s.lr} cosine, weight decay 5e-4, batch {s.batch_size}, no augmentation (the "
+            f"CPU preset's full-data recipe, shortened to fit the budget), in ddlnl's one training loop; "
+            f"{s.seeds} seeds (training seeds; the noisy labels and the DM set are fixed per setting). Accuracy: "
+            f"the clean test set at the end of training, or at the epoch the route's own validation split chose "
+            f"(CE early stop: 10% noisy labels; denoise: 10% with teacher-cleaned labels). Nothing is chosen by "
+            f"test accuracy. Synthetic set: DM IPC {s.ipc} ({s.dm_iterations} iterations, {s.dm_batch_real} real "
+            f"images/class, width {s.dm_width}) from the noisy labels; its distillation time is counted in the "
+            f"denoise and privacy rows. Teachers: {s.teachers} ConvNet-3 width {s.teacher_width} x "
+            f"{s.teacher_epochs} epochs on the synthetic set only (DSA, lr 0.01 step), scores = ddlnl's label "
+            f"issues (teachers + 50-NN vote, estimated number of flags per class); denoise: mix {s.mix}, "
+            f"threshold {s.threshold}. Privacy row: one teacher's accuracy (trained on the 100 synthetic images "
+            f"only). Co-teaching: forget rate = the teachers' estimated noise rate (never the true one), "
+            f"linear ramp over T_k = 10 epochs as published (with a {s.epochs}-epoch budget the ramp covers most "
+            f"of training), the first network is evaluated. cleanlab: {s.folds}-fold cross-validation with the "
+            f"same network and epochs, `find_label_issues` (prune_by_noise_rate), flagged samples removed, then "
+            f"the same network trained on the rest. Wall times are per seed on a 2-core machine shared with other "
+            f"jobs, 1 torch thread per process, 2 processes in parallel: compare them within a table.")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--noises", default=",".join(REPORTED))
+    ap.add_argument("--seeds", type=int, default=None)
+    ap.add_argument("--subset", type=int, default=None)
+    ap.add_argument("--epochs", type=int, default=None)
+    ap.add_argument("--dev", action="store_true", help="the development grid (data seed 1) instead")
+    ap.add_argument("--report", action="store_true", help="only write the tables and figures from the records")
+    ap.add_argument("--quick", action="store_true", help="tiny settings; a smoke test (tables stay under --out)")
+    ap.add_argument("--stage", choices=["all", "baselines", "denoise"], default="all",
+                    help="baselines: teachers' scores + every baseline; denoise: the denoise student (needs the scores)")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    require_cleanlab()
+    s = Settings()
+    if args.quick:
+        s = replace(s, subset=1000, epochs=2, seeds=1, dm_iterations=5, teachers=1, teacher_epochs=5, teacher_width=16,
+                    dm_width=16, dm_batch_real=16)
+    over = {"seeds": args.seeds, "subset": args.subset, "epochs": args.epochs}
+    s = replace(s, **{k: v for k, v in over.items() if v is not None})
+    out = Path(args.out or ("runs/bench-denoise" + ("-quick" if args.quick else "")))
+    device = resolve_device("auto")
+    noises = tuple(n for n in args.noises.split(",") if n)
+    if args.dev:
+        run_dev(noises[0], replace(s, data_seed=1), out, device)
+        return
+    t0 = time.perf_counter()
+    if not args.report:
+        for noise in noises:
+            run_setting(noise, s, out, device, args.stage)
+    target = (out / "denoise.md") if args.quick else RESULTS / "denoise.md"
+    report(out, s, REPORTED if not args.quick else noises, target,
+           "" if args.report else f" This process: {time.perf_counter() - t0:.0f}s.")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,320 @@
+"""The data owner's route: a distilled set as the source of clean patterns, the full noisy set for
+capacity.
+
+A user who holds the noisy data (not only its distilled set) can do better than train on the
+synthetic set alone (the privacy route) or on the noisy labels alone. :func:`denoise` combines both:
+
+1. **Teacher from the synthetic set.** Models trained only on the distilled set never saw any
+   single sample's label, so their opinion of it is independent of its flip; their probabilities
+   and the neighbour vote in their feature space score every given label
+   (:func:`ddlnl.label_issues.score_labels`). This is the clean-teacher setting of Li et al.,
+   "Learning from Noisy Labels with Distillation" (ICCV 2017), with the small clean set replaced by
+   the distilled one.
+2. **Selection** (small-loss / agreement selection, as in Co-teaching, Han et al. 2018, and the
+   clean/noisy division of DivideMix, Li, Socher & Hoi 2020): a sample whose given label the
+   teacher does not flag is kept with its given label ("agree").
+3. **Semi-supervised use of the rest**: a flagged sample whose teacher confidence
+   ``max_k pred_probs[n, k]`` reaches ``threshold`` is kept with the teacher's label as a
+   pseudo-label (FixMatch's confidence-thresholded pseudo-labels, Sohn et al. 2020); below it the
+   sample gets weight 0 (treated as unlabelled and left out of the loss).
+4. **Soft targets**: every kept sample's target is ``(1 - mix) * onehot(label) + mix * pred_probs``,
+   the mixture of Reed et al.'s soft bootstrapping ("Training deep neural networks on noisy labels
+   with bootstrapping", 2015) and Li et al.'s distillation target, with the teacher's (fixed)
+   prediction in place of the network's own.
+5. **Early stopping on a teacher-cleaned noisy validation split**: ``val_fraction`` of the training
+   set (stratified by given label) is held out, its labels replaced by the teacher-cleaned ones
+   (:meth:`~ddlnl.label_issues.LabelIssues.cleaned_labels`), and the epoch with the best accuracy on
+   it is returned. The test set is never looked at.
+
+The student trains in ddlnl's one loop (:func:`ddlnl.train.train`) through its ``loss_fn`` hook
+(weighted soft cross-entropy), with the same model, schedule and budget as every baseline.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from .data import LabeledTensors
+from .errors import ConfigError, UserError
+from .label_issues import IssuesConfig, LabelIssues, score_labels, teacher_outputs, teacher_seeds, train_teachers
+from .pipeline import log
+from .synthetic import SyntheticSet
+from .train import TrainConfig, build_model, stratified_split, train
+from .utils import derive_seed
+
+__all__ = ["DenoiseConfig", "DenoiseTargets", "DenoiseResult", "denoise_targets", "weighted_soft_ce",
+           "score_with_teachers", "denoise", "run_denoise", "split_denoise_overrides", "GROUPS"]
+
+GROUPS = ("agree", "pseudo", "dropped")  # codes 0, 1, 2 of DenoiseTargets.group
+
+
+@dataclass(frozen=True)
+class DenoiseConfig:
+    """The denoise route's settings (``--set denoise.<field>=...``).
+
+    Defaults were chosen on a development setting that is not a reported benchmark row (see
+    ``benchmarks/results/denoise.md``).
+    """
+
+    mix: float = 0.3  # weight of the teacher's probabilities in each target (0 = hard labels)
+    threshold: float = 0.5  # teacher confidence above which a flagged sample keeps the teacher's label
+    val_fraction: float = 0.1  # share held out (labels teacher-cleaned) to choose the epoch; 0 = last epoch
+
+    def check(self) -> None:
+        if not 0.0 <= self.mix <= 1.0:
+            raise ConfigError(f"denoise.mix must be in [0, 1], got {self.mix}")
+        if not 0.0 <= self.threshold <= 1.0:
+            raise ConfigError(f"denoise.threshold must be in [0, 1], got {self.threshold}")
+        if not 0.0 <= self.val_fraction < 0.5:
+            raise ConfigError(f"denoise.val_fraction must be in [0, 0.5), got {self.val_fraction}")
+
+
+@dataclass
+class DenoiseTargets:
+    """Per-sample training targets of the student.
+
+    Attributes:
+        targets: ``N x K`` float32, rows sum to 1 (zero-weight rows hold the teacher's probabilities).
+        weights: ``N`` float32, 1 for kept samples, 0 for dropped ones.
+        group: ``N`` int64, index into :data:`GROUPS` (agree / pseudo / dropped).
+        labels: ``N`` int64, the hard label each target is built around (given or teacher's).
+    """
+
+    targets: torch.Tensor
+    weights: torch.Tensor
+    group: torch.Tensor
+    labels: torch.Tensor
+
+    def counts(self) -> dict[str, int]:
+        return {name: int((self.group == i).sum()) for i, name in enumerate(GROUPS)}
+
+
+def denoise_targets(pred_probs: np.ndarray, given: np.ndarray, is_issue: np.ndarray, *, mix: float,
+                    threshold: float) -> DenoiseTargets:
+    """Selection and soft targets from the teacher's view of each given label.
+
+    Args:
+        pred_probs: ``N x K`` teacher probabilities (rows sum to 1), from models that never saw ``given``.
+        given: ``N`` int64 given (noisy) labels.
+        is_issue: ``N`` bool, the teacher's flags.
+        mix: weight of ``pred_probs`` in the target.
+        threshold: a flagged sample with ``max_k pred_probs[n, k] >= threshold`` becomes a
+            pseudo-labelled one (label ``argmax_k pred_probs[n, k]``), otherwise it is dropped.
+
+    Returns:
+        :class:`DenoiseTargets`.
+    """
+    p = torch.as_tensor(np.asarray(pred_probs), dtype=torch.float64)
+    y = torch.as_tensor(np.asarray(given), dtype=torch.int64)
+    flagged = torch.as_tensor(np.asarray(is_issue), dtype=torch.bool)
+    conf, teacher_label = p.max(dim=1)
+    pseudo = flagged & (conf >= threshold)
+    dropped = flagged & ~pseudo
+    labels = torch.where(pseudo, teacher_label, y)
+    onehot = torch.nn.functional.one_hot(labels, p.shape[1]).double()
+    targets = (1.0 - mix) * onehot + mix * p
+    targets = targets / targets.sum(dim=1, keepdim=True)
+    group = torch.zeros_like(y)
+    group[pseudo] = 1
+    group[dropped] = 2
+    return DenoiseTargets(targets=targets.float(), weights=(~dropped).float(), group=group, labels=labels)
+
+
+def weighted_soft_ce(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """``sum_n w_n CE(logits_n, targets_n) / sum_n w_n`` (0 when every weight is 0)."""
+    ce = -(targets * torch.log_softmax(logits, dim=1)).sum(dim=1)
+    total = weights.sum()
+    return (weights * ce).sum() / total.clamp_min(1e-12) if total > 0 else (ce * 0.0).sum()
+
+
+@dataclass
+class DenoiseResult:
+    """What :func:`denoise` leaves.
+
+    Attributes:
+        model: the student (weights of the selected epoch).
+        teachers: the models trained on the synthetic set only (the privacy route's models).
+        issues: the teacher's scores of every given label.
+        targets: the student's targets (training part only: ``train_index``).
+        train_index, val_index: positions in the input of the student's training and validation samples.
+        history: the student's curve (``cleaned_val_acc`` per epoch).
+        seconds: ``teacher`` (teachers + scoring), ``student`` and ``total`` wall times.
+    """
+
+    model: nn.Module
+    teachers: list[nn.Module]
+    issues: LabelIssues
+    targets: DenoiseTargets
+    train_index: torch.Tensor
+    val_index: torch.Tensor
+    history: list[dict[str, float]]
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        sel = [h for h in self.history if "cleaned_val_acc" in h]
+        best = max(sel, key=lambda h: h["cleaned_val_acc"]) if sel else None
+        return {"counts": self.targets.counts(), "estimated_noise_rate": self.issues.noise_rate,
+                "flagged": int(self.issues.is_issue.sum()), "selected_epoch": best["epoch"] if best else None,
+                "seconds": self.seconds}
+
+
+def score_with_teachers(noisy: LabeledTensors, syn: SyntheticSet, teacher_cfg: TrainConfig,
+                        issues_cfg: IssuesConfig = IssuesConfig(), *, seed: int, device: torch.device | str = "cpu",
+                        show_progress: bool = False) -> tuple[list[nn.Module], LabelIssues]:
+    """Step 1 of :func:`denoise`: teachers trained on ``syn`` only (seeds from
+    ``derive_seed(seed, "denoise-teachers")``) and their scores of ``noisy``'s given labels."""
+    t0 = time.perf_counter()
+    teacher_seed = derive_seed(seed, "denoise-teachers")
+    teachers = train_teachers(syn, teacher_cfg, issues_cfg.n_models, seed=teacher_seed, device=device,
+                              show_progress=show_progress)
+    outs = teacher_outputs(teachers, noisy.images, batch_size=teacher_cfg.eval_batch_size,
+                           keep_features=issues_cfg.neighbours > 0)
+    outs.seeds = teacher_seeds(teacher_seed, issues_cfg.n_models)
+    outs.seconds = time.perf_counter() - t0
+    issues = score_labels(syn, noisy, issues_cfg, teacher_cfg, seed=teacher_seed, device=device, teachers=outs)
+    return teachers, issues
+
+
+def denoise(noisy: LabeledTensors, syn: SyntheticSet, cfg: DenoiseConfig, train_cfg: TrainConfig,
+            teacher_cfg: TrainConfig, issues_cfg: IssuesConfig = IssuesConfig(), *, seed: int,
+            device: torch.device | str = "cpu", show_progress: bool = False,
+            scored: tuple[list[nn.Module], LabelIssues] | None = None) -> DenoiseResult:
+    """Train a student on the full noisy set guided by teachers trained on ``syn`` (module docstring).
+
+    Args:
+        noisy: training images with their given (noisy, hard) labels, ``N x C x H x W`` / ``N``.
+        syn: a synthetic set distilled from ``noisy`` (same image shape and classes).
+        cfg: mixing weight, confidence threshold, validation share.
+        train_cfg: the student's model and schedule (the same as the baselines').
+        teacher_cfg: how each teacher is trained on ``syn``.
+        issues_cfg: how labels are scored (teachers, neighbour vote, flags).
+        seed: teachers, validation split and student derive their seeds from it.
+        scored: ``(teachers, issues)`` from an earlier call with the same inputs, to train another
+            student (other ``cfg``) without retraining the teachers.
+
+    Returns:
+        :class:`DenoiseResult`.
+    """
+    cfg.check()
+    if not noisy.hard:
+        raise UserError("denoise needs hard given labels (one class index per sample)")
+    t0 = time.perf_counter()
+    if scored is None:
+        teachers, issues = score_with_teachers(noisy, syn, teacher_cfg, issues_cfg, seed=seed, device=device,
+                                               show_progress=show_progress)
+    else:
+        teachers, issues = scored
+    t_teacher = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    n = len(noisy)
+    if cfg.val_fraction > 0:
+        tr, va = stratified_split(noisy.labels.cpu(), cfg.val_fraction, derive_seed(seed, "denoise-val"))
+    else:
+        tr, va = torch.arange(n), torch.zeros(0, dtype=torch.int64)
+    given = noisy.labels.cpu().numpy()
+    tg = denoise_targets(issues.pred_probs[tr.numpy()], given[tr.numpy()], issues.is_issue[tr.numpy()],
+                         mix=cfg.mix, threshold=cfg.threshold)
+    student_data = LabeledTensors(noisy.images[tr], tg.targets)
+    weights = tg.weights.to(device)
+    monitor, select = None, None
+    if va.numel():
+        cleaned = torch.from_numpy(issues.cleaned_labels()[va.numpy()])
+        monitor, select = {"cleaned_val": LabeledTensors(noisy.images[va], cleaned)}, "cleaned_val"
+    c, h, w = noisy.images.shape[1:]
+    student_seed = derive_seed(seed, "denoise-student")
+    model = build_model(train_cfg, channels=c, num_classes=syn.num_classes, image_size=(h, w), seed=student_seed,
+                        device=device)
+    res = train(model, student_data, train_cfg, seed=student_seed, monitor=monitor, record_every=1 if monitor else 0,
+                select=select, show_progress=show_progress, desc="denoise student",
+                loss_fn=lambda logits, target, idx, epoch: weighted_soft_ce(logits, target, weights[idx]))
+    seconds = {"teacher": t_teacher, "student": time.perf_counter() - t1, "total": time.perf_counter() - t0}
+    return DenoiseResult(model=model, teachers=teachers, issues=issues, targets=tg, train_index=tr, val_index=va,
+                         history=res.history, seconds=seconds)
+
+
+# ---------------------------------------------------------------------------------------------
+# The `ddlnl denoise` job (used by the CLI)
+# ---------------------------------------------------------------------------------------------
+
+
+def split_denoise_overrides(overrides: list[str] | None) -> tuple[list[str], DenoiseConfig]:
+    """Take the ``denoise.*`` keys out of ``--set`` overrides; the rest go on (``issues.*``, jobs)."""
+    from .config import apply_overrides
+
+    rest, mine = [], []
+    for item in overrides or []:
+        (mine if item.startswith("denoise.") else rest).append(item)
+    cfg = apply_overrides(DenoiseConfig(), [m[len("denoise."):] for m in mine])
+    cfg.check()
+    return rest, cfg
+
+
+def run_denoise(resolved: Any, cfg: DenoiseConfig, issues_cfg: IssuesConfig, out: Path, *,
+                synthetic: str | Path | None = None, ipc: int = 10, device: torch.device,
+                show_progress: bool = True, echo: Callable[[str], None] = log) -> dict[str, Any]:
+    """``ddlnl denoise``: teachers from a synthetic set (given, or DM distilled here), a student on the
+    full noisy set with the job's full-data recipe (``baseline.*``), its clean-test accuracy beside
+    that of a model trained on the synthetic set alone (the privacy route).
+
+    Writes ``out/denoise.json`` (accuracies, counts, estimate, timings, configuration),
+    ``out/student.safetensors`` (the student's weights) and, when it distils,
+    ``out/synthetic-dm-ipc<k>.safetensors``.
+    """
+    from safetensors.torch import save_file
+
+    from .label_issues import obtain_synthetic
+    from .noise import summary_text
+    from .pipeline import fit_to_images, prepare_data
+    from .train import accuracy
+    from .utils import atomic_output, atomic_write_json
+
+    out = Path(out)
+    job = resolved.job
+    prepared = prepare_data(job)
+    resolved = fit_to_images(resolved, prepared.dataset.image_size)
+    ds = prepared.dataset
+    echo(summary_text(prepared.noisy, ds.classes))
+    syn = obtain_synthetic(prepared, resolved, synthetic=synthetic, ipc=ipc, out=out, device=device,
+                           show_progress=show_progress, echo=echo)
+    echo(f"denoise: {issues_cfg.n_models} teachers on {len(syn)} synthetic images, then a student on "
+         f"{len(ds.train)} noisy labels ({resolved.baseline.epochs} epochs, mix {cfg.mix}, threshold {cfg.threshold})")
+    res = denoise(prepared.noisy_train, syn, cfg, resolved.baseline, resolved.train, issues_cfg,
+                  seed=derive_seed(job.seed, "denoise"), device=device, show_progress=show_progress)
+    summary = {"dataset": ds.name, "train_size": len(ds.train), "noise": prepared.noisy.spec.to_dict(),
+               "synthetic": str(synthetic) if synthetic else f"dm ipc {ipc} (distilled here)",
+               "accuracy": accuracy(res.model, ds.test),
+               "synthetic_only_accuracies": [accuracy(m, ds.test) for m in res.teachers],
+               **res.summary(), "denoise_config": asdict(cfg), "issues_config": asdict(issues_cfg),
+               "student_config": asdict(resolved.baseline), "teacher_config": asdict(resolved.train)}
+    wrong = prepared.noisy.is_noisy.numpy()
+    if wrong.any():
+        clean = prepared.noisy.clean.numpy()[res.train_index.numpy()]
+        kept = res.targets.group.numpy() < 2
+        summary["kept_labels_correct"] = float((res.targets.labels.numpy()[kept] == clean[kept]).mean())
+        summary["realized_rate"] = prepared.noisy.realized_rate
+    with atomic_output(out / "student.safetensors") as tmp:
+        save_file({k: v.detach().cpu().contiguous() for k, v in res.model.state_dict().items()}, str(tmp))
+    atomic_write_json(out / "denoise.json", summary)
+    return summary
+
+
+def denoise_text(summary: dict[str, Any], out: Path) -> str:
+    """What ``ddlnl denoise`` prints."""
+    c = summary["counts"]
+    syn = summary["synthetic_only_accuracies"]
+    lines = [f"teachers: estimated noise rate {summary['estimated_noise_rate']:.3f}; student targets: {c['agree']} "
+             f"kept with their label, {c['pseudo']} pseudo-labelled, {c['dropped']} dropped"
+             + (f" (kept labels correct: {100 * summary['kept_labels_correct']:.1f}%)" if "kept_labels_correct" in summary
+                else ""),
+             f"clean-test accuracy: denoise {100 * summary['accuracy']:.2f} (epoch {summary['selected_epoch']} chosen on "
+             f"the teacher-cleaned validation split); synthetic set only {100 * float(np.mean(syn)):.2f} "
+             f"(mean of {len(syn)} models)",
+             f"written: {out / 'denoise.json'}, {out / 'student.safetensors'}"]
+    return "\n".join(lines)
