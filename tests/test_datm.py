@@ -10,7 +10,7 @@ from ddlnl.augment import DSA
 from ddlnl.errors import ConfigError
 from ddlnl.experts import ParamLayout, functional_forward, get_experts
 from ddlnl.methods import METHODS, method_config
-from ddlnl.methods.datm import (PUBLISHED, STUDY_NOISY, DATMConfig, Student, datm_eval_config, distill,
+from ddlnl.methods.datm import (DATMConfig, Student, datm_eval_config, distill,
                                 plan_steps, tesla_gradients, unrolled_gradients)
 from ddlnl.train import TrainConfig, build_model
 from ddlnl.utils import generator
@@ -175,15 +175,11 @@ def test_unrolled_mode_and_real_init_run(tiny_dataset):
 def test_window_grows_as_datm_upper_bound():
     cfg = DATMConfig()  # IPC 10: 10 -> 20 over 1000 iterations
     assert [cfg.window_upper(i) for i in (0, 99, 100, 550, 1000, 5000)] == [10, 10, 11, 15, 20, 20]
-    assert DATMConfig.for_ipc(1).window_upper(0) == 4  # IPC 1 does not expand
+    # IPC 1 (no sequential generation): the whole window from the start, whatever current_max says
+    assert DATMConfig(sequential_generation=False, max_start_epoch=4, current_max_start_epoch=20).window_upper(0) == 4
 
 
-def test_published_tables_and_presets():
-    assert DATMConfig.for_ipc(50, noisy=False).lr_img == 1000.0 and PUBLISHED[50]["max_start_epoch"] == 40
-    assert DATMConfig.for_ipc(1).syn_lr_init == 0.001 == STUDY_NOISY[10]["syn_lr_init"]
-    assert DATMConfig.for_ipc(10, noisy=False) == DATMConfig(syn_lr_init=0.01)
-    for ipc in (1, 10, 50):
-        DATMConfig.for_ipc(ipc).check()
+def test_cpu_preset():
     cpu = method_config("datm", "cpu")
     cpu.check()
     assert cpu.expert_config().num_experts == cpu.num_experts

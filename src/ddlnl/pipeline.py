@@ -30,11 +30,12 @@ import torch
 from .config import apply_overrides, identity
 from .data import Dataset, load_dataset
 from .errors import ConfigError, DamagedFile, DataError, UserError
-from .methods import METHODS, get_method, method_config
+from .methods import METHODS, get_method, method_config, paper_resolution
 from .methods.common import check_ipc, class_indices
 from .models import fit_depth
 from .noise import NoisyLabels, make_noise, parse_noise_spec, summary_text
 from .report import fmt_acc, fmt_delta, image_grid_png, markdown_table
+from .study import StudyCell
 from .synthetic import SyntheticSet, load_synthetic
 from .train import (BaselineConfig, EvalResult, TrainConfig, dsa_strategy_for, evaluate, run_baseline,
                     stratified_split)
@@ -113,11 +114,22 @@ class ResolvedJob:
     baseline: TrainConfig
     baseline_protocol: BaselineConfig
     methods: dict[str, Any] = field(default_factory=dict)
+    # The paper preset resolves a method per IPC (the study's tables): name -> {ipc: config} where
+    # some IPC of the job differs from ``methods[name]`` (the config at the job's first IPC).
+    per_ipc: dict[str, dict[int, Any]] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()  # how the paper preset resolved (study neighbours, deviations)
+
+    def method_cfg(self, name: str, ipc: int) -> Any:
+        """The config of method ``name`` at ``ipc``."""
+        return self.per_ipc.get(name, {}).get(ipc, self.methods[name])
 
     def to_dict(self) -> dict[str, Any]:
-        return {"job": asdict(self.job), "preset": self.preset, "train": asdict(self.train),
-                "baseline": asdict(self.baseline), "baseline_protocol": asdict(self.baseline_protocol),
-                "methods": {k: asdict(v) for k, v in self.methods.items()}}
+        out = {"job": asdict(self.job), "preset": self.preset, "train": asdict(self.train),
+               "baseline": asdict(self.baseline), "baseline_protocol": asdict(self.baseline_protocol),
+               "methods": {k: asdict(v) for k, v in self.methods.items()}}
+        if self.per_ipc:  # only then, so that the run directories of other jobs keep their names
+            out["per_ipc"] = {k: {str(i): asdict(c) for i, c in v.items()} for k, v in self.per_ipc.items()}
+        return out
 
 
 def split_overrides(items: Sequence[str] | None) -> dict[str, list[str]]:
@@ -157,12 +169,23 @@ def resolve_job(job: JobConfig, overrides: Sequence[str] | None = None,
     base_cfg = apply_overrides(apply_overrides(TrainConfig(), BASELINE_PRESETS[preset]), groups.pop("baseline", None))
     base_cfg = base_cfg.for_dataset(job.dataset)
     bproto = apply_overrides(BaselineConfig(), groups.pop("baseline_protocol", None))
-    methods = {}
+    methods, per_ipc, notes = {}, {}, []
     for name in ("random", *job.methods):
-        cfg = method_config(name, preset, groups.pop(name, None))
-        if hasattr(cfg, "dsa_strategy"):
-            cfg = replace(cfg, dsa_strategy=dsa_strategy_for(job.dataset, cfg.dsa_strategy))
-        methods[name] = cfg
+        over = groups.pop(name, None)
+        at = {}
+        for ipc in job.ipcs:
+            cell = study_cell(job, ipc) if preset == "paper" else None
+            cfg = method_config(name, preset, over, cell=cell)
+            if hasattr(cfg, "dsa_strategy"):
+                cfg = replace(cfg, dsa_strategy=dsa_strategy_for(job.dataset, cfg.dsa_strategy))
+            at[ipc] = cfg
+            if cell is not None:
+                res = paper_resolution(name, cell)
+                notes += [f"{name} IPC {ipc}: {n}" for n in res.notes]
+                notes += [f"{name} IPC {ipc}: {k} not as in the study: {why}" for k, (_, why) in res.deviations.items()]
+        methods[name] = at[job.ipcs[0]]
+        if any(c != methods[name] for c in at.values()):
+            per_ipc[name] = at
     if groups:
         unknown = ", ".join(sorted(groups))
         valid = ", ".join(["train", "baseline", "baseline_protocol", *sorted(METHODS)])
@@ -170,14 +193,20 @@ def resolve_job(job: JobConfig, overrides: Sequence[str] | None = None,
     for section, cfg in (("train", train_cfg), ("baseline", base_cfg), *methods.items()):
         _check_depth(cfg, section)
     resolved = ResolvedJob(job=job, preset=preset, train=train_cfg, baseline=base_cfg,
-                           baseline_protocol=bproto, methods=methods)
+                           baseline_protocol=bproto, methods=methods, per_ipc=per_ipc, notes=tuple(notes))
     return fit_to_images(resolved, image_size) if image_size is not None else resolved
 
 
 def fit_to_images(resolved: ResolvedJob, image_size: tuple[int, int]) -> ResolvedJob:
     """Every ConvNet depth of ``resolved`` fitted to ``image_size`` (idempotent)."""
     return replace(resolved, train=_fit(resolved.train, image_size), baseline=_fit(resolved.baseline, image_size),
-                   methods={k: _fit(v, image_size) for k, v in resolved.methods.items()})
+                   methods={k: _fit(v, image_size) for k, v in resolved.methods.items()},
+                   per_ipc={k: {i: _fit(c, image_size) for i, c in v.items()} for k, v in resolved.per_ipc.items()})
+
+
+def study_cell(job: JobConfig, ipc: int) -> StudyCell:
+    """The study cell (dataset, IPC, noise) whose settings the paper preset takes for ``job``."""
+    return StudyCell.of(job.dataset, ipc, job.noise)
 
 
 def _fit(cfg: Any, image_size: tuple[int, int]) -> Any:
@@ -334,6 +363,8 @@ def run_job(resolved: ResolvedJob, out: Path, *, device: torch.device,
     _check_run_dir(out, resolved, echo)
     echo(f"data: {ds.name}, {len(ds.train)} train / {len(ds.test)} test, {ds.num_classes} classes, preset {resolved.preset}, device {device}")
     echo(summary_text(prepared.noisy, ds.classes))
+    for note in resolved.notes:
+        echo(f"paper preset: {note}")
     _save_noise(prepared, out, echo)
 
     results: dict[str, Any] = {"dataset": ds.name, "noise": prepared.noisy.to_dict(), "cells": [],
@@ -418,7 +449,7 @@ def distill_to_file(resolved: ResolvedJob, method: str, ipc: int, path: Path, *,
                     show_progress: bool = True) -> Path:
     """``ddlnl distill``: one synthetic set, saved with its provenance."""
     prepared = prepare_data(resolved.job)
-    mcfg = fit_to_images(resolved, prepared.dataset.image_size).methods[method]
+    mcfg = fit_to_images(resolved, prepared.dataset.image_size).method_cfg(method, ipc)
     distill_cached(prepared, method, ipc, mcfg, seed=derive_seed(resolved.job.seed, "distill", method, ipc),
                    key=None, path=path, device=device, show_progress=show_progress)
     return Path(path)
@@ -462,7 +493,7 @@ def _run_cell(resolved: ResolvedJob, prepared: Prepared, method: str, ipc: int, 
               device: torch.device, show_progress: bool, echo: Callable[[str], None]) -> dict[str, Any]:
     job = resolved.job
     ds = prepared.dataset
-    mcfg = resolved.methods[method]
+    mcfg = resolved.method_cfg(method, ipc)
     name = f"{method}-ipc{ipc}"
     key = json_key([_data_key(job), method, ipc, identity(mcfg), identity(resolved.train), job.protocol])
     rec = _load_record(out / "cells" / f"{name}.json", key, echo)

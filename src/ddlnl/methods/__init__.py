@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, NamedTuple
 
+from .. import study
 from ..errors import ConfigError
 from . import dance, datm, dm, random_subset, rcig
 
@@ -44,15 +45,45 @@ def get_method(name: str) -> Method:
     return METHODS[name]
 
 
-def method_config(name: str, preset: str | None = None, overrides: Any = None) -> Any:
-    """The config of ``name``: published defaults, then a named preset, then ``--set`` overrides."""
+def method_config(name: str, preset: str | None = None, overrides: Any = None, *, cell: Any = None) -> Any:
+    """The config of ``name``: published defaults, then a named preset, then ``--set`` overrides.
+
+    With ``preset="paper"`` and a ``cell`` (:class:`ddlnl.study.StudyCell`: dataset, IPC, noise)
+    the study's values for that cell (``configs/study/``, :func:`ddlnl.study.resolve`) replace the
+    defaults; without a cell the paper preset is the dataclass defaults (the methods' published
+    CIFAR-10 settings). The ``cpu`` preset never reads the study tables.
+    """
     from ..config import apply_overrides
 
     cls = get_method(name).config
     cfg = cls()
-    if preset and preset != "paper":
+    if preset == "paper" and cell is not None:
+        cfg = apply_overrides(cfg, paper_resolution(name, cell).values)
+    elif preset and preset != "paper":
         presets = getattr(cls, "PRESETS", {})
         if preset not in presets:
             raise ConfigError(f"method {name!r} has no preset {preset!r}; presets: paper, {', '.join(sorted(presets))}")
         cfg = apply_overrides(cfg, presets[preset])
     return apply_overrides(cfg, overrides)
+
+
+def paper_resolution(name: str, cell: Any) -> Any:
+    """The study's values for method ``name`` at ``cell``, with their sources and notes
+    (:class:`ddlnl.study.Resolution`); the tables are checked against the configs first."""
+    from ..train import TrainConfig
+
+    check_study_tables()
+    return study.resolve(name, cell, get_method(name).config)
+
+
+def check_study_tables() -> None:
+    """Check every study table column against the method configs and TrainConfig (once)."""
+    global _TABLES_CHECKED
+    if not _TABLES_CHECKED:
+        from ..train import TrainConfig
+
+        study.check_tables({n: m.config for n, m in METHODS.items()}, TrainConfig)
+        _TABLES_CHECKED = True
+
+
+_TABLES_CHECKED = False

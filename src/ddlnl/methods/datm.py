@@ -77,31 +77,14 @@ from ..utils import derive_seed, generator, progress as progress_bar
 from .common import class_indices, sample_per_class, check_ipc
 
 
-# Published DATM settings, CIFAR-10, ConvNet-3 with instance norm (NUS-HPC-AI-Lab/DATM
-# configs/CIFAR-10/ConvIN/IPC{1,10,50}.yaml; unset keys from utils/cfg.py). batch_syn there is
-# 10/100/500 = every synthetic image, written here as 0 ("all"). The reference also sets zca: True,
-# lr_teacher 0.01 (= syn_lr_init), Momentum_y 0.9, Label_Model_Timestamp -1, 10000 iterations.
-PUBLISHED: dict[int, dict[str, Any]] = {
-    1: {"syn_steps": 80, "expert_epochs": 2, "lr_img": 100.0, "lr_lr": 1e-7, "lr_y": 5.0,
-        "threshold": 1.1, "min_start_epoch": 0, "current_max_start_epoch": 4, "max_start_epoch": 4,
-        "sequential_generation": False, "expansion_end_iteration": 3000, "syn_lr_init": 0.01},
-    10: {"syn_steps": 80, "expert_epochs": 2, "lr_img": 100.0, "lr_lr": 1e-5, "lr_y": 2.0,
-         "threshold": 1.0, "min_start_epoch": 0, "current_max_start_epoch": 10, "max_start_epoch": 20,
-         "sequential_generation": True, "expansion_end_iteration": 1000, "syn_lr_init": 0.01},
-    50: {"syn_steps": 80, "expert_epochs": 2, "lr_img": 1000.0, "lr_lr": 1e-5, "lr_y": 2.0,
-         "threshold": 1.0, "min_start_epoch": 0, "current_max_start_epoch": 20, "max_start_epoch": 40,
-         "sequential_generation": True, "expansion_end_iteration": 2000, "syn_lr_init": 0.01},
-}
-# The study (Kciiiman/DD_LNL, DATM+ours/configs/CIFAR-10/ConvIN/{symmetric,asymmetric}/IPC*_*.yaml)
-# keeps every published value for synthetic label noise except the initial learnable lr,
-# lr_teacher 0.001 instead of 0.01, and lr_lr 1e-6 instead of 1e-5 at IPC 10 with rate 0.8.
-STUDY_NOISY: dict[int, dict[str, Any]] = {ipc: {**v, "syn_lr_init": 0.001} for ipc, v in PUBLISHED.items()}
 
 
 @dataclass(frozen=True)
 class DATMConfig:
     """DATM hyperparameters. Defaults: the published CIFAR-10 IPC 10 configuration with the
-    study's initial lr for noisy labels (``syn_lr_init`` 0.001); use :meth:`for_ipc` for IPC 1 / 50.
+    study's initial lr for noisy CIFAR-10 (``syn_lr_init`` 0.001). ``--preset paper`` replaces
+    them with the study's values for the cell's dataset, IPC and noise (``configs/study/datm.csv``,
+    :mod:`ddlnl.study`).
 
     Experts (:class:`~ddlnl.experts.ExpertConfig`) are described by the ``expert_*`` fields and the
     architecture fields, which the student shares.
@@ -164,14 +147,6 @@ class DATMConfig:
         "current_max_start_epoch": 4, "max_start_epoch": 8, "expansion_end_iteration": 60,
         "batch_syn": 100, "num_experts": 2, "expert_train_epochs": 8, "width": 32, "syn_lr_init": 0.01}}
 
-    @classmethod
-    def for_ipc(cls, ipc: int, *, noisy: bool = True, **overrides: Any) -> "DATMConfig":
-        """The published CIFAR-10 configuration for ``ipc`` in {1, 10, 50} (``noisy``: the study's
-        initial lr 0.001, else DATM's 0.01), then ``overrides``. Other IPCs: nearest published one."""
-        nearest = min(PUBLISHED, key=lambda k: (abs(k - ipc), k))
-        table = STUDY_NOISY if noisy else PUBLISHED
-        return replace(cls(), **{**table[nearest], **overrides})
-
     def expert_config(self) -> ExpertConfig:
         """The experts this config matches: plain SGD, momentum 0, DSA, as MTT's buffer.py; with
         ``expert_ftd`` GSAM steps as FTD's buffer_FTD.py (adaptive, rho and alpha from this config)."""
@@ -195,9 +170,15 @@ class DATMConfig:
             raise ConfigError("datm: iterations must be >= 0, syn_steps and expert_epochs >= 1")
         if self.batch_syn < 0:
             raise ConfigError(f"datm: batch_syn must be >= 0 (0 = all synthetic images), got {self.batch_syn}")
-        if not 0 <= self.min_start_epoch < self.current_max_start_epoch <= self.max_start_epoch:
+        # Without sequential generation the window is [min, max) from the start and the reference
+        # never reads current_max_start_epoch (the study's IPC 1 configs leave it at cfg.py's 20).
+        if self.sequential_generation and not (
+                0 <= self.min_start_epoch < self.current_max_start_epoch <= self.max_start_epoch):
             raise ConfigError("datm: need 0 <= min_start_epoch < current_max_start_epoch <= max_start_epoch, got "
                               f"{self.min_start_epoch}, {self.current_max_start_epoch}, {self.max_start_epoch}")
+        if not 0 <= self.min_start_epoch < self.max_start_epoch:
+            raise ConfigError(f"datm: need 0 <= min_start_epoch < max_start_epoch, got {self.min_start_epoch}, "
+                              f"{self.max_start_epoch}")
         if self.sequential_generation and self.expansion_end_iteration < 1:
             raise ConfigError("datm: expansion_end_iteration must be >= 1")
         last_target = self.max_start_epoch - 1 + self.expert_epochs
