@@ -134,7 +134,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sweep", help="run an experiment grid from one YAML (resumable; local or SLURM via submitit)")
     p.add_argument("grid", help="grid YAML (see configs/grids/)")
     p.add_argument("--root", default=None, help="where records and artifacts go (default runs/sweeps/<grid name>)")
-    p.add_argument("--dry-run", action="store_true", help="list the cells, their state and the artifacts they share")
+    p.add_argument("--dry-run", action="store_true",
+                   help="list the cells, their state, estimated peak memory and time, and the artifacts they share")
+    p.add_argument("--device", default="auto", help="device the dry run plans for (auto: CUDA if present)")
+    p.add_argument("--memory-gb", type=float, default=None,
+                   help="dry run: memory a cell may use (default: free memory of the device now)")
     p.add_argument("--executor", choices=["local", "slurm", "submitit-local"], default="local",
                    help="local: in this process; slurm: a SLURM job array through submitit; submitit-local: submitit's local executor")
     p.add_argument("--cells-per-job", type=_positive_int, default=1, help="cells per cluster array task")
@@ -142,6 +146,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--only", action="append", default=[], metavar="FIELD=V1,V2",
                    help="run only matching cells: dataset, noise, seed, method, ipc (baselines: ipc=0); repeatable")
     p.add_argument("--quiet", action="store_true")
+
+    p = sub.add_parser("config", help="show the fully resolved configuration of one cell, every value with its source")
+    csub = p.add_subparsers(dest="config_command", metavar="ACTION", required=True)
+    p = csub.add_parser("show", help="method, experts and evaluation config of a (method, dataset, IPC, noise) cell")
+    p.add_argument("--method", required=True, help=f"one of {', '.join(sorted(METHODS))}")
+    p.add_argument("--dataset", required=True, help="dataset name, e.g. cifar10")
+    p.add_argument("--ipc", type=int, required=True, help="images per class")
+    p.add_argument("--noise", required=True, help="noise spec, e.g. symmetric:0.4, asymmetric:0.4, natural:aggre, none")
+    p.add_argument("--json", action="store_true", help="print one JSON object (sections method/experts/train/evaluation, "
+                                                       "a parallel 'sources' object, study_evaluation, notes)")
+    p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda: decides --preset auto")
+    p.add_argument("--preset", choices=["auto", "cpu", "paper"], default=None,
+                   help="paper = the study's settings for this cell (configs/study/), cpu = sized for a 2-core CPU")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config field, e.g. datm.iterations=10, train.epochs=100, protocol=own (repeatable)")
 
     p = sub.add_parser("results", help="list a sweep's result records as a table (filter, export CSV)")
     p.add_argument("root", help="the sweep's root directory")
@@ -405,11 +424,29 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         raise UserError(f"--only {' '.join(args.only)} matches no cell of grid {grid.name!r}; see `ddlnl sweep {args.grid} --dry-run`")
     preflight(grid, only=args.only)
     if args.dry_run:
-        for st in states:
-            print(f"{st.state:8s} {st.cell.name}  [{st.key[:10]}]")
+        from .plan import fmt_bytes, fmt_seconds
+        from .sweep import plan_grid
+        from .utils import resolve_device
+
+        if args.memory_gb is not None and args.memory_gb <= 0:
+            raise UserError(f"--memory-gb must be > 0, got {args.memory_gb}")
+        device = resolve_device(args.device)
+        budget = None if args.memory_gb is None else int(args.memory_gb * 2 ** 30)
+        estimates, budget = plan_grid(grid, root, args.only, device=device, budget=budget, states=states)
+        print(f"{'state':8s} {'peak mem':>10s} {'time':>8s}  cell  (estimates on {device}: ddlnl.plan)")
+        for e in estimates:
+            st = e.status
+            mem = fmt_bytes(e.plan.peak_bytes) if e.plan else "?"
+            secs = fmt_seconds(e.plan.seconds) if e.plan else "?"
+            flag = "  DOES NOT FIT" if e.fits is False else ""
+            print(f"{st.state:8s} {mem:>10s} {secs:>8s}  {st.cell.name}  [{st.key[:10]}]{flag}")
         counts = {s: sum(1 for x in states if x.state == s) for s in ("done", "running", "todo", "damaged")}
         damaged = f", {counts['damaged']} damaged (recomputed by the next run)" if counts["damaged"] else ""
         print(f"\n{len(states)} cells: {counts['done']} done, {counts['running']} running, {counts['todo']} to do{damaged}; root {root}")
+        over = [e for e in estimates if e.fits is False]
+        total = sum(e.plan.seconds for e in estimates if e.plan and e.status.state != "done")
+        print(f"estimated time of the cells to do on {device}: {fmt_seconds(total)} (one worker); memory budget "
+              f"{fmt_bytes(budget)}: {len(over)} cell(s) will not fit")
         print("shared artifacts:")
         for name, users in shared_artifacts(grid).items():
             print(f"  {name}: {len(users)} cells")
@@ -430,6 +467,18 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     run_submitit(grid, root, cluster=cluster, cells_per_job=args.cells_per_job, wait=not args.no_wait, only=args.only)
     done = sum(1 for st in status(grid, root) if st.state == "done")
     print(f"{grid.name}: {done}/{len(states)} cells have records in {root / 'records'}")
+    return 0
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    import json
+
+    from .pipeline import JobConfig, describe_cell, describe_text
+    from .utils import resolve_device
+
+    job = JobConfig(dataset=args.dataset, noise=args.noise, preset=args.preset or "auto")
+    desc = describe_cell(job, args.method, args.ipc, args.overrides, resolve_device(args.device))
+    print(json.dumps(desc, indent=1, default=str) if args.json else describe_text(desc))
     return 0
 
 
@@ -531,7 +580,7 @@ def cmd_denoise(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"experts": cmd_experts, "sweep": cmd_sweep, "results": cmd_results, "report": cmd_report, "run": cmd_run, "noise": cmd_noise, "baseline": cmd_baseline, "distill": cmd_distill,
+COMMANDS = {"config": cmd_config, "experts": cmd_experts, "sweep": cmd_sweep, "results": cmd_results, "report": cmd_report, "run": cmd_run, "noise": cmd_noise, "baseline": cmd_baseline, "distill": cmd_distill,
             "evaluate": cmd_evaluate, "estimate": cmd_estimate, "issues": cmd_issues,
             "denoise": cmd_denoise}
 

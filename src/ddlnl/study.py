@@ -27,9 +27,10 @@ Looking up a cell (:func:`resolve`):
    less specific one; two rows of the same specificity that disagree are an error.
 2. If no matching row is specific on every axis the table distinguishes for that dataset (the
    study has no row for this IPC or noise), the *nearest neighbour* row is added: the key of the
-   same dataset that minimises, in this order, the distance ``|log ipc - log ipc'|``, a different
-   noise kind (or natural variant), and ``|rate - rate'|``; ties go to the smaller IPC, then the
-   lower rate. The resolution names it.
+   same dataset that minimises, in this order, the distance ``|log ipc - log ipc'|``, the noise
+   kind (same kind and natural variant 0, another kind of noise 1, noisy against clean 2) and
+   ``|rate - rate'|``; ties go to the smaller IPC, then the first noise spec in sort order. The
+   resolution names it.
 3. Fields still unset take the method's study defaults (``defaults.csv``), if the dataset has rows.
 4. A dataset with no rows at all (``digits``, ``fashion-mnist``) gets nothing from the study: the
    config keeps ddlnl's published defaults, and the resolution says so.
@@ -245,16 +246,17 @@ def check_tables(configs: dict[str, type], train_config: type, root: str | None 
 
 
 def _noise_distance(a: str | None, b: str) -> tuple[int, float]:
+    """(0 same kind and variant, 1 another kind of noise, 2 noisy vs clean; |rate - rate'|)."""
     if a is None:
         return 0, 0.0
     ka, _, ra = a.partition(":")
     kb, _, rb = b.partition(":")
-    if ka != kb:
-        return 1, 0.0
+    kind = 0 if (ka, ra if ka == "natural" else "") == (kb, rb if kb == "natural" else "") else (
+        2 if "none" in (ka, kb) else 1)
     try:
-        return 0, abs(float(ra or 0) - float(rb or 0))
-    except ValueError:  # natural variants: same or not
-        return (0 if ra == rb else 1), 0.0
+        return kind, abs(float(ra) - float(rb))
+    except ValueError:  # natural variants, none: no rate to compare
+        return kind, 0.0
 
 
 def _select(rows: list[Row], cell: StudyCell) -> tuple[list[Row], str | None]:
