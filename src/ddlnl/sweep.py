@@ -738,6 +738,48 @@ def preflight(grid: Grid, only: Sequence[str] | None = None) -> None:
                 raise ConfigError(f"grid {grid.name!r}, {dataset} {noise}: {exc}") from None
 
 
+@dataclass
+class CellEstimate:
+    """A dry run's plan for one cell (:mod:`ddlnl.plan`): None where the dataset's shape is unknown."""
+
+    status: CellStatus
+    plan: Any  # ddlnl.plan.CellPlan | None
+    fits: bool | None
+
+
+def plan_grid(grid: Grid, root: str | Path, only: Sequence[str] | None = None, *,
+              device: torch.device | None = None, budget: int | None = None,
+              states: Sequence[CellStatus] | None = None) -> tuple[list[CellEstimate], int]:
+    """Every selected cell's state with its estimated peak memory and time on ``device``.
+
+    ``budget``: the bytes a cell may use (default: what ``device`` has free now, see
+    :func:`ddlnl.plan.available_memory`); ``states``: the cells' :func:`status`, if already known.
+    Returns the estimates and the budget used.
+    """
+    from .pipeline import evaluation_config
+    from .plan import DATASET_SHAPES, available_memory, plan_cell
+
+    device = device or resolve_device("auto")
+    budget = available_memory(device) if budget is None else int(budget)
+    out = []
+    for st in (status(grid, root, only) if states is None else states):
+        shape = DATASET_SHAPES.get(st.cell.dataset)
+        if shape is None:
+            out.append(CellEstimate(st, None, None))
+            continue
+        c, h, w, k, n = shape
+        resolved = cell_job(grid, st.cell)
+        n = resolved.job.train_subset or n
+        base = grid.base_method(st.cell.method)
+        kwargs = dict(num_classes=k, n_train=n, channels=c, image_size=(h, w), device=device)
+        if st.cell.is_baseline:
+            p = plan_cell(resolved, base, 0, baseline=True, **kwargs)
+        else:
+            p = plan_cell(resolved, base, st.cell.ipc, eval_cfg=evaluation_config(resolved, base, st.cell.ipc), **kwargs)
+        out.append(CellEstimate(st, p, p.fits(budget)))
+    return out, budget
+
+
 def shared_artifacts(grid: Grid) -> dict[str, list[str]]:
     """For a dry run: which cells share each artifact (noisy labels; experts for the methods that use them)."""
     shared: dict[str, list[str]] = {}

@@ -1,0 +1,264 @@
+"""A memory and time plan for a grid's cells, before anything runs (``ddlnl sweep --dry-run``).
+
+The model is deliberately simple, so that it can be read and checked:
+
+* **Network**: the cell's ConvNet is built once on the CPU; its parameter count ``P`` and, from
+  one forward pass with hooks, the elements every layer outputs for one image (``a``: what
+  autograd keeps for the backward pass) and the multiply-adds of its convolutions and linear
+  layers (``F`` FLOPs per image, forward).
+* **Peak memory** = fixed + ``4 a x B`` bytes, where ``B`` is the number of images whose
+  activations are alive at once (method by method, below) and the fixed part is
+  ``4 x 3 P`` (weights, gradients, optimizer state), the training images on the device
+  (``N x C x H x W x 4``; every method holds them there) and what the method holds besides
+  (the synthetic set and its optimizer state; one expert trajectory being trained, ``(E + 1) P``
+  floats; DANCE's pre-trained models; RCIG's pool of networks with Adam state).
+* **Time** = images through a training step (forward + backward, in units of one image) x the
+  seconds one such image costs on this device, *measured* here once per architecture (a few
+  steps of batch 32); forward-only passes count 1/3.
+
+``B`` and the step counts per method (``ipc`` images per class, ``K`` classes, ``S = K ipc``):
+
+==========  =====================================================  ==========================================
+method      images alive at once (``B``)                            training-step images
+==========  =====================================================  ==========================================
+random      evaluation batch                                        evaluation only
+dm          ``S`` with graph + ``2 K batch_real`` inputs (all       ``iterations x (S + K batch_real / 3)``
+            classes in one pass) + one layer of ``K batch_real``
+datm        ``3 x batch_syn`` (TESLA: one step's double backward)   experts ``n E N (x2 FTD)`` + ``iterations x
+                                                                    syn_steps x batch_syn x 3``
+dance       ``2 x batch_real + ipc factor^2`` per class             pre-training ``n E N`` + ``iterations x K x
+                                                                    (2/3 batch_real + ipc factor^2)``
+rcig        ``2 x (batch_real + 2 S)`` (linearised: JVP)             ``iterations x (batch_real + 2 S) x
+                                                                    (2 + inner_steps + hinv_steps)``
+baseline    its batch; the full training set on the device           ``runs x epochs x N``
+==========  =====================================================  ==========================================
+
+plus the evaluation (``n_runs x epochs x S`` under the cell's protocol). Experts are shared by the
+cells of one data setting; every such cell counts them (the first one to run pays). The estimate
+is checked against measured peaks in ``benchmarks/results/memory_plan.md``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from .models import create_model
+
+BYTES = 4  # float32
+# (channels, height, width, classes, training images) of the registered datasets, so that a grid
+# is planned without reading any data (digits: the fixed 70% training split of 1797 images).
+DATASET_SHAPES: dict[str, tuple[int, int, int, int, int]] = {
+    "digits": (1, 8, 8, 10, 1257), "fashion-mnist": (1, 28, 28, 10, 60000), "cifar10": (3, 32, 32, 10, 50000),
+    "cifar100": (3, 32, 32, 100, 50000), "tiny-imagenet": (3, 64, 64, 200, 100000)}
+
+
+@dataclass(frozen=True)
+class NetStats:
+    """One ConvNet's parameters, activation elements and forward FLOPs per image."""
+
+    params: int
+    activations: int
+    flops: float
+    max_layer: int  # elements of the largest single layer output (what a no-grad pass holds)
+
+
+_NET_CACHE: dict[tuple, NetStats] = {}
+_STEP_CACHE: dict[tuple, float] = {}
+
+
+def _net_kwargs(cfg: Any) -> dict[str, Any]:
+    return {k: getattr(cfg, k) for k in ("depth", "width", "norm") if hasattr(cfg, k)}
+
+
+def net_stats(net_kwargs: dict[str, Any], channels: int, image_size: tuple[int, int], num_classes: int) -> NetStats:
+    """Parameters, activation elements and forward FLOPs for one image of the ConvNet ``net_kwargs``."""
+    key = (tuple(sorted(net_kwargs.items())), channels, tuple(image_size), num_classes)
+    if key in _NET_CACHE:
+        return _NET_CACHE[key]
+    net = create_model("convnet", channels=channels, num_classes=num_classes, image_size=tuple(image_size),
+                       **net_kwargs)
+    acts, flops, largest = [0], [0.0], [0]
+
+    seen: set[int] = set()
+
+    def hook(module: torch.nn.Module, _inp: Any, out: Any) -> None:
+        # A tensor counts once (an identity "norm" or an in-place op returns its input).
+        if isinstance(out, torch.Tensor) and out.data_ptr() not in seen:
+            seen.add(out.data_ptr())
+            acts[0] += out.numel()
+            largest[0] = max(largest[0], out.numel())
+            if isinstance(module, torch.nn.Conv2d):
+                k = module.kernel_size[0] * module.kernel_size[1]
+                flops[0] += 2.0 * k * module.in_channels / module.groups * out.numel()
+            elif isinstance(module, torch.nn.Linear):
+                flops[0] += 2.0 * module.in_features * module.out_features
+
+    handles = [m.register_forward_hook(hook) for m in net.modules() if not list(m.children())]
+    with torch.no_grad():
+        net(torch.zeros(1, channels, *image_size))
+    for h in handles:
+        h.remove()
+    stats = NetStats(sum(p.numel() for p in net.parameters()), acts[0] + channels * image_size[0] * image_size[1],
+                     flops[0], largest[0])
+    _NET_CACHE[key] = stats
+    return stats
+
+
+def seconds_per_image_step(net_kwargs: dict[str, Any], channels: int, image_size: tuple[int, int],
+                           num_classes: int, device: torch.device) -> float:
+    """Measured seconds of one training step per image (forward + backward, batch 32) on ``device``."""
+    key = (tuple(sorted(net_kwargs.items())), channels, tuple(image_size), num_classes, str(device))
+    if key in _STEP_CACHE:
+        return _STEP_CACHE[key]
+    net = create_model("convnet", channels=channels, num_classes=num_classes, image_size=tuple(image_size),
+                       **net_kwargs).to(device)
+    x = torch.randn(32, channels, *image_size, device=device)
+    y = torch.randint(num_classes, (32,), device=device)
+
+    def step() -> None:
+        net.zero_grad(set_to_none=True)
+        torch.nn.functional.cross_entropy(net(x), y).backward()
+
+    step()  # warm-up
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    t0 = time.perf_counter()
+    reps = 3
+    for _ in range(reps):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    value = (time.perf_counter() - t0) / (reps * 32)
+    _STEP_CACHE[key] = value
+    return value
+
+
+def available_memory(device: torch.device) -> int:
+    """Free bytes of ``device``: ``torch.cuda.mem_get_info`` on CUDA, MemAvailable on the CPU."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES"))
+
+
+@dataclass(frozen=True)
+class CellPlan:
+    """The estimate for one cell: peak bytes, seconds, and the parts they were made of."""
+
+    peak_bytes: int
+    seconds: float
+    parts: dict[str, float]  # named byte counts that make up peak_bytes
+    step_images: float  # training-step images (forward + backward units)
+
+    def fits(self, budget: int) -> bool:
+        return self.peak_bytes <= budget
+
+
+def _train_peak(stats: NetStats, batch: int, data_images: int, image_elems: int) -> dict[str, float]:
+    return {"network (weights, grads, optimizer)": 3 * stats.params * BYTES,
+            "activations": stats.activations * batch * BYTES,
+            "data": data_images * image_elems * BYTES}
+
+
+def method_plan(method: str, cfg: Any, *, ipc: int, num_classes: int, n_train: int, channels: int,
+                image_size: tuple[int, int]) -> tuple[dict[str, float], float, NetStats, dict[str, Any]]:
+    """The distillation part of a cell: peak parts (bytes), training-step images, the network."""
+    k, s = num_classes, ipc * num_classes
+    img = channels * image_size[0] * image_size[1]
+    net_kw = _net_kwargs(cfg)
+    stats = net_stats(net_kw, channels, image_size, k)
+    p, a = stats.params, stats.activations
+    data = {"training images": n_train * img * BYTES, "synthetic set (+ optimizer state)": 3 * s * img * BYTES}
+    if method == "random":
+        return {}, 0.0, stats, net_kw
+    if method == "dm":
+        real = k * cfg.batch_real
+        parts = {**data, "network": p * BYTES, "real batches (augmented copies)": 2 * real * img * BYTES,
+                 "activations": (s * a + 2 * real * stats.max_layer) * BYTES}
+        return parts, cfg.iterations * (s + real / 3), stats, net_kw
+    if method == "datm":
+        batch = cfg.batch_syn or s
+        e = cfg.expert_train_epochs
+        parts = {**data, "network + expert endpoints": 4 * p * BYTES,
+                 "expert trajectory being trained": (e + 1) * p * BYTES,
+                 "activations": 3 * min(batch, s) * a * BYTES}
+        experts = cfg.num_experts * e * n_train * (2 if cfg.expert_ftd else 1)
+        return parts, experts + cfg.iterations * cfg.syn_steps * min(batch, s) * 3, stats, net_kw
+    if method == "dance":
+        decoded = ipc * cfg.factor ** 2
+        parts = {**data, "pre-trained models": 2 * cfg.num_pretrained * p * BYTES,
+                 "activations": (2 * cfg.batch_real + decoded) * a * BYTES}
+        pre = cfg.num_pretrained * cfg.pretrain_epochs * n_train
+        return parts, pre + cfg.iterations * k * (2 * cfg.batch_real / 3 + decoded), stats, net_kw
+    if method == "rcig":
+        n = cfg.batch_real + (2 if cfg.use_flip else 1) * s
+        parts = {**data, "network pool (+ Adam state)": 3 * cfg.pool_size * p * BYTES,
+                 "activations": 2 * n * a * BYTES,
+                 "support Jacobian": min(s * k * p * BYTES, cfg.jacobian_mb * 2 ** 20)}
+        return parts, cfg.iterations * n * (2 + cfg.inner_steps + cfg.hinv_steps), stats, net_kw
+    return {**data, "activations": s * a * BYTES}, 0.0, stats, net_kw  # an unknown method: the set itself
+
+
+def plan_cell(resolved: Any, method: str, ipc: int, *, num_classes: int, n_train: int, channels: int,
+              image_size: tuple[int, int], device: torch.device, baseline: bool = False,
+              eval_cfg: Any = None) -> CellPlan:
+    """Peak memory and time of one cell (a method at ``ipc``, or a full-noisy baseline).
+
+    ``resolved`` is the cell's :class:`ddlnl.pipeline.ResolvedJob`; ``eval_cfg`` the
+    :class:`TrainConfig` it is evaluated with (default: ``resolved.train``).
+    """
+    img = channels * image_size[0] * image_size[1]
+    job = resolved.job
+    if baseline:
+        cfg = resolved.baseline
+        stats = net_stats(_net_kwargs(cfg), channels, image_size, num_classes)
+        parts = _train_peak(stats, min(cfg.batch_size, n_train), n_train, img)
+        steps = job.runs_per_baseline * cfg.epochs * n_train
+        per = seconds_per_image_step(_net_kwargs(cfg), channels, image_size, num_classes, device)
+        return CellPlan(int(sum(parts.values())), steps * per, parts, steps)
+    mcfg = resolved.method_cfg(method, ipc)
+    parts, steps, stats, net_kw = method_plan(method, mcfg, ipc=ipc, num_classes=num_classes, n_train=n_train,
+                                              channels=channels, image_size=image_size)
+    seconds = steps * seconds_per_image_step(net_kw, channels, image_size, num_classes, device) if steps else 0.0
+    ecfg = eval_cfg or resolved.train
+    s = ipc * num_classes
+    estats = net_stats(_net_kwargs(ecfg), channels, image_size, num_classes)
+    eparts = _train_peak(estats, min(ecfg.batch_size, s), s, img)
+    eval_steps = job.n_runs * ecfg.epochs * s
+    seconds += eval_steps * seconds_per_image_step(_net_kwargs(ecfg), channels, image_size, num_classes, device)
+    # The evaluation runs after distillation: the peak is the larger of the two (the training
+    # images stay loaded for both).
+    eval_peak = sum(eparts.values()) + n_train * img * BYTES
+    if sum(parts.values()) < eval_peak:
+        parts = {**eparts, "training images": n_train * img * BYTES}
+    return CellPlan(int(sum(parts.values())), seconds, parts, steps + eval_steps)
+
+
+def fmt_bytes(n: float) -> str:
+    for unit, size in (("GiB", 2 ** 30), ("MiB", 2 ** 20)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{n / 1024:.0f} KiB"
+
+
+def fmt_seconds(s: float) -> str:
+    if s >= 86400:
+        return f"{s / 86400:.1f} d"
+    if s >= 3600:
+        return f"{s / 3600:.1f} h"
+    if s >= 60:
+        return f"{s / 60:.0f} min"
+    return f"{s:.0f} s"
+
+
