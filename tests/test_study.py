@@ -30,7 +30,9 @@ DM = "VICO-UoE/DatasetCondensation main_DM.py"
 FACTS = [
     ("datm", "cifar10", 1, "symmetric:0.4",
      {"lr_y": 5.0, "threshold": 1.1, "max_start_epoch": 4, "lr_lr": 1e-7, "batch_syn": 10,
-      "sequential_generation": False, "syn_lr_init": 0.001, "syn_steps": 80, "lr_img": 100.0}, f"{C10}/symmetric/IPC1_0.4.yaml"),
+      "sequential_generation": False, "syn_lr_init": 0.001, "syn_steps": 80, "lr_img": 100.0,
+      # not in the file: DATM+ours/utils/cfg.py's defaults
+      "current_max_start_epoch": 20, "expansion_end_iteration": 3000}, f"{C10}/symmetric/IPC1_0.4.yaml"),
     ("datm", "cifar10", 10, "symmetric:0.8",
      {"lr_lr": 1e-6, "syn_lr_init": 0.001, "current_max_start_epoch": 10, "max_start_epoch": 20,
       "expansion_end_iteration": 1000, "sequential_generation": True, "batch_syn": 100}, f"{C10}/symmetric/IPC10_0.8.yaml"),
@@ -143,6 +145,10 @@ def test_a_cell_without_a_study_row_names_its_neighbour():
     # Tiny-ImageNet has no asymmetric configs: the same IPC at the nearest symmetric rate.
     res = paper_resolution("datm", StudyCell.of("tiny-imagenet", 10, "asymmetric:0.4"))
     assert "ipc 10, noise symmetric:0.4" in res.notes[0]
+    # The IPC decides first (DATM's hyperparameters follow the IPC): CIFAR-100N has IPC 1-50 only,
+    # so IPC 100 takes a synthetic-noise IPC 100 config rather than the IPC 50 noisy100 one.
+    res = paper_resolution("datm", StudyCell.of("cifar100", 100, "natural:noisy"))
+    assert "nearest neighbour: ipc 100," in res.notes[0]
     # RCIG on Tiny-ImageNet IPC 50: the scripts name configs for IPC 1 and 10 only.
     res = paper_resolution("rcig", StudyCell.of("tiny-imagenet", 50, "symmetric:0.2"))
     assert "ipc 10" in res.notes[0] and "depth_4_big.txt" in res.notes[0] and res.values["use_flip"] is False
