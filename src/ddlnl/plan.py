@@ -7,7 +7,8 @@ The model is deliberately simple, so that it can be read and checked:
   autograd keeps for the backward pass) and the multiply-adds of its convolutions and linear
   layers (``F`` FLOPs per image, forward).
 * **Peak memory** = fixed + ``4 a x B`` bytes, where ``B`` is the number of images whose
-  activations are alive at once (method by method, below) and the fixed part is
+  activations are alive at once (method by method, below; for DATM and DANCE the larger of that
+  and the batch their experts / pre-trained models are trained with) and the fixed part is
   ``4 x 3 P`` (weights, gradients, optimizer state), the training images on the device
   (``N x C x H x W x 4``; every method holds them there) and what the method holds besides
   (the synthetic set and its optimizer state; one expert trajectory being trained, ``(E + 1) P``
@@ -192,13 +193,14 @@ def method_plan(method: str, cfg: Any, *, ipc: int, num_classes: int, n_train: i
         e = cfg.expert_train_epochs
         parts = {**data, "network + expert endpoints": 4 * p * BYTES,
                  "expert trajectory being trained": (e + 1) * p * BYTES,
-                 "activations": 3 * min(batch, s) * a * BYTES}
+                 # training the experts (batch expert_batch) or matching, whichever holds more
+                 "activations": max(3 * min(batch, s), cfg.expert_batch) * a * BYTES}
         experts = cfg.num_experts * e * n_train * (2 if cfg.expert_ftd else 1)
         return parts, experts + cfg.iterations * cfg.syn_steps * min(batch, s) * 3, stats, net_kw
     if method == "dance":
         decoded = ipc * cfg.factor ** 2
         parts = {**data, "pre-trained models": 2 * cfg.num_pretrained * p * BYTES,
-                 "activations": (2 * cfg.batch_real + decoded) * a * BYTES}
+                 "activations": max(2 * cfg.batch_real + decoded, cfg.pretrain_batch) * a * BYTES}
         pre = cfg.num_pretrained * cfg.pretrain_epochs * n_train
         return parts, pre + cfg.iterations * k * (2 * cfg.batch_real / 3 + decoded), stats, net_kw
     if method == "rcig":
