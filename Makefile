@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH ?= torch==2.13.0
 
-.PHONY: env demo demo-fashion test test-all bench clean
+.PHONY: env demo demo-fashion test test-all mutate bench clean
 
 env: $(VENV)/.installed
 
@@ -27,6 +27,11 @@ test: env
 
 test-all: env
 	$(PY) -m pytest -q -m ''
+
+# Mutation testing of the defining functions (benchmarks/mutate.py; long, not part of `make test`).
+mutate: env
+	$(PY) -m pip install --quiet -e '.[mutate]'
+	$(PY) benchmarks/mutate.py $(MODULES)
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
