@@ -232,7 +232,9 @@ def _check_inputs(args: argparse.Namespace) -> None:
         check_input_file(args.noise_file, "--noise-file", "give the CIFAR-N .pt file or a saved label file")
     noise = getattr(args, "noise", None) or ""
     if noise.startswith("file:") and noise[5:]:
-        check_input_file(noise[5:], "--noise file:", "give a label file written by `ddlnl noise --save`")
+        path = check_input_file(noise[5:], "--noise file:", "give a label file written by `ddlnl noise --save`")
+        if path.suffix.lower() not in (".npz", ".npy", ".csv", ".txt"):
+            raise UserError(f"label file {path}: use .npz (written by `ddlnl noise --save`), .npy or .csv")
     if getattr(args, "synthetic", None) and args.command != "evaluate":
         from .synthetic import load_synthetic
 
@@ -244,9 +246,10 @@ def _check_inputs(args: argparse.Namespace) -> None:
 
 
 def _check_cache() -> None:
-    from .utils import check_cache_root
+    """The cache is a writable folder; temporary files of killed writers in it are removed."""
+    from .utils import check_cache_root, clean_stale_tmp
 
-    check_cache_root()
+    clean_stale_tmp(check_cache_root(), echo=_warn)
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -39,8 +39,8 @@ from .study import StudyCell, eval_facts
 from .synthetic import SyntheticSet, load_synthetic
 from .train import (BaselineConfig, EvalResult, TrainConfig, dsa_strategy_for, evaluate, run_baseline,
                     stratified_split)
-from .utils import (atomic_write_json, atomic_write_text, code_version, derive_seed, json_key, read_json_checked,
-                    with_checksum)
+from .utils import (atomic_write_json, atomic_write_text, clean_stale_tmp, code_version, derive_seed, json_key,
+                    read_json_checked, with_checksum)
 
 # Evaluation and baseline settings for a 2-core CPU. ConvNet width 64 trains ~3.6x faster than
 # width 128 (MEASURED.md).
@@ -100,6 +100,10 @@ class JobConfig:
             raise ConfigError(f"preset {self.preset!r}: use auto, cpu or paper")
         if self.train_subset < 0:
             raise ConfigError(f"train_subset must be >= 0, got {self.train_subset}")
+        if self.seed < 0:
+            raise ConfigError(f"seed must be >= 0, got {self.seed}")
+        if self.baseline_runs < 0:
+            raise ConfigError(f"baseline_runs must be >= 0 (0 = n_runs), got {self.baseline_runs}")
         if self.protocol not in {"common", "own"}:
             raise ConfigError(f"protocol {self.protocol!r}: use common (one recipe for all) or own (each method's)")
 
@@ -283,6 +287,7 @@ def _check_run_dir(out: Path, resolved: ResolvedJob, echo: Callable[[str], None]
     of a changed configuration is refused); ``config.json`` lists every resolved configuration
     that ran in it.
     """
+    clean_stale_tmp(out, echo=echo or log)  # left by a run that was killed while writing
     cfg_path = out / "config.json"
     entry = json.loads(json.dumps(resolved.to_dict(), default=str))
     data = json.loads(json.dumps(_data_key(resolved.job), default=str))

@@ -39,7 +39,8 @@ def load_records(root: str | Path, grid=None, *, echo: Callable[[str], None] | N
             records.append(read_record(path))
         except DamagedFile as exc:
             damaged.append(exc)
-    if damaged and echo:
+    echo = echo or _warn
+    if damaged:
         names = ", ".join(Path(d.path).name for d in damaged[:3]) + (", ..." if len(damaged) > 3 else "")
         echo(f"{len(damaged)} damaged or foreign record(s) left out ({names}: {damaged[0].reason}); "
              "re-run `ddlnl sweep` on the grid to recompute them")
@@ -55,6 +56,12 @@ def load_records(root: str | Path, grid=None, *, echo: Callable[[str], None] | N
         if name not in latest or r.get("finished", "") > latest[name].get("finished", ""):
             latest[name] = r
     return list(latest.values())
+
+
+def _warn(msg: str) -> None:
+    import sys
+
+    print(f"ddlnl: warning: {msg}", file=sys.stderr)
 
 
 def record_row(rec: dict[str, Any]) -> dict[str, Any]:
