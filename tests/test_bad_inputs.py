@@ -534,6 +534,13 @@ ROWS = [
     ("estimate --run {run_norun}", 2, "is not a ddlnl run directory"),
     ("estimate --run {run_norun} --dataset digits", 2, "drop --dataset"),
     ("issues --set train.epoch=1", 2, "unknown key 'epoch'"),
+    ("denoise --ipc 0", 2, "argument --ipc: must be >= 1"),
+    ("denoise --out {afile}", 2, "is a file, not a folder"),
+    ("denoise --synthetic {t}/missing.safetensors", 2, "--synthetic"),
+    ("denoise --synthetic {syn_neg_lr}", 2, "learned learning rate -0.1"),
+    ("denoise --set denoise.nope=1", 2, "unknown key 'nope'"),
+    ("denoise --set train.depth=0", 2, "depth must be >= 1"),
+    ("CACHE={afile} denoise", 2, "$DDLNL_CACHE"),
     # --- output paths, checked before any work
     ("run --out {afile}", 2, "is a file, not a folder"),
     ("run --out {afile}/sub", 2, "is a file, not a folder"),
@@ -653,7 +660,7 @@ def test_the_table_has_at_least_150_rows_and_covers_every_command():
     assert len(ROWS) >= 150
     commands = {shlex.split(r[0].split(" ", 1)[1] if r[0].startswith("CACHE=") else r[0] or "none")[0] for r in ROWS}
     assert {"run", "noise", "baseline", "distill", "evaluate", "experts", "estimate", "issues", "sweep", "results",
-            "report"} <= commands
+            "report", "denoise"} <= commands
 
 
 @pytest.mark.parametrize("line,code,words", ROWS, ids=[f"{i:03d}:{r[0][:60]}" for i, r in enumerate(ROWS)])

@@ -191,7 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("denoise", help="train on the full noisy set guided by teachers trained only on a synthetic set (selection, pseudo-labels, soft targets)")
     _common(p)
     p.add_argument("--synthetic", default=None, help="a .safetensors synthetic set (default: DM distilled here from the noisy data)")
-    p.add_argument("--ipc", type=int, default=10, help="IPC of the DM set distilled when none is given (default 10)")
+    p.add_argument("--ipc", type=_positive_int, default=10, help="IPC of the DM set distilled when none is given (default 10)")
     p.add_argument("--out", default=None, help="output folder (default runs/denoise-...)")
     return parser
 
@@ -571,12 +571,14 @@ def cmd_denoise(args: argparse.Namespace) -> int:
     from .denoise import denoise_text, run_denoise, split_denoise_overrides
     from .label_issues import default_out_dir, split_issues_overrides
 
+    from .utils import check_output_dir
+
+    _check_inputs(args)
     args.overrides, dcfg = split_denoise_overrides(args.overrides)
     args.overrides, icfg = split_issues_overrides(args.overrides)
-    if args.ipc < 1:
-        raise UserError(f"--ipc must be >= 1, got {args.ipc}")
     resolved, device = _resolve(args, _job_from_args(args))
-    out = Path(args.out) if args.out else default_out_dir(resolved, "denoise")
+    out = check_output_dir(Path(args.out) if args.out else default_out_dir(resolved, "denoise"))
+    _check_cache()
     summary = run_denoise(resolved, dcfg, icfg, out, synthetic=args.synthetic, ipc=args.ipc, device=device,
                           show_progress=not args.quiet)
     print(denoise_text(summary, out))
