@@ -468,9 +468,15 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         return 0
     cluster = "slurm" if args.executor == "slurm" else "local"
     run_submitit(grid, root, cluster=cluster, cells_per_job=args.cells_per_job, wait=not args.no_wait, only=args.only)
-    done = sum(1 for st in status(grid, root) if st.state == "done")
-    print(f"{grid.name}: {done}/{len(states)} cells have records in {root / 'records'}")
-    return 0
+    after = status(grid, root, args.only)
+    done = sum(1 for st in after if st.state == "done")
+    print(f"{grid.name}: {done}/{len(after)} cells have records in {root / 'records'}")
+    if args.no_wait or done == len(after):
+        return 0
+    running = sum(1 for st in after if st.state == "running")
+    print(f"ddlnl sweep: {len(after) - done} cell(s) have no record ({running} held by other live workers); "
+          f"see {root / 'submitit'} for failed jobs and re-run this command", file=sys.stderr)
+    return 1 if running < len(after) - done else HELD_EXIT
 
 
 def cmd_config(args: argparse.Namespace) -> int:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -158,6 +159,9 @@ class NoiseSpec:
             )
         if self.kind == "natural" and not self.variant:
             raise UserError("natural noise needs a CIFAR-N label set, e.g. natural:aggre")
+        if self.variant is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", self.variant):
+            # the variant names run directories and sweep records: no path separators or dots
+            raise UserError(f"natural noise variant {self.variant!r}: use a CIFAR-N label set name, e.g. aggre, worst")
         if self.kind != "natural" and self.variant is not None:
             raise UserError(f"{self.kind} noise takes no variant (got {self.variant!r})")
         if self.kind == "file" and not self.path:

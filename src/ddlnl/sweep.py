@@ -865,7 +865,11 @@ def run_submitit(grid: Grid, root: str | Path, *, cluster: str | None = None, ce
     echo(f"submitted {len(todo)} cells as {len(jobs)} {executor.cluster} jobs ({jobs[0].job_id.split('_')[0]})")
     if wait:
         for job in jobs:
-            job.result()
+            try:
+                job.result()
+            except Exception as exc:  # a failed task must not hide the others' results
+                first = (str(exc).strip().splitlines() or [type(exc).__name__])[-1]
+                echo(f"job {job.job_id} failed ({first[:200]}); its log is under {root / 'submitit'}")
     return jobs
 
 
