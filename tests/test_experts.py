@@ -206,3 +206,23 @@ def test_ftd_experts_are_trained_with_gsam_under_their_own_key(blobs, tmp_path):
     assert not torch.allclose(flat_tr.params(0, -1), plain_tr.params(0, -1), atol=1e-4)
     manifest = json.loads((flat_tr.directory / "manifest.json").read_text())
     assert manifest["config"]["sam_rho"] == 0.5
+
+
+def test_each_expert_file_is_hashed_once_per_process_until_it_changes(blobs, tmp_path, monkeypatch):
+    tr = get_experts(blobs, TINY, seed=0, num_classes=4, cache_dir=tmp_path)
+    monkeypatch.setattr(ex, "_VERIFIED", set())  # as a fresh process
+    digests = []
+    real = ex._digest
+    monkeypatch.setattr(ex, "_digest", lambda t, meta: digests.append(1) or real(t, meta))
+    _forbid_training(monkeypatch)
+    get_experts(blobs, TINY, seed=0, num_classes=4, cache_dir=tmp_path)
+    assert len(digests) == 2
+    get_experts(blobs, TINY, seed=0, num_classes=4, cache_dir=tmp_path)
+    expert_status(blobs, TINY, seed=0, num_classes=4, cache_dir=tmp_path)
+    assert len(digests) == 2  # unchanged files: header checks only
+    path = tr.directory / "expert_0001.safetensors"
+    data = bytearray(path.read_bytes())
+    data[-5] ^= 0xFF  # same size, new content: read and hashed again, and refused
+    path.write_bytes(bytes(data))
+    status = expert_status(blobs, TINY, seed=0, num_classes=4, cache_dir=tmp_path)
+    assert len(digests) == 3 and status.invalid == [1]

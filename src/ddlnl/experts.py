@@ -374,9 +374,25 @@ def _read_trajectory(path: Path) -> torch.Tensor:
         return f.get_tensor("trajectory").clone()  # detached from the mapped file
 
 
+# Expert files whose SHA-256 this process has checked, by (path, size, mtime_ns, inode, recorded
+# digest): every distill call re-scans the cache, and re-reading every file (gigabytes for a
+# study's experts) each time is the cost, not the check. A rewritten or replaced file changes
+# its size, mtime or inode and is read again.
+_VERIFIED: set[tuple] = set()
+
+
+def _file_identity(path: Path, digest: str | None) -> tuple:
+    st = path.stat()
+    return (str(path.resolve()), st.st_size, st.st_mtime_ns, st.st_ino, digest)
+
+
 def _valid_expert(path: Path, *, key: str, index: int, shape: tuple[int, int], dtype: str,
                   verify: bool) -> bool:
-    """True when ``path`` is a complete, undamaged expert ``index`` of ``key`` with ``shape``."""
+    """True when ``path`` is a complete, undamaged expert ``index`` of ``key`` with ``shape``.
+
+    With ``verify`` the data are read and checked against the recorded SHA-256 once per process
+    and file version (:data:`_VERIFIED`); later calls check the header only.
+    """
     from safetensors import safe_open
 
     try:
@@ -388,11 +404,17 @@ def _valid_expert(path: Path, *, key: str, index: int, shape: tuple[int, int], d
                 return False
             if not verify:
                 return True
+            identity = _file_identity(path, header.get("sha256"))
+            if identity in _VERIFIED:
+                return True
             t = f.get_tensor("trajectory")
     except Exception:  # truncated header or data, not a safetensors file, bad JSON
         return False
-    return (tuple(t.shape) == tuple(shape) and bool(torch.isfinite(t).all())
-            and _digest(t, header["ddlnl"]) == header.get("sha256"))
+    ok = (tuple(t.shape) == tuple(shape) and bool(torch.isfinite(t).all())
+          and _digest(t, header["ddlnl"]) == header.get("sha256"))
+    if ok:
+        _VERIFIED.add(identity)
+    return ok
 
 
 @dataclass
