@@ -6,7 +6,7 @@ import torch
 from ddlnl.data import LabeledTensors
 from ddlnl.errors import ConfigError
 from ddlnl.train import (BaselineConfig, TrainConfig, accuracy, build_model, evaluate, run_baseline,
-                         stratified_split, train)
+                         reinitialize_, stratified_split, train)
 
 FAST = TrainConfig(width=16, epochs=15, batch_size=32, lr=0.05, augment="none")
 
@@ -155,3 +155,21 @@ def test_gsam_updates_batch_norm_statistics_once_per_step(tiny_dataset):
 def test_negative_sam_settings_are_refused():
     with pytest.raises(ConfigError, match="sam_rho=0 turns"):
         TrainConfig(sam_rho=-0.1).check()
+
+
+@pytest.mark.parametrize("norm", ["instance", "batch", "none"])
+def test_reinitialize_gives_the_weights_of_a_fresh_build(norm):
+    cfg = TrainConfig(width=8, depth=2, norm=norm)
+    kw = dict(channels=3, num_classes=5, image_size=(8, 8))
+    net = build_model(cfg, seed=0, **kw)
+    with torch.no_grad():  # weights and running statistics moved away from any initial state
+        net(torch.randn(4, 3, 8, 8))
+        for p in net.parameters():
+            p.add_(1.0)
+    host = build_model(cfg, seed=99, **kw)
+    for seed in (3, 4):
+        fresh = build_model(cfg, seed=seed, **kw).state_dict()
+        for target, h in ((net, None), (build_model(cfg, seed=7, **kw), host)):
+            out = reinitialize_(target, seed, host=h).state_dict()
+            assert out.keys() == fresh.keys()
+            assert all(torch.equal(out[k], fresh[k]) for k in fresh)

@@ -134,6 +134,32 @@ def build_model(cfg: TrainConfig, *, channels: int, num_classes: int, image_size
     return model.to(device)
 
 
+@torch.no_grad()
+def reinitialize_(model: nn.Module, seed: int, *, host: nn.Module | None = None) -> nn.Module:
+    """Give ``model`` (built by :func:`build_model`) the initial weights ``build_model(..., seed=seed)``
+    would give it, in place; returns ``model``.
+
+    Every module's ``reset_parameters`` runs in construction order under ``seed`` on the CPU
+    generator, exactly what construction does, so the weights are bit-identical to a fresh build;
+    batch-norm running statistics are reset too. For a model on another device pass ``host``, a
+    CPU copy of the architecture: it is re-initialised and copied over (drawing on the device's own
+    generator would give other weights).
+    """
+    target = model
+    model = host if host is not None else model
+    if next(model.parameters()).device.type != "cpu":
+        raise ValueError("reinitialize_ draws on the CPU generator: pass a CPU copy as host= for a device model")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for m in model.modules():
+            if hasattr(m, "reset_parameters"):  # batch norm: also its running statistics
+                m.reset_parameters()
+    if target is not model:
+        for dst, src in zip(target.state_dict().values(), model.state_dict().values()):
+            dst.copy_(src)
+    return target
+
+
 def soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Mean cross-entropy with probability targets ``N x K`` (rows sum to 1)."""
     return -(target * F.log_softmax(logits, dim=1)).sum(dim=1).mean()

@@ -20,7 +20,7 @@ import torch
 from ..data import LabeledTensors
 from ..errors import ConfigError
 from ..synthetic import SyntheticSet
-from ..train import DSA_STRATEGY, TrainConfig, build_model
+from ..train import DSA_STRATEGY, TrainConfig, build_model, reinitialize_
 from ..utils import derive_seed, generator, progress as progress_bar
 from .common import class_indices, sample_per_class
 
@@ -96,14 +96,19 @@ def distill(train: LabeledTensors, ipc: int, cfg: DMConfig = DMConfig(), *, seed
     dsa = DSA(cfg.dsa_strategy) if cfg.dsa_strategy else None
     net_cfg = TrainConfig(width=cfg.width, depth=cfg.depth, norm=cfg.norm)
     channels, h, w = train.images.shape[1:]
-    losses: list[float] = []
+    losses: list[torch.Tensor] = []
     bar = progress_bar(range(cfg.iterations), desc=f"dm ipc={ipc}", enabled=progress)
+    # One network, re-initialised in place each iteration with the weights a fresh build with that
+    # iteration's seed would have (bit-identical), instead of constructing a new one every time.
+    net = build_model(net_cfg, channels=channels, num_classes=num_classes, image_size=(h, w), seed=0,
+                      device=device)
+    host = None if device.type == "cpu" else build_model(net_cfg, channels=channels, num_classes=num_classes,
+                                                          image_size=(h, w), seed=0)
+    net.train()
+    for p in net.parameters():
+        p.requires_grad_(False)
     for it in bar:
-        net = build_model(net_cfg, channels=channels, num_classes=num_classes, image_size=(h, w),
-                          seed=derive_seed(seed, "dm-net", it), device=device)
-        net.train()
-        for p in net.parameters():
-            p.requires_grad_(False)
+        reinitialize_(net, derive_seed(seed, "dm-net", it), host=host)
         real_batches, syn_batches = [], []
         for c in range(num_classes):
             idx = indices[c]
@@ -121,12 +126,13 @@ def distill(train: LabeledTensors, ipc: int, cfg: DMConfig = DMConfig(), *, seed
         loss.backward()
         opt.step()
         if cfg.log_every and it % cfg.log_every == 0:
-            losses.append(float(loss.detach()))
+            losses.append(loss.detach())  # read once at the end: no device sync per iteration
         if progress:
             bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
     return SyntheticSet(images=syn.detach().cpu(), labels=labels,
                         meta={"method": "dm", "config": asdict(cfg), "ipc": ipc, "seed": seed,
-                              "num_classes": num_classes, "loss": losses,
+                              "num_classes": num_classes,
+                              "loss": torch.stack(losses).tolist() if losses else [],
                               "init_indices": init_idx.tolist()})
 
 
