@@ -218,3 +218,36 @@ def test_rcig_evaluation_recipe():
     assert (big.batch_size, big.epochs) == (256, 250)  # 2000 images, 8 batches an epoch, 2000 steps
     for c in (cfg, cifar):
         DSA(c.dsa_strategy)  # valid tokens
+
+
+def test_jacobian_budget_follows_the_free_memory(monkeypatch):
+    lin = _lin()
+    x, y, _, _ = _problem()
+    monkeypatch.setattr(rcig, "free_memory_bytes", lambda device: 4 * 2 ** 30)
+    assert rcig.jacobian_budget_mb(None, "cpu") == pytest.approx(rcig.JACOBIAN_FREE_FRACTION * 4096)
+    assert rcig.jacobian_budget_mb(7.0, "cpu") == 7.0 and rcig.jacobian_budget_mb(0.0, "cpu") == 0.0
+    assert rcig._Support(lin, x, y, 0.05, None).jacobian is not None
+    assert rcig._Support(lin, x, y, 0.05, 0.0).jacobian is None  # 0 still forces JVP/VJP
+    monkeypatch.setattr(rcig, "free_memory_bytes", lambda device: 1024)  # nearly nothing free
+    assert rcig._Support(lin, x, y, 0.05, None).jacobian is None
+    monkeypatch.setattr(rcig, "free_memory_bytes", lambda device: None)
+    assert rcig.jacobian_budget_mb(None, "cpu") == 512.0
+
+
+def test_free_memory_is_read_from_the_host():
+    free = rcig.free_memory_bytes("cpu")
+    assert free is None or 0 < free <= 2 ** 50
+
+
+@pytest.mark.parametrize("solver", ["adam", "cg"])
+def test_outer_step_is_the_same_with_and_without_the_materialised_jacobian(solver):
+    lin = _lin()
+    x, y, xt, yt = _problem()
+    log_temp = torch.tensor(0.3, dtype=torch.float64)
+    kw = dict(l2=0.05, inner_steps=8, inner_lr=1e-3, hinv_steps=8, hinv_lr=1e-3, solver=solver)
+    slow = rcig.outer_step(lin, x, y, log_temp, xt, yt, jacobian_mb=0.0, **kw)
+    fast = rcig.outer_step(lin, x, y, log_temp, xt, yt, jacobian_mb=1e6, **kw)
+    for a, b in [(slow.grad_images, fast.grad_images), (slow.grad_labels, fast.grad_labels),
+                 (slow.grad_log_temp, fast.grad_log_temp)]:
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+    assert slow.inner_losses == pytest.approx(fast.inner_losses, rel=1e-9)

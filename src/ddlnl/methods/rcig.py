@@ -55,6 +55,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import time
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, ClassVar, NamedTuple
@@ -117,8 +118,9 @@ class RCIGConfig:
     clip_implicit: bool = True  # clip implicit to direct gradient norm per tensor (alg)
     ema_decay: float = 0.99  # EMA of the synthetic set; eval.py evaluates ema_average (alg)
     solver: str = "adam"  # adam (published) | cg (exact conjugate gradients; our addition)
-    jacobian_mb: float = 512.0  # materialise the support Jacobian (N K x P) up to this size: same
-    #   maths, faster inner/Hessian solves for small sets; 0 = always JVP/VJP (speed knob only)
+    jacobian_mb: float | None = None  # materialise the support Jacobian (N K x P) up to this many
+    #   MiB: same maths, faster inner/Hessian solves; None: a quarter of the memory free on the
+    #   device at the time (jacobian_budget_mb); 0 = always JVP/VJP (speed knob only)
     label_output: str = "platt"  # platt: softmax(exp(log_temp) * y) | hard: argmax of y
     # ZCA whitening of the data (RCIG's dataloader.py whitens every non-MNIST dataset, zca_reg
     # 0.1). A placeholder for the study tables: not implemented yet, so true is refused.
@@ -348,6 +350,42 @@ def outer_loss(lin: LinearizedNet, images: torch.Tensor, labels: torch.Tensor, l
     return loss, acc.detach()
 
 
+# Share of the free device memory the materialised support Jacobian may take when
+# ``jacobian_mb`` is None: building it (vmap of jacrev, then one concatenation) holds about two
+# copies at its peak, so half the free memory at most, leaving the rest to the solves.
+JACOBIAN_FREE_FRACTION = 0.25
+
+
+def free_memory_bytes(device: torch.device | str) -> int | None:
+    """Bytes free for new tensors on ``device`` now: CUDA's free memory, or the host's
+    ``MemAvailable`` (Linux) for a CPU; None when unknown."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    if device.type == "cpu":
+        try:
+            with open("/proc/meminfo") as fh:
+                for line in fh:
+                    if line.startswith("MemAvailable:"):
+                        return int(line.split()[1]) * 1024
+        except OSError:
+            pass
+        try:
+            return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+        except (ValueError, OSError, AttributeError):
+            return None
+    return None
+
+
+def jacobian_budget_mb(jacobian_mb: float | None, device: torch.device | str) -> float:
+    """The Jacobian budget in MiB: ``jacobian_mb`` when set, else :data:`JACOBIAN_FREE_FRACTION`
+    of :func:`free_memory_bytes` (512 MiB where the free memory is unknown)."""
+    if jacobian_mb is not None:
+        return float(jacobian_mb)
+    free = free_memory_bytes(device)
+    return 512.0 if free is None else JACOBIAN_FREE_FRACTION * free / 2 ** 20
+
+
 class _Support:
     """The inner problem for fixed support images/labels: a convex quadratic in ``Delta``.
 
@@ -359,8 +397,9 @@ class _Support:
     """
 
     def __init__(self, lin: LinearizedNet, images: torch.Tensor, labels: torch.Tensor, l2: float,
-                 jacobian_mb: float = 0.0) -> None:
+                 jacobian_mb: float | None = 0.0) -> None:
         self.lin, self.images, self.labels = lin, images.detach(), labels.detach()
+        jacobian_mb = jacobian_budget_mb(jacobian_mb, self.images.device)
         self.l2 = l2
         self.scale = l2 / labels.numel()
         n_params = sum(v.numel() for v in lin.base.values())
@@ -515,7 +554,7 @@ def outer_step(lin: LinearizedNet, images: torch.Tensor, labels: torch.Tensor, l
                real_images: torch.Tensor, real_targets: torch.Tensor, *, l2: float, inner_steps: int,
                inner_lr: float, hinv_steps: int, hinv_lr: float, solver: str = "adam",
                use_flip: bool = False, margin: bool = True, clip_implicit: bool = True,
-               jacobian_mb: float = 0.0) -> OuterStep:
+               jacobian_mb: float | None = 0.0) -> OuterStep:
     """RCIG's meta-gradient for one network and one real batch (``algorithms.do_meta_train_step``).
 
     1. ``Delta*``: ``inner_steps`` of ``solver`` on :func:`inner_loss` from ``Delta = 0``.
