@@ -9,6 +9,8 @@ iteration loop, ``loss += torch.sum((mean(output_real) - mean(output_syn))**2)``
 for the real and the synthetic ``DiffAugment``; SGD lr_img 1.0, momentum 0.5).
 """
 
+import copy
+
 import torch
 
 from ddlnl.data import LabeledTensors
@@ -25,14 +27,20 @@ def _noisy(train):
 
 
 def _spy_nets(monkeypatch):
+    """The embedding network of every iteration, as it is when the iteration starts.
+
+    DM builds one network and re-initialises it in place each iteration (``reinitialize_``), so
+    a snapshot is taken after each re-initialisation; the network itself is never stored.
+    """
     nets = []
-    real = dm.build_model
+    real = dm.reinitialize_
 
-    def spy(*a, **k):
-        nets.append(real(*a, **k))
-        return nets[-1]
+    def spy(net, *a, **k):
+        out = real(net, *a, **k)
+        nets.append(copy.deepcopy(net))
+        return out
 
-    monkeypatch.setattr(dm, "build_model", spy)
+    monkeypatch.setattr(dm, "reinitialize_", spy)
     return nets
 
 
