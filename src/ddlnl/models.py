@@ -4,6 +4,14 @@ The ConvNet is the dataset-distillation standard (Gidaris & Komodakis 2018; used
 MTT, DATM, DANCE): ``depth`` blocks of [3x3 conv (padding 1) -> norm -> activation -> 2x2 pool],
 then one linear classifier. "instance" norm is ``GroupNorm(width, width)`` with affine parameters,
 which is what the reference code calls instancenorm (per-sample, per-channel statistics).
+
+Reference geometry on 28x28 single-channel images (MNIST, Fashion-MNIST): the references pad the
+first convolution by 3 instead of 1 (DatasetCondensation ``networks.py`` ``ConvNet._make_layers``:
+``padding=3 if channel == 1 and d == 0``, with ``im_size`` 28 treated as 32; the same code in DATM,
+DD_LNL and DANCE; RCIG ``models.Conv``: ``kernel_size // 2 + 2``), so the first map is 32x32 and a
+depth-3 net ends at 4x4 (2048 features at width 128), as on CIFAR. ddlnl applies this only to
+28x28 single-channel input, the only case in which the references use it: the bundled 8x8 digits
+keep padding 1 (:func:`first_padding`).
 """
 
 from __future__ import annotations
@@ -43,6 +51,12 @@ def _activation(kind: str, softplus_beta: float) -> nn.Module:
     return table[kind]()
 
 
+def first_padding(channels: int, image_size: tuple[int, int]) -> int:
+    """Padding of the first 3x3 convolution: 3 on 28x28 single-channel images (the references'
+    MNIST/Fashion-MNIST geometry, 28 -> 32), else 1."""
+    return 3 if channels == 1 and tuple(image_size) == (28, 28) else 1
+
+
 def _pool(kind: str) -> nn.Module:
     if kind == "avg":
         return nn.AvgPool2d(2, 2)
@@ -61,32 +75,38 @@ class ConvNet(nn.Module):
         num_classes: output logits.
         image_size: input ``(H, W)``.
         depth: number of conv blocks; each halves the resolution when pooling (stops halving at 1).
-        width: channels of every conv layer.
+        width: channels of the first conv layer (of every layer when ``width_multiplier`` is 1).
         norm: ``instance`` (GroupNorm(width, width)), ``batch`` or ``none``.
         activation: ``relu`` (default), ``leakyrelu``, ``sigmoid``, ``softplus``, ``gelu``.
         pooling: ``avg`` (default), ``max`` or ``none``.
         softplus_beta: temperature of softplus (RCIG uses a smooth activation).
+        width_multiplier: block ``i`` (0-based) has ``width * width_multiplier ** i`` channels;
+            1 (default) keeps the width constant, RCIG's ConvNet doubles it (2: 128, 256, 512).
     """
 
     def __init__(self, channels: int, num_classes: int, image_size: tuple[int, int], depth: int = 3,
                  width: int = 128, norm: str = "instance", activation: str = "relu",
-                 pooling: str = "avg", softplus_beta: float = 1.0) -> None:
+                 pooling: str = "avg", softplus_beta: float = 1.0, width_multiplier: int = 1) -> None:
         super().__init__()
-        if depth < 1 or width < 1:
-            raise ConfigError(f"ConvNet depth and width must be >= 1, got depth={depth}, width={width}")
+        if depth < 1 or width < 1 or width_multiplier < 1:
+            raise ConfigError(f"ConvNet depth, width and width_multiplier must be >= 1, got depth={depth}, "
+                              f"width={width}, width_multiplier={width_multiplier}")
         layers: list[nn.Module] = []
-        h, w = image_size
+        pad = first_padding(channels, image_size)
+        # A 3x3 convolution with padding p changes each side by 2p - 2.
+        h, w = image_size[0] + 2 * pad - 2, image_size[1] + 2 * pad - 2
         c = channels
-        for _ in range(depth):
-            layers += [nn.Conv2d(c, width, kernel_size=3, padding=1), _norm(norm, width),
+        for i in range(depth):
+            out = width * width_multiplier ** i
+            layers += [nn.Conv2d(c, out, kernel_size=3, padding=pad if i == 0 else 1), _norm(norm, out),
                        _activation(activation, softplus_beta)]
             # Pool only while there is something left to halve, so 8x8 digits work at depth 3+.
             if pooling != "none" and h >= 2 and w >= 2:
                 layers.append(_pool(pooling))
                 h, w = h // 2, w // 2
-            c = width
+            c = out
         self.features = nn.Sequential(*layers)
-        self.feature_dim = width * h * w
+        self.feature_dim = c * h * w
         self.classifier = nn.Linear(self.feature_dim, num_classes)
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
@@ -104,7 +124,8 @@ def fit_depth(depth: int, image_size: tuple[int, int], min_side: int = 2) -> int
     Why: with instance norm, a block whose map is pooled down to 1x1 outputs little more than the
     pooled mean of a per-channel-normalised map, so the embedding carries almost no signal. On 8x8
     digits the standard depth 3 ends at 1x1 (DM's matching loss is then ~500x smaller and its
-    images barely move); depth 2 ends at 2x2. 28x28 and 32x32 inputs keep depth 3 (3x3, 4x4).
+    images barely move); depth 2 ends at 2x2. 28x28 (padded to 32x32 when single-channel, see
+    :func:`first_padding`) and 32x32 inputs keep depth 3 (4x4 maps); 64x64 keeps depth 4.
     """
     side = min(image_size)
     fitted = 0

@@ -43,7 +43,8 @@ class TrainConfig:
 
     model: str = "convnet"  # registry name in ddlnl.models.MODELS
     depth: int = 3  # conv blocks
-    width: int = 128  # channels per conv layer
+    width: int = 128  # channels per conv layer (of the first one when width_multiplier > 1)
+    width_multiplier: int = 1  # block i has width * width_multiplier**i channels (RCIG's ConvNet: 2)
     norm: str = "instance"  # instance | batch | none
     activation: str = "relu"
     pooling: str = "avg"
@@ -72,7 +73,7 @@ class TrainConfig:
     # out of result keys (ddlnl.config.identity) and earlier records stay valid.
     KEY_NEUTRAL: ClassVar[dict[str, Any]] = {"warmup_epochs": 0, "final_lr_fraction": 0.0, "optimizer": "sgd",
                                              "loss": "ce", "sam_rho": 0.0, "sam_alpha": 0.0,
-                                             "sam_adaptive": False}
+                                             "sam_adaptive": False, "width_multiplier": 1}
 
     def check(self) -> None:
         if self.epochs < 1 or self.batch_size < 1:
@@ -94,8 +95,11 @@ class TrainConfig:
                               "sam_rho=0 turns sharpness-aware training off")
 
     def model_kwargs(self) -> dict[str, Any]:
-        return dict(depth=self.depth, width=self.width, norm=self.norm, activation=self.activation,
-                    pooling=self.pooling)
+        kwargs = dict(depth=self.depth, width=self.width, norm=self.norm, activation=self.activation,
+                      pooling=self.pooling)
+        if self.width_multiplier != 1:  # only models that know the option are asked for it
+            kwargs["width_multiplier"] = self.width_multiplier
+        return kwargs
 
     def for_dataset(self, dataset_name: str) -> "TrainConfig":
         """This config adapted to a dataset (no horizontal flip for digit datasets)."""
