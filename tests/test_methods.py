@@ -100,3 +100,45 @@ def test_unknown_method_and_preset_are_refused():
         method_config("dmx")
     with pytest.raises(ConfigError, match="no preset"):
         method_config("dm", "gpu-huge")
+
+
+def test_dm_step_is_the_gradient_of_the_loss_summed_over_classes(tiny_dataset):
+    # One plain SGD step (no momentum, no augmentation, the whole class as the real batch) must move
+    # the images by -lr times the gradient of the all-classes matching loss, computed here in one
+    # forward pass over every class: going class by class changes memory, not the numbers.
+    from ddlnl.train import TrainConfig, build_model
+    from ddlnl.utils import derive_seed
+
+    over = {"batch_real": 30, "width": 16, "lr_img": 1.0, "momentum": 0.0, "dsa_strategy": ""}
+    start = dm.distill(tiny_dataset.train, 3, method_config("dm", overrides={**over, "iterations": 0}),
+                       seed=5, num_classes=4)
+    one = dm.distill(tiny_dataset.train, 3, method_config("dm", overrides={**over, "iterations": 1}),
+                     seed=5, num_classes=4)
+    net = build_model(TrainConfig(width=16), channels=1, num_classes=4, image_size=(8, 8),
+                      seed=derive_seed(5, "dm-net", 0))
+    x = start.images.clone().requires_grad_(True)
+    real = [tiny_dataset.train.images[tiny_dataset.train.labels == c] for c in range(4)]
+    dm.matching_loss(net, real, [x[3 * c:3 * (c + 1)] for c in range(4)]).backward()
+    assert torch.allclose(one.images, start.images - x.grad, atol=1e-6)
+    assert not torch.allclose(one.images, start.images, atol=1e-4)  # the step did move them
+
+
+@pytest.mark.parametrize("num_classes", [2, 4])
+def test_dm_network_never_sees_more_than_one_class_batch(num_classes, monkeypatch):
+    # Peak memory is bounded by one class's real batch: no forward pass holds more images than
+    # batch_real, whatever the number of classes (the all-classes pass held classes x batch_real).
+    from conftest import make_blobs
+
+    seen: list[int] = []
+    original = dm.build_model
+
+    def recording(*args, **kwargs):
+        net = original(*args, **kwargs)
+        net.features.register_forward_pre_hook(lambda module, inp: seen.append(inp[0].shape[0]))
+        return net
+
+    monkeypatch.setattr(dm, "build_model", recording)
+    train = make_blobs(20, num_classes=num_classes)
+    dm.distill(train, 2, method_config("dm", overrides={"iterations": 2, "batch_real": 8, "width": 8}),
+               seed=0, num_classes=num_classes)
+    assert seen and max(seen) == 8

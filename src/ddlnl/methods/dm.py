@@ -5,6 +5,12 @@ initialised ConvNet, embeds a real batch and the synthetic images of each class 
 transform, and moves the synthetic images so that the class-mean embeddings agree (squared L2
 distance, summed over classes). Only the images are learned; labels stay the class of each slot.
 
+Memory: one class at a time, as the reference (``main_DM.py`` embeds each class's real batch
+separately, detached). Each class's loss is back-propagated as soon as it is computed and the
+gradients accumulate in the synthetic images, so the peak holds one class's real batch (256 images
+at the paper setting) and one class's synthetic graph, whatever the number of classes; the
+gradient is that of the summed loss (the classes' terms share no synthetic image).
+
 Why this denoises: a class mean over many real images of a noisy class is dominated by the
 majority (clean) pattern when the noise is below the identifiability limit, so the synthetic set is
 pulled towards clean class statistics rather than towards individual mislabelled samples.
@@ -53,11 +59,24 @@ class DMConfig:
             raise ConfigError(f"dm: init {self.init!r}: use real or noise")
 
 
+def class_matching_loss(net: torch.nn.Module, real: torch.Tensor, syn: torch.Tensor) -> torch.Tensor:
+    """``||mean embed(real) - mean embed(syn)||^2`` for one class (real side without a graph).
+
+    Args:
+        real: ``B x C x H x W`` real images of the class (already augmented).
+        syn: ``S x C x H x W`` its synthetic images (already augmented; carries the graph).
+    """
+    with torch.no_grad():
+        mean_real = net.embed(real).mean(0)
+    return ((mean_real - net.embed(syn).mean(0)) ** 2).sum()
+
+
 def matching_loss(net: torch.nn.Module, real: list[torch.Tensor], syn: list[torch.Tensor]) -> torch.Tensor:
     """Sum over classes of ``||mean embed(real_c) - mean embed(syn_c)||^2``.
 
     All classes go through the network in one forward pass: the network's normalisation is
-    per-sample (instance norm), so batching classes together changes nothing but speed.
+    per-sample (instance norm), so batching classes together changes nothing but speed, at a
+    memory cost that grows with the number of classes (:func:`distill` goes class by class).
     """
     sizes_r = [r.shape[0] for r in real]
     sizes_s = [s.shape[0] for s in syn]
@@ -109,7 +128,8 @@ def distill(train: LabeledTensors, ipc: int, cfg: DMConfig = DMConfig(), *, seed
         p.requires_grad_(False)
     for it in bar:
         reinitialize_(net, derive_seed(seed, "dm-net", it), host=host)
-        real_batches, syn_batches = [], []
+        opt.zero_grad(set_to_none=True)
+        loss = torch.zeros((), device=device)
         for c in range(num_classes):
             idx = indices[c]
             pick = idx[torch.randperm(idx.numel(), generator=g)[:cfg.batch_real]]
@@ -119,11 +139,11 @@ def distill(train: LabeledTensors, ipc: int, cfg: DMConfig = DMConfig(), *, seed
                 # One parameter set for both batches of the class: the siamese part of DSA.
                 draw = dsa.sample(1, g, siamese=True)
                 real_c, syn_c = dsa.apply(real_c, draw), dsa.apply(syn_c, draw)
-            real_batches.append(real_c)
-            syn_batches.append(syn_c)
-        loss = matching_loss(net, real_batches, syn_batches)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
+            # Back-propagate class by class: the gradients add up in syn.grad, and only this
+            # class's real batch and graph are alive (memory bounded by one class).
+            loss_c = class_matching_loss(net, real_c, syn_c)
+            loss_c.backward()
+            loss = loss + loss_c.detach()
         opt.step()
         if cfg.log_every and it % cfg.log_every == 0:
             losses.append(loss.detach())  # read once at the end: no device sync per iteration
