@@ -161,7 +161,7 @@ def test_symmetric_refuses_non_identifiable_rate(k: int) -> None:
         lambda: symmetric_matrix(10, 1.0, inclusive=True),
         lambda: pairflip_matrix(10, -0.01),
         lambda: pairflip_matrix(10, 0.5),
-        lambda: asymmetric_matrix("cifar10", 10, 0.5),
+        lambda: asymmetric_matrix("cifar10", 10, 1.0),
         lambda: asymmetric_matrix("cifar10", 10, -0.2),
         lambda: asymmetric_matrix("svhn", 10, 0.2),
         lambda: asymmetric_matrix("cifar10", 100, 0.2),
@@ -188,8 +188,8 @@ def test_refusals_are_one_line_user_errors(build) -> None:
 def test_refusal_messages_name_the_problem() -> None:
     with pytest.raises(UserError, match="no asymmetric map for svhn; use symmetric or pairflip"):
         asymmetric_matrix("svhn", 10, 0.2)
-    with pytest.raises(UserError, match="dominates"):
-        asymmetric_matrix("cifar10", 10, 0.5)
+    with pytest.raises(UserError, match="rate must be < 1"):
+        asymmetric_matrix("cifar10", 10, 1.0)
     with pytest.raises(UserError, match="unknown noise kind"):
         parse_noise_spec("gaussian:0.2")
     with pytest.raises(UserError, match=">= 0"):
@@ -572,3 +572,75 @@ def test_natural_labels_with_real_loader(tmp_path: Path) -> None:
     result = make_noise(spec, dataset, seed=0)
     assert np.array_equal(result.noisy.numpy(), (clean + 2) % 10)
     assert result.realized_rate == 1.0
+
+
+@pytest.mark.parametrize("rate", [0.5, 0.6, 0.8])
+def test_asymmetric_rates_from_half_are_accepted_with_a_one_line_warning(rate, caplog) -> None:
+    # The study's configurations use asymmetric rates >= 0.5: they are built, with a warning that
+    # the mapped classes' clean label is no longer their majority label.
+    with caplog.at_level("WARNING", logger="ddlnl.noise"):
+        matrix = asymmetric_matrix("cifar10", 10, rate)
+    assert matrix[9, 1] == pytest.approx(rate) and matrix[9, 9] == pytest.approx(1 - rate)
+    np.testing.assert_allclose(matrix.sum(axis=1), 1.0)
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 1 and "\n" not in messages[0]
+    assert "no longer the majority" in messages[0] and "5 mapped classes" in messages[0]
+    result = make_noise(NoiseSpec("asymmetric", rate), make_dataset("cifar10", 10, 20000), seed=3)
+    assert abs(result.realized_rate - rate / 2) <= binomial_tolerance(rate / 2, 20000)
+
+
+def test_asymmetric_rates_below_half_do_not_warn(caplog) -> None:
+    with caplog.at_level("WARNING", logger="ddlnl.noise"):
+        asymmetric_matrix("cifar10", 10, 0.4)
+    assert not caplog.records
+
+
+def _pixel_dataset(size: int = 400, k: int = 10, shape=(3, 8, 8)) -> tuple[Dataset, torch.Tensor]:
+    """Random 0..255 pixel images, stored normalised as a loader would (train mean/std per channel)."""
+    gen = torch.Generator().manual_seed(5)
+    pixels = torch.randint(0, 256, (size, *shape), generator=gen).float()
+    labels = torch.arange(size) % k
+    mean = (pixels / 255).mean(dim=(0, 2, 3))
+    std = (pixels / 255).std(dim=(0, 2, 3))
+    normalised = (pixels / 255 - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)
+    split = LabeledTensors(normalised, labels)
+    ds = Dataset(name="toy", train=split, test=split, classes=tuple(str(i) for i in range(k)),
+                 mean=tuple(float(m) for m in mean), std=tuple(float(s) for s in std))
+    return ds, pixels
+
+
+def test_instance_noise_scores_raw_pixels_so_one_wrong_class_takes_the_flip_mass() -> None:
+    # Xia et al. (tools.get_instance_noisy_label) multiply the raw 0..255 pixels by a standard-
+    # normal W: the scores are far apart and the softmax over the wrong classes is nearly one-hot.
+    from ddlnl.noise import instance_flip_probabilities
+
+    ds, pixels = _pixel_dataset()
+    labels = ds.train.labels
+    probs = instance_flip_probabilities(pixels, labels, 0.4, seed=1, num_classes=10)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0)
+    flip = 1.0 - probs[np.arange(len(labels)), labels.numpy()]
+    wrong = probs.copy()
+    wrong[np.arange(len(labels)), labels.numpy()] = 0.0
+    share = wrong.max(axis=1) / flip
+    assert np.median(share) > 0.99 and share.mean() > 0.95
+    # make_noise de-normalises the stored images back to those pixels: same labels.
+    noisy = make_noise(NoiseSpec("instance", 0.4), ds, seed=1).noisy.numpy()
+    direct = instance_dependent_labels(pixels, labels, 0.4, seed=1, num_classes=10)
+    np.testing.assert_array_equal(noisy, direct)
+    assert 0.25 < float((noisy != labels.numpy()).mean()) < 0.55
+
+
+def test_instance_noise_on_unit_length_images_would_spread_the_flip_mass() -> None:
+    # The property above is the pixel scale's: the same images scaled to unit length (what ddlnl
+    # did before) give a flat softmax where the top wrong class gets well under half of the mass.
+    from ddlnl.noise import instance_flip_probabilities
+
+    ds, pixels = _pixel_dataset()
+    labels = ds.train.labels
+    flat = pixels.reshape(len(pixels), -1)
+    unit = (flat / flat.norm(dim=1, keepdim=True)).reshape(pixels.shape)
+    probs = instance_flip_probabilities(unit, labels, 0.4, seed=1, num_classes=10)
+    wrong = probs.copy()
+    wrong[np.arange(len(labels)), labels.numpy()] = 0.0
+    share = wrong.max(axis=1) / wrong.sum(axis=1)
+    assert share.mean() < 0.6

@@ -17,6 +17,7 @@ The test split is never corrupted: everything here acts on ``dataset.train`` onl
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import re
@@ -33,6 +34,9 @@ from .errors import DataError, UserError
 if TYPE_CHECKING:  # imported lazily at run time: data.py is being extended concurrently
     from .data import Dataset
 
+# One-line warnings (logging's last-resort handler prints just the message to stderr).
+_log = logging.getLogger("ddlnl.noise")
+
 __all__ = [
     "NOISE_KINDS",
     "ASYMMETRIC_MAPS",
@@ -45,6 +49,7 @@ __all__ = [
     "asymmetric_matrix",
     "apply_transition",
     "instance_dependent_labels",
+    "instance_flip_probabilities",
     "truncated_normal_mean",
     "realized_transition",
     "realized_noise_rate",
@@ -375,19 +380,27 @@ def asymmetric_matrix(dataset_name: str, num_classes: int, rate: float) -> np.nd
 
     Each source class of :func:`asymmetric_map` goes to its target with probability ``rate``;
     other classes keep their label (for CIFAR-10 half the classes are mapped, so the overall
-    rate is about ``rate / 2``). Rows sum to 1. Valid for ``0 <= rate < 0.5``: from 0.5 on the
-    flipped class dominates its source and the clean label is not identifiable.
+    rate is about ``rate / 2``). Rows sum to 1. Any rate in ``[0, 1)`` is accepted, because the
+    study's configurations use rates up to 0.8; from 0.5 on the flipped class is at least as
+    likely as the clean one in every mapped row, so the clean label is no longer the majority
+    label of those classes (not identifiable from the labels alone), and a one-line warning says so.
 
     Returns:
         float64 array ``K x K``.
 
     Raises:
-        UserError: no map for the dataset, or a rate outside ``[0, 0.5)``.
+        UserError: no map for the dataset, or a rate outside ``[0, 1)``.
     """
     k = _check_num_classes(num_classes)
     rate = float(rate)
-    _check_rate(rate, 0.5, "asymmetric noise", "from 0.5 on the flipped class dominates")
-    return _map_matrix(k, asymmetric_map(dataset_name, k), rate)
+    _check_rate(rate, 1.0, "asymmetric noise")
+    mapping = asymmetric_map(dataset_name, k)
+    if rate >= 0.5:
+        _log.warning(
+            f"warning: asymmetric noise {rate:g} >= 0.5 on {dataset_name}: the clean label is no longer "
+            f"the majority label of the {sum(1 for a, b in mapping.items() if a != b)} mapped classes"
+        )
+    return _map_matrix(k, mapping, rate)
 
 
 def _map_matrix(num_classes: int, mapping: dict[int, int], rate: float) -> np.ndarray:
@@ -510,16 +523,77 @@ def truncated_normal_mean(mean: float, std: float, low: float = 0.0, high: float
     return mean + std * (pdf(a) - pdf(b)) / (cdf(b) - cdf(a))
 
 
+def _instance_setup(images: torch.Tensor, labels: np.ndarray | torch.Tensor, rate: float, seed: int,
+                    num_classes: int) -> tuple[np.ndarray, torch.Tensor, np.ndarray, list[np.ndarray], np.ndarray, int]:
+    k = _check_num_classes(num_classes)
+    _check_rate(float(rate), 1.0, "instance noise")
+    clean = _as_labels(labels)
+    _check_range(clean, k)
+    images = torch.as_tensor(images)
+    if images.shape[0] != clean.shape[0]:
+        raise DataError(f"{images.shape[0]} images but {clean.shape[0]} labels: they must match")
+    rng = np.random.default_rng(_check_seed(seed))
+    n, dim = clean.shape[0], int(np.prod(images.shape[1:]))
+    flip_rates = _truncated_normal(rng, float(rate), _INSTANCE_RATE_STD, 0.0, 1.0, n)
+    projections = [rng.standard_normal((dim, k), dtype=np.float32) for _ in range(k)]
+    uniforms = rng.random(n)
+    return clean, images, flip_rates, projections, uniforms, dim
+
+
+def _raw_pixels(images: torch.Tensor, normalization: tuple[Sequence[float], Sequence[float]] | None) -> torch.Tensor:
+    """``images`` in 0..255 pixel values: as given, or undoing ``(x / 255 - mean) / std`` per channel."""
+    x = images.to(torch.float64).cpu()
+    if normalization is None:
+        return x
+    mean, std = (torch.tensor([float(v) for v in t], dtype=torch.float64) for t in normalization)
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    return (x * std.view(shape) + mean.view(shape)) * 255.0
+
+
+def _class_flip_probabilities(images: torch.Tensor, where: np.ndarray, cls: int, dim: int,
+                              flip_rates: np.ndarray, projection: np.ndarray,
+                              normalization: tuple[Sequence[float], Sequence[float]] | None = None) -> np.ndarray:
+    """Rows ``P(noisy = j | x_n)`` for the samples ``where`` of clean class ``cls``."""
+    # Per class, so only one class's images are copied (and de-normalised) at a time.
+    x = _raw_pixels(images[torch.from_numpy(where)], normalization).reshape(len(where), dim)
+    scores = (x @ torch.from_numpy(projection).double()).numpy()
+    scores[:, cls] = -np.inf
+    scores -= scores.max(axis=1, keepdims=True)
+    probs = np.exp(scores)
+    probs *= (flip_rates[where] / probs.sum(axis=1))[:, None]
+    probs[:, cls] = 1.0 - flip_rates[where]
+    return probs
+
+
+def instance_flip_probabilities(images: torch.Tensor, labels: np.ndarray | torch.Tensor, rate: float,
+                                seed: int, num_classes: int, *,
+                                normalization: tuple[Sequence[float], Sequence[float]] | None = None) -> np.ndarray:
+    """The per-sample label distributions ``N x K`` that :func:`instance_dependent_labels` samples
+    from (same arguments, same draws): row ``n`` is ``P(noisy = j | x_n, clean = y_n)``."""
+    clean, images, flip_rates, projections, _, dim = _instance_setup(images, labels, rate, seed, num_classes)
+    probs = np.zeros((clean.shape[0], int(num_classes)), dtype=np.float64)
+    for cls in np.unique(clean):
+        where = np.flatnonzero(clean == cls)
+        probs[where] = _class_flip_probabilities(images, where, int(cls), dim, flip_rates, projections[cls],
+                                                 normalization)
+    return probs
+
+
 def instance_dependent_labels(
     images: torch.Tensor,
     labels: np.ndarray | torch.Tensor,
     rate: float,
     seed: int,
     num_classes: int,
+    *,
+    normalization: tuple[Sequence[float], Sequence[float]] | None = None,
 ) -> np.ndarray:
-    """Instance-dependent (PTD) label noise, Xia et al., NeurIPS 2020, ``get_instance_noisy_label``.
+    """Instance-dependent (PTD) label noise, Xia et al., NeurIPS 2020, ``get_instance_noisy_label``
+    (xiaoboxia/Part-dependent-label-noise ``tools.py``).
 
-    For each sample ``x_n`` (flattened, scaled to unit L2 norm) with clean label ``y``:
+    For each sample ``x_n`` with clean label ``y``, where ``x_n`` is the image flattened (C, H, W
+    order) in RAW PIXEL VALUES 0..255, as the reference feeds its ``.npy`` images (``data.py``:
+    ``torch.from_numpy(original_images).float()``, no scaling):
 
     1. flip rate ``q_n`` ~ normal(mean=``rate``, std=0.1) truncated to ``[0, 1]``;
     2. scores ``s = x_n @ W_y`` with ``W_y`` a ``D x K`` standard-normal projection drawn once
@@ -527,6 +601,12 @@ def instance_dependent_labels(
        ``W[y]``, so the flip direction depends on both the image and its class);
     3. ``s[y] = -inf``; ``p = q_n * softmax(s)``; ``p[y] = 1 - q_n``; draw the noisy label
        from ``p``.
+
+    On raw pixels the scores are hundreds to thousands apart, so the softmax is nearly one-hot:
+    almost all of a sample's flip mass goes to ONE wrong class chosen by its image (on
+    unit-normalised images the softmax would be nearly flat: a different, much more spread noise).
+    :func:`make_noise` passes the dataset's normalised images with ``normalization=(mean, std)``,
+    and each class's images are turned back into 0..255 pixels here, one class at a time.
 
     The expected noise rate is the mean of the truncated normal (:func:`truncated_normal_mean`),
     which equals ``rate`` up to the truncation (0.4 -> 0.4000, 0.2 -> 0.2055, 0.05 -> 0.1009).
@@ -536,7 +616,9 @@ def instance_dependent_labels(
     uniforms.
 
     Args:
-        images: float tensor ``N x ...`` (e.g. ``N x C x H x W``); ``D`` = product of the rest.
+        images: float tensor ``N x ...`` (e.g. ``N x C x H x W``) in pixel values 0..255, or
+            normalised as ``(pixel / 255 - mean) / std`` when ``normalization=(mean, std)`` (per
+            channel, axis 1) is given; ``D`` = product of the rest.
         labels: clean ``int64`` labels, shape ``N``, in ``[0, num_classes)``.
         rate: mean flip rate in ``[0, 1)``.
         seed: non-negative integer.
@@ -545,33 +627,14 @@ def instance_dependent_labels(
     Returns:
         noisy labels, ``int64`` numpy array of shape ``N``.
     """
-    k = _check_num_classes(num_classes)
-    rate = float(rate)
-    _check_rate(rate, 1.0, "instance noise")
-    clean = _as_labels(labels)
-    _check_range(clean, k)
-    images = torch.as_tensor(images)
-    if images.shape[0] != clean.shape[0]:
-        raise DataError(f"{images.shape[0]} images but {clean.shape[0]} labels: they must match")
-    if rate == 0.0 or clean.size == 0:
+    clean, images, flip_rates, projections, uniforms, dim = _instance_setup(images, labels, rate, seed, num_classes)
+    if float(rate) == 0.0 or clean.size == 0:
         return clean
-    rng = np.random.default_rng(_check_seed(seed))
-    n, dim = clean.shape[0], int(np.prod(images.shape[1:]))
-    flip_rates = _truncated_normal(rng, rate, _INSTANCE_RATE_STD, 0.0, 1.0, n)
-    projections = [rng.standard_normal((dim, k), dtype=np.float32) for _ in range(k)]
-    uniforms = rng.random(n)
     noisy = clean.copy()
     for cls in np.unique(clean):
         where = np.flatnonzero(clean == cls)
-        # Per class, so only one class's images are copied and normalised at a time.
-        x = images[torch.from_numpy(where)].reshape(len(where), dim).to(torch.float32).cpu()
-        x = x / x.norm(dim=1, keepdim=True).clamp_min(1e-12)
-        scores = (x @ torch.from_numpy(projections[cls])).double().numpy()
-        scores[:, cls] = -np.inf
-        scores -= scores.max(axis=1, keepdims=True)
-        probs = np.exp(scores)
-        probs *= (flip_rates[where] / probs.sum(axis=1))[:, None]
-        probs[:, cls] = 1.0 - flip_rates[where]
+        probs = _class_flip_probabilities(images, where, int(cls), dim, flip_rates, projections[cls],
+                                          normalization)
         noisy[where] = _sample_from_rows(probs, uniforms[where])
     return noisy
 
@@ -798,7 +861,9 @@ def make_noise(spec: NoiseSpec, dataset: "Dataset", seed: int) -> NoisyLabels:
         transition = _spec_matrix(spec, dataset.name, k)
         noisy = apply_transition(clean, transition, seed)
     elif spec.kind == "instance":
-        noisy = instance_dependent_labels(dataset.train.images, clean, spec.rate, seed, k)
+        # Xia et al. score raw 0..255 pixels, not ddlnl's normalised images.
+        noisy = instance_dependent_labels(dataset.train.images, clean, spec.rate, seed, k,
+                                          normalization=(dataset.mean, dataset.std))
     elif spec.kind == "natural":
         noisy = _natural_labels(spec, dataset)
     else:  # "file"
@@ -843,12 +908,12 @@ def _natural_labels(spec: NoiseSpec, dataset: "Dataset") -> np.ndarray:
             f"CIFAR-N file {spec.path} has no label set {variant!r}; available: "
             f"{', '.join(sorted(label_sets))}"
         )
-    if "coarse" in variant:
+    if "coarse" in variant and dataset.name != "cifar100-coarse":
         # CIFAR-100N's "noisy-coarse" set is in the 20-superclass label space: comparing it with
-        # fine labels would report nonsense rates.
+        # fine labels would report nonsense rates (the cifar100-coarse dataset is its match).
         raise UserError(
             f"CIFAR-N label set {variant!r} holds superclass labels, not the {dataset.num_classes} "
-            f"classes of {dataset.name}; choose one of "
+            f"classes of {dataset.name}; use --dataset cifar100-coarse for it, or one of "
             f"{', '.join(sorted(v for v in label_sets if 'coarse' not in v))}"
         )
     labels = _as_labels(label_sets[variant], f"CIFAR-N {variant} labels")
