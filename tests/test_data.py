@@ -91,7 +91,7 @@ def assert_train_statistics(ds: Dataset) -> None:
 
 def test_registry_lists_every_loader() -> None:
     assert sorted(DATASETS) == sorted(
-        ["digits", "fashion-mnist", "cifar10", "cifar100", "tiny-imagenet", "npz", "imagefolder"]
+        ["digits", "fashion-mnist", "cifar10", "cifar100", "cifar100-coarse", "tiny-imagenet", "npz", "imagefolder"]
     )
 
 
@@ -556,3 +556,44 @@ def test_cifar_n_refuses_code_and_non_zip_files(tmp_path: Path, cifar10: Dataset
 def test_cifar_n_only_for_cifar() -> None:
     with raises_data_error("CIFAR-N labels exist for"):
         load_cifar_n("whatever.pt", load_dataset("digits"))
+
+
+def test_cifar100_coarse_has_the_20_superclasses_as_classes(tmp_path: Path) -> None:
+    written = write_cifar100(tmp_path / "c100", n_train=40, n_test=10)
+    fine = load_dataset("cifar100", root=tmp_path / "c100")
+    ds = load_dataset("cifar100-coarse", root=tmp_path / "c100")
+    assert ds.name == "cifar100-coarse" and ds.num_classes == 20
+    assert ds.classes == CIFAR100_COARSE_CLASSES
+    np.testing.assert_array_equal(ds.train.labels.numpy(), written["train_coarse"])
+    np.testing.assert_array_equal(ds.test.labels.numpy(), written["test_coarse"])
+    np.testing.assert_array_equal(np.asarray(ds.meta["fine_labels"]), written["train_fine"])
+    assert torch.equal(ds.train.images, fine.train.images) and ds.mean == fine.mean
+
+
+def test_cifar100_n_noisy_coarse_goes_with_cifar100_coarse(tmp_path: Path) -> None:
+    from ddlnl.noise import NoiseSpec, make_noise
+
+    written = write_cifar100(tmp_path / "c100", n_train=40, n_test=10)
+    noisy_coarse = np.roll(written["train_coarse"], 1).astype(np.int64)
+    arrays = {
+        "clean_label": written["train_fine"].astype(np.int64),
+        "noisy_label": np.roll(written["train_fine"], 1).astype(np.int64),
+        "clean_coarse_label": written["train_coarse"].astype(np.int64),
+        "noisy_coarse_label": noisy_coarse,
+    }
+    path = tmp_path / "CIFAR-100_noisy_label.pt"
+    write_cifar_n(path, arrays)
+    ds = load_dataset("cifar100-coarse", root=tmp_path / "c100")
+    assert set(load_cifar_n(path, ds)) == {"noisy-coarse"}
+    result = make_noise(NoiseSpec("natural", variant="noisy-coarse", path=str(path)), ds, seed=0)
+    np.testing.assert_array_equal(result.noisy.numpy(), noisy_coarse)
+    assert result.realized_T.shape == (20, 20)
+    assert result.realized_rate == pytest.approx(float((noisy_coarse != written["train_coarse"]).mean()))
+    # On the 100-class dataset the superclass labels are refused, pointing at cifar100-coarse.
+    with pytest.raises(UserError, match="cifar100-coarse"):
+        make_noise(NoiseSpec("natural", variant="noisy-coarse", path=str(path)),
+                   load_dataset("cifar100", root=tmp_path / "c100"), seed=0)
+    # A file whose fine clean labels are another dataset's is still refused.
+    write_cifar_n(tmp_path / "other.pt", {**arrays, "clean_label": np.roll(arrays["clean_label"], 1)})
+    with raises_data_error("clean_label does not match"):
+        load_cifar_n(tmp_path / "other.pt", ds)

@@ -620,6 +620,33 @@ def load_cifar100(root: str | Path | None = None) -> Dataset:
     )  # fmt: skip
 
 
+def load_cifar100_coarse(root: str | Path | None = None) -> Dataset:
+    """CIFAR-100 with its 20 superclasses as the classes (``cifar100-coarse``).
+
+    The same files, images and normalisation as :func:`load_cifar100`; the labels are the
+    official coarse labels, so CIFAR-100N's ``noisy-coarse`` human labels (``natural:noisy-coarse``,
+    the study's ``--is_coarse`` runs, DD_LNL ``CIFAR100n_coarse``) have a 20-class dataset to go with.
+
+    Returns:
+        ``Dataset`` named ``cifar100-coarse`` with 50000 / 10000 images float32 ``N x 3 x 32 x 32``,
+        coarse labels int64 in 0..19, the 20 superclass names as ``classes``, and in ``meta``:
+        ``fine_labels`` (train, int64 tensor ``N``), ``test_fine_labels``, ``fine_classes``.
+    """
+    fine = load_cifar100(root)
+    meta = {k: v for k, v in fine.meta.items()
+            if k not in ("coarse_labels", "test_coarse_labels", "coarse_classes")}
+    meta.update(fine_labels=fine.train.labels, test_fine_labels=fine.test.labels, fine_classes=fine.classes)
+    return Dataset(
+        name="cifar100-coarse",
+        train=fine.train.with_labels(torch.as_tensor(fine.meta["coarse_labels"], dtype=torch.int64)),
+        test=fine.test.with_labels(torch.as_tensor(fine.meta["test_coarse_labels"], dtype=torch.int64)),
+        classes=tuple(fine.meta["coarse_classes"]),
+        mean=fine.mean,
+        std=fine.std,
+        meta=meta,
+    )
+
+
 # -------------------------------------------------------------------------------- Tiny ImageNet
 
 _TINY_HOW = (
@@ -1002,6 +1029,7 @@ DATASETS: dict[str, Callable[..., Dataset]] = {
     "fashion-mnist": load_fashion_mnist,
     "cifar10": load_cifar10,
     "cifar100": load_cifar100,
+    "cifar100-coarse": load_cifar100_coarse,
     "tiny-imagenet": load_tiny_imagenet,
     "npz": load_npz,
     "imagefolder": load_imagefolder,
@@ -1039,6 +1067,7 @@ def load_dataset(name: str, root: str | Path | None = None) -> Dataset:
 CIFAR_N_FILES: dict[str, str] = {
     "cifar10": "CIFAR-10_human.pt",
     "cifar100": "CIFAR-100_noisy_label.pt",
+    "cifar100-coarse": "CIFAR-100_noisy_label.pt",
 }
 
 #: ddlnl name of each human-label variant -> key in the official CIFAR-N file.
@@ -1051,6 +1080,8 @@ CIFAR_N_VARIANTS: dict[str, dict[str, str]] = {
         "worst": "worse_label",
     },
     "cifar100": {"noisy": "noisy_label", "noisy-coarse": "noisy_coarse_label"},
+    # The superclass labels only: the fine ones are not in a 20-class space.
+    "cifar100-coarse": {"noisy-coarse": "noisy_coarse_label"},
 }
 
 
@@ -1087,14 +1118,16 @@ def load_cifar_n(path: str | Path, dataset: Dataset) -> dict[str, np.ndarray]:
     such arrays, so a file holding anything else is refused rather than executed.
 
     Args:
-        path: ``CIFAR-10_human.pt`` (for cifar10) or ``CIFAR-100_noisy_label.pt`` (for cifar100).
-        dataset: the loaded ``cifar10`` / ``cifar100`` dataset; its training labels must equal the
-            file's ``clean_label`` (same images, same order).
+        path: ``CIFAR-10_human.pt`` (for cifar10) or ``CIFAR-100_noisy_label.pt`` (for cifar100
+            and cifar100-coarse).
+        dataset: the loaded ``cifar10`` / ``cifar100`` / ``cifar100-coarse`` dataset; its training
+            labels (for cifar100-coarse: ``meta["fine_labels"]``) must equal the file's
+            ``clean_label`` (same images, same order).
 
     Returns:
         ``{variant: int64 array N}`` for the variants of ``CIFAR_N_VARIANTS[dataset.name]``
         (cifar10: ``aggre``, ``random1..3``, ``worst``; cifar100: ``noisy``, ``noisy-coarse``,
-        the latter in coarse label space 0..19).
+        the latter in coarse label space 0..19; cifar100-coarse: ``noisy-coarse``).
 
     Raises:
         DataError: missing file, not a CIFAR-N label file, wrong length, or clean labels that do
@@ -1135,10 +1168,14 @@ def load_cifar_n(path: str | Path, dataset: Dataset) -> dict[str, np.ndarray]:
             raise DataError(f"{path}: {key} is {value.dtype} {value.shape}, expected {n} integer "
                             f"labels (one per {dataset.name} training image)")  # fmt: skip
         arrays[key] = value.astype(np.int64)
-    if not np.array_equal(arrays["clean_label"], dataset.train.labels.cpu().numpy()):
+    # cifar100-coarse: the file's clean_label (fine) is checked against the fine labels kept in
+    # meta, its clean_coarse_label against the dataset's own (coarse) labels.
+    is_coarse = dataset.name == "cifar100-coarse"
+    fine = dataset.meta.get("fine_labels") if is_coarse else dataset.train.labels
+    if fine is None or not np.array_equal(arrays["clean_label"], np.asarray(fine)):
         raise DataError(f"{path}: clean_label does not match {dataset.name} training labels: is "
                         "this the file for cifar10 or cifar100?")  # fmt: skip
-    coarse = dataset.meta.get("coarse_labels")
+    coarse = dataset.train.labels if is_coarse else dataset.meta.get("coarse_labels")
     if "clean_coarse_label" in arrays and coarse is not None:
         if not np.array_equal(arrays["clean_coarse_label"], np.asarray(coarse)):
             raise DataError(

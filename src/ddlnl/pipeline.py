@@ -58,7 +58,7 @@ BASELINE_PRESETS: dict[str, dict[str, Any]] = {
 # Input sizes of the registered datasets, so a configuration resolves before any data are read.
 KNOWN_IMAGE_SIZES: dict[str, tuple[int, int]] = {
     "digits": (8, 8), "fashion-mnist": (28, 28), "cifar10": (32, 32), "cifar100": (32, 32),
-    "tiny-imagenet": (64, 64),
+    "cifar100-coarse": (32, 32), "tiny-imagenet": (64, 64),
 }
 
 
@@ -270,8 +270,9 @@ def prepare_data(job: JobConfig) -> Prepared:
             raise ConfigError(f"train_subset={job.train_subset} leaves {'no training images' if keep.numel() == 0 else 'a class without images'} "
                               f"in {dataset.name}: use at least {need} (or 0 for all)")
         meta = dict(dataset.meta, train_subset=keep.tolist())
-        if "coarse_labels" in meta:
-            meta["coarse_labels"] = meta["coarse_labels"][keep]
+        for per_image in ("coarse_labels", "fine_labels"):  # cifar100 / cifar100-coarse
+            if per_image in meta:
+                meta[per_image] = meta[per_image][keep]
         dataset = replace(dataset, train=dataset.train.subset(keep), meta=meta)
     spec = parse_noise_spec(job.noise)
     if job.noise_file:
