@@ -251,3 +251,61 @@ def test_outer_step_is_the_same_with_and_without_the_materialised_jacobian(solve
                  (slow.grad_log_temp, fast.grad_log_temp)]:
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
     assert slow.inner_losses == pytest.approx(fast.inner_losses, rel=1e-9)
+
+
+def test_adabelief_step_equals_optax_scale_by_belief():
+    # optax.adabelief = scale_by_belief(b1=0.9, b2=0.999, eps=1e-16, eps_root=1e-16) then -lr:
+    # the prediction error is taken against the first moment BEFORE this step's update
+    # (optax: prediction_error = g - state.mu), and eps_root is added to the stored nu.
+    import math
+
+    lr, b1, b2, eps = 0.003, 0.9, 0.999, 1e-16
+    grads = [[0.5, -1.0, 2.0], [0.4, -0.2, 1.0], [-0.3, 0.1, 3.0], [0.2, 0.2, -1.0], [1.0, -2.0, 0.5]]
+    p0 = [0.1, -0.2, 0.3]
+    expected, mu, nu = list(p0), [0.0] * 3, [0.0] * 3
+    for t, g in enumerate(grads, start=1):
+        for i in range(3):
+            error = g[i] - mu[i]
+            mu[i] = b1 * mu[i] + (1 - b1) * g[i]
+            nu[i] = b2 * nu[i] + (1 - b2) * error * error + eps
+            mu_hat, nu_hat = mu[i] / (1 - b1 ** t), nu[i] / (1 - b2 ** t)
+            expected[i] -= lr * mu_hat / (math.sqrt(nu_hat) + eps)
+    p = torch.tensor(p0, dtype=torch.float64)
+    opt = rcig._AdaBelief([p], [lr])
+    for g in grads:
+        opt.step([torch.tensor(g, dtype=torch.float64)])
+    assert torch.allclose(p, torch.tensor(expected, dtype=torch.float64), rtol=1e-6, atol=1e-12)
+
+
+def test_own_protocol_trains_on_the_set_and_its_flips_for_the_planned_steps():
+    # RCIG eval.py appends the flips before training; CIFAR-10 IPC 50 (500 images) then takes
+    # 2000 Adam steps of batch 256 over 1000 images, 500 of them warm-up.
+    import math
+
+    from ddlnl.synthetic import SyntheticSet
+
+    g = torch.Generator().manual_seed(0)
+    images = torch.randn(500, 3, 4, 4, generator=g)
+    raw = torch.randn(500, 10, generator=g)
+    syn = SyntheticSet(images, torch.softmax(raw, 1), meta={"method": "rcig", "num_classes": 10,
+                                                             "raw_labels": raw.tolist()})
+    cfg, data = rcig.own_protocol(TrainConfig(), syn, "cifar10")
+    assert data.images.shape[0] == 1000
+    assert torch.equal(data.images[500:], images.flip(-1)) and torch.equal(data.labels[500:], raw)
+    steps_per_epoch = math.ceil(data.images.shape[0] / cfg.batch_size)
+    assert cfg.batch_size == 256 and 2000 <= cfg.epochs * steps_per_epoch < 2000 + steps_per_epoch
+    assert 500 <= cfg.warmup_epochs * steps_per_epoch < 500 + steps_per_epoch
+    # Grayscale sets have no flip copies (depth_3_no_flip.txt).
+    _, gray = rcig.own_protocol(TrainConfig(), syn, "fashion-mnist")
+    assert gray.images.shape[0] == 500
+
+
+def test_rcig_convnets_double_their_width_per_block():
+    # RCIG models.Conv: features = width * 2**i, for the distillation and the evaluation nets.
+    net = rcig._new_net(rcig.RCIGConfig(), channels=3, num_classes=10, image_size=(32, 32), seed=0,
+                        device=torch.device("cpu"))
+    widths = [m.out_channels for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert widths == [128, 256, 512] and net.feature_dim == 512 * 4 * 4
+    cfg = rcig.rcig_eval_config(TrainConfig(), num_images=100, dataset_name="cifar10")
+    assert (cfg.width, cfg.width_multiplier) == (128, 2)
+    assert method_config("rcig", "cpu").width_multiplier == 1  # the CPU preset keeps it constant
