@@ -341,3 +341,23 @@ def test_zca_dict_round_trip() -> None:
 def test_zca_rejects_bad_reg() -> None:
     with pytest.raises(ConfigError, match="reg"):
         fit_zca(correlated_data(n=10), reg=0.0)
+
+
+def test_idc_mode_applies_flip_and_colour_every_batch_plus_one_geometric_op() -> None:
+    # IDC/DANCE DiffAug(single=False): flip and colour always, then ONE of the remaining ops
+    # (crop / scale / rotate), then cutout where the strategy lists it.
+    dsa = DSA("color_crop_cutout_flip_scale_rotate", mode="idc")
+    chosen = set()
+    for seed in range(40):
+        ops = dsa.sample(3, gen(seed)).ops
+        assert ops[:4] == ("flip", "brightness", "saturation", "contrast") and ops[-1] == "cutout"
+        middle = ops[4:-1]
+        assert len(middle) == 1 and middle[0] in {"crop", "scale", "rotate"}
+        chosen.add(middle[0])
+    assert chosen == {"crop", "scale", "rotate"}
+    # DANCE's evaluation strategy has no cutout; its pre-training strategy is colour + crop, both applied.
+    assert DSA("color_crop_flip_scale_rotate", mode="idc").sample(2, gen(1)).ops[-1] in {"crop", "scale", "rotate"}
+    assert DSA("color_crop", mode="idc").sample(2, gen(0)).ops == ("brightness", "saturation", "contrast", "crop")
+    x = torch.rand(3, 3, 8, 8, requires_grad=True)
+    dsa(x, gen(3)).sum().backward()
+    assert x.grad is not None

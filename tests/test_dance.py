@@ -203,6 +203,8 @@ def test_own_protocol_is_the_longer_schedule_without_cutout(tiny_dataset):
     assert own_protocol is METHODS["dance"].own_protocol
     assert (cfg.epochs, cfg.batch_size, cfg.lr, cfg.momentum, cfg.weight_decay) == (1500, 64, 0.01, 0.9, 5e-4)
     assert cfg.dsa_strategy == "color_crop_flip_scale_rotate" and cfg.width == 32 and cfg.augment == "dsa"
+    # IDC augmentation (flip + colour + one of crop/scale/rotate) and CutMix p 0.5, beta 1.
+    assert (cfg.dsa_mode, cfg.cutmix_prob, cfg.cutmix_beta) == ("idc", 0.5, 1.0)
     assert torch.equal(data.images, syn.images) and len(data) == 16
 
 
@@ -230,3 +232,35 @@ def test_same_seed_same_set_and_another_seed_another(tiny_dataset):
     c = METHODS["dance"].distill(tiny_dataset.train, 1, _cfg(), seed=4, num_classes=4)
     assert torch.equal(a.images, b.images) and not torch.equal(a.images, c.images)
     assert math.isfinite(sum(a.meta["loss_inner"]))
+
+
+def test_pretraining_uses_idc_augmentation_and_cutmix():
+    # arg_pretrain.py: --mixup cut, mix_p 0.5, beta 1; aug_rand = DiffAug("color_crop", batch=False).
+    ecfg = DANCEConfig().expert_config()
+    assert (ecfg.dsa_mode, ecfg.dsa_strategy, ecfg.cutmix_prob, ecfg.cutmix_beta) == ("idc", "color_crop", 0.5, 1.0)
+    tcfg = ecfg.train_config()
+    assert (tcfg.dsa_mode, tcfg.cutmix_prob, tcfg.cutmix_beta) == ("idc", 0.5, 1.0)
+    assert "momentum_across_epochs" in ecfg.key_fields()
+
+
+def test_expert_momentum_carries_over_epoch_boundaries(tiny_dataset):
+    # One full-batch SGD step per epoch, no augmentation: two epochs of an expert must equal two
+    # steps of ONE torch SGD optimiser with momentum 0.9 (the buffer is not reset at the epoch).
+    import torch.nn.functional as F
+
+    from ddlnl.train import build_model
+    from ddlnl.utils import derive_seed
+
+    ecfg = ExpertConfig(num_experts=1, epochs=2, lr=0.05, batch_size=512, momentum=0.9, weight_decay=0.0,
+                        augment="none", width=8, depth=2)
+    traj = ex.train_expert(tiny_dataset.train, ecfg, index=0, seed=3, num_classes=4)
+    model = build_model(ecfg.train_config(), channels=1, num_classes=4, image_size=(8, 8),
+                        seed=derive_seed(3, "expert", 0))
+    layout = ex.ParamLayout.of(model)
+    assert torch.allclose(traj[0], layout.flatten(model))
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    for epoch in (1, 2):
+        opt.zero_grad()
+        F.cross_entropy(model(tiny_dataset.train.images), tiny_dataset.train.labels).backward()
+        opt.step()
+        assert torch.allclose(traj[epoch], layout.flatten(model).detach(), atol=1e-6)

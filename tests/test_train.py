@@ -173,3 +173,53 @@ def test_reinitialize_gives_the_weights_of_a_fresh_build(norm):
             out = reinitialize_(target, seed, host=h).state_dict()
             assert out.keys() == fresh.keys()
             assert all(torch.equal(out[k], fresh[k]) for k in fresh)
+
+
+def test_cutmix_box_is_dance_rand_bbox():
+    # DANCE misc/utils.rand_bbox: cut_rat = sqrt(1 - lam), cut = int(side * cut_rat), centre
+    # uniform, each end clipped to the image; written out here for one draw.
+    import math
+
+    import numpy as np
+
+    from ddlnl.train import cutmix_box
+
+    for seed, lam in [(0, 0.3), (1, 0.9), (2, 0.05)]:
+        r1, c1, r2, c2 = cutmix_box(32, 32, lam, np.random.default_rng(seed))
+        rng = np.random.default_rng(seed)
+        cut = int(32 * math.sqrt(1 - lam))
+        cy, cx = rng.integers(32), rng.integers(32)
+        assert (r1, r2) == (max(cy - cut // 2, 0), min(cy + cut // 2, 32))
+        assert (c1, c2) == (max(cx - cut // 2, 0), min(cx + cut // 2, 32))
+
+
+def test_cutmix_pastes_a_box_from_the_shuffled_batch_and_mixes_the_targets():
+    import numpy as np
+
+    from ddlnl.train import cutmix
+    from ddlnl.utils import generator
+
+    x = torch.stack([torch.full((1, 16, 16), float(i)) for i in range(4)])
+    mixed, perm, ratio = cutmix(x, TrainConfig(cutmix_prob=1.0), np.random.default_rng(4), generator(0))
+    assert perm is not None and 0.0 <= ratio <= 1.0
+    for i in range(4):
+        pasted = (mixed[i] == float(perm[i])).float().mean().item() if perm[i] != i else 1 - ratio
+        assert abs((1 - ratio) - pasted) < 1e-6  # the pasted share is 1 - ratio
+    assert torch.equal(x[0], torch.zeros(1, 16, 16))  # the input is not modified in place
+    same, none, one = cutmix(x, TrainConfig(cutmix_prob=0.0), np.random.default_rng(4), generator(0))
+    assert none is None and one == 1.0 and same is x
+
+
+def test_training_loop_applies_cutmix_when_asked():
+    from ddlnl.train import train
+
+    data = LabeledTensors(torch.stack([torch.full((1, 8, 8), float(i)) for i in range(4)]), torch.arange(4))
+    seen: list[torch.Tensor] = []
+    for prob in (0.0, 1.0):
+        model = build_model(TrainConfig(width=4, depth=1), channels=1, num_classes=4, image_size=(8, 8), seed=0)
+        model.register_forward_pre_hook(lambda m, inp: seen.append(inp[0].detach().clone()))
+        train(model, data, TrainConfig(width=4, depth=1, epochs=3, batch_size=4, augment="none", cutmix_prob=prob),
+              seed=0)
+        mixed = [bool((x.flatten(1).amax(1) != x.flatten(1).amin(1)).any()) for x in seen]
+        assert any(mixed) == (prob == 1.0)
+        seen.clear()

@@ -108,7 +108,7 @@ OP_PARAM_KEYS: dict[str, tuple[str, ...]] = {
     "cutout": ("cutout_quantile_h", "cutout_quantile_w"),  # position of the square's centre
 }
 
-_MODES = ("single", "all")
+_MODES = ("single", "all", "idc")
 
 
 # --------------------------------------------------------------------------------------------
@@ -290,7 +290,11 @@ class DSA:
         params: transform strengths.
         mode: ``"single"`` (the reference default, ``aug_mode='S'``): each draw picks ONE token
             uniformly at random for the whole batch ('color' then applies brightness, saturation
-            and contrast); ``"all"`` (reference ``'M'``): every token's ops, in strategy order.
+            and contrast); ``"all"`` (reference ``'M'``): every token's ops, in strategy order;
+            ``"idc"`` (IDC/DANCE ``misc/augment.py`` ``DiffAug(single=False)``, DANCE's evaluation
+            and pre-training): ``flip`` and ``color`` on every batch, then ONE of the other tokens
+            except ``cutout`` (e.g. crop, scale or rotate), then ``cutout``, each where the
+            strategy has it.
 
     Use :meth:`sample` once and :meth:`apply` the draw to the real and the synthetic batch to get
     identical transforms on both (``siamese=True`` makes the draw fit batches of any size).
@@ -351,6 +355,8 @@ class DSA:
         if self.mode == "single" and self.tokens:
             choice = int(torch.randint(len(self.tokens), (1,), generator=generator))
             tokens: tuple[str, ...] = (self.tokens[choice],)
+        elif self.mode == "idc":
+            tokens = self._idc_tokens(generator)
         else:
             tokens = self.tokens
         ops = tuple(op for token in tokens for op in STRATEGY_TOKENS[token])
@@ -360,6 +366,15 @@ class DSA:
         if device is not None:
             params = {key: value.to(device) for key, value in params.items()}
         return AugmentationDraw(ops, params, None if siamese else n)
+
+    def _idc_tokens(self, generator: torch.Generator) -> tuple[str, ...]:
+        """IDC ``DiffAug.__call__`` with ``single=False``: flip, colour, one of the rest, cutout."""
+        front = tuple(t for t in ("flip", "color") if t in self.tokens)
+        rest = [t for t in self.tokens if t not in ("flip", "color", "cutout")]
+        middle: tuple[str, ...] = ()
+        if rest:  # np.random.randint(len(self.strategy)) per batch in the reference
+            middle = (rest[int(torch.randint(len(rest), (1,), generator=generator))],)
+        return front + middle + (("cutout",) if "cutout" in self.tokens else ())
 
     def _sample_op(
         self, op: str, length: int, generator: torch.Generator

@@ -75,6 +75,9 @@ class ExpertConfig:
     weight_decay: float = 0.0  # reference: weight decay 0
     augment: str = "dsa"  # dsa | none (reference: DSA on every training batch)
     dsa_strategy: str = DSA_STRATEGY
+    dsa_mode: str = "single"  # single (DSA, MTT/DATM) | idc (DANCE's pre-training: every listed op; see augment.DSA)
+    cutmix_prob: float = 0.0  # CutMix per batch (DANCE's pre-training: 0.5); 0 = off
+    cutmix_beta: float = 1.0  # CutMix Beta(beta, beta) (DANCE: 1)
     model: str = "convnet"
     depth: int = 3
     width: int = 128
@@ -109,6 +112,8 @@ class ExpertConfig:
             raise ConfigError(f"experts: lr_gamma must be > 0, got {self.lr_gamma}")
         if self.storage_dtype not in _STORAGE_DTYPES:
             raise ConfigError(f"experts: storage_dtype {self.storage_dtype!r}: use float32 or float16")
+        if self.dsa_mode not in ("single", "idc"):
+            raise ConfigError(f"experts: dsa_mode {self.dsa_mode!r}: use single or idc")
         self.train_config().check()
 
     def train_config(self) -> TrainConfig:
@@ -117,7 +122,8 @@ class ExpertConfig:
                            activation=self.activation, pooling=self.pooling, epochs=1,
                            batch_size=self.batch_size, lr=self.lr, momentum=self.momentum,
                            weight_decay=self.weight_decay, schedule="constant", augment=self.augment,
-                           dsa_strategy=self.dsa_strategy, sam_rho=self.sam_rho, sam_alpha=self.sam_alpha,
+                           dsa_strategy=self.dsa_strategy, dsa_mode=self.dsa_mode, cutmix_prob=self.cutmix_prob,
+                           cutmix_beta=self.cutmix_beta, sam_rho=self.sam_rho, sam_alpha=self.sam_alpha,
                            sam_adaptive=self.sam_adaptive)
 
     def epoch_lr(self, epoch: int) -> float:
@@ -137,6 +143,16 @@ class ExpertConfig:
         if self.sam_rho == 0:
             for name in ("sam_rho", "sam_alpha", "sam_adaptive"):
                 fields.pop(name)
+        # Likewise for the DSA mode and CutMix (added for DANCE's pre-training).
+        if self.dsa_mode == "single":
+            fields.pop("dsa_mode")
+        if self.cutmix_prob == 0:
+            fields.pop("cutmix_prob")
+            fields.pop("cutmix_beta")
+        # With momentum the optimiser's buffer now carries over epoch boundaries (it restarted at
+        # every epoch before): such experts are other experts, so they get another key.
+        if self.momentum > 0:
+            fields["momentum_across_epochs"] = True
         return fields
 
 
@@ -326,8 +342,9 @@ def train_expert(train: LabeledTensors, cfg: ExpertConfig, *, index: int, seed: 
 
     Initial weights come from ``derive_seed(seed, "expert", index)``; epoch ``e`` is one call of
     :func:`ddlnl.train.train` with seed ``derive_seed(expert_seed, "epoch", e)`` (batch order and
-    DSA draws). Momentum is 0 in the reference, so restarting the optimiser every epoch loses
-    nothing; with momentum > 0 its buffer would be reset at every epoch boundary.
+    DSA draws). One optimiser serves every epoch, so with momentum (DANCE's pre-training: 0.9)
+    its buffer carries over the epoch boundaries as in one continuous training run; the epoch's
+    lr (:meth:`ExpertConfig.epoch_lr`) is set at every step.
     """
     from . import train as train_module
 
@@ -338,9 +355,10 @@ def train_expert(train: LabeledTensors, cfg: ExpertConfig, *, index: int, seed: 
                         seed=expert_seed, device=device)
     layout = ParamLayout.of(model)
     rows = [layout.flatten(model).cpu()]
+    optimizer = train_module.make_optimizer(tcfg, model, cfg.epoch_lr(0))
     for epoch in range(cfg.epochs):
         train_module.train(model, train, tcfg, seed=derive_seed(expert_seed, "epoch", epoch),
-                           lr=cfg.epoch_lr(epoch))
+                           lr=cfg.epoch_lr(epoch), optimizer=optimizer)
         rows.append(layout.flatten(model).cpu())
     return torch.stack(rows)
 

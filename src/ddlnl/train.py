@@ -60,6 +60,12 @@ class TrainConfig:
     loss: str = "ce"  # ce: cross-entropy (hard or probability targets) | mse: 0.5 * mean((logits - y)^2)
     augment: str = "dsa"  # dsa | none
     dsa_strategy: str = DSA_STRATEGY  # '_'-separated DSA ops (color, crop, cutout, flip, scale, rotate)
+    dsa_mode: str = "single"  # single: one op per batch (DSA) | all | idc: flip + colour + one op (+ cutout), DANCE
+    # CutMix (Yun et al. 2019) as DANCE trains and evaluates (train.py train_epoch): with this
+    # probability per batch, a box of area ~ (1 - lam), lam ~ Beta(cutmix_beta, cutmix_beta), is
+    # pasted from a shuffled copy of the batch and the loss mixes both targets by area. 0 = off.
+    cutmix_prob: float = 0.0
+    cutmix_beta: float = 1.0
     use_learned_lr: bool = True  # train a synthetic set with its learned lr when it carries one
     eval_batch_size: int = 1024  # inference batch
     # Sharpness-aware steps (GSAM, Zhuang et al., ICLR 2022), as FTD trains its experts (Du et al.,
@@ -73,7 +79,8 @@ class TrainConfig:
     # out of result keys (ddlnl.config.identity) and earlier records stay valid.
     KEY_NEUTRAL: ClassVar[dict[str, Any]] = {"warmup_epochs": 0, "final_lr_fraction": 0.0, "optimizer": "sgd",
                                              "loss": "ce", "sam_rho": 0.0, "sam_alpha": 0.0,
-                                             "sam_adaptive": False, "width_multiplier": 1}
+                                             "sam_adaptive": False, "width_multiplier": 1, "dsa_mode": "single",
+                                             "cutmix_prob": 0.0, "cutmix_beta": 1.0}
 
     def check(self) -> None:
         if self.epochs < 1 or self.batch_size < 1:
@@ -84,12 +91,17 @@ class TrainConfig:
             raise ConfigError(f"schedule {self.schedule!r}: use step, cosine or constant")
         if self.augment not in {"dsa", "none"}:
             raise ConfigError(f"augment {self.augment!r}: use dsa or none")
+        if self.dsa_mode not in {"single", "all", "idc"}:
+            raise ConfigError(f"dsa_mode {self.dsa_mode!r}: use single, all or idc")
         if self.optimizer not in {"sgd", "adam"}:
             raise ConfigError(f"optimizer {self.optimizer!r}: use sgd or adam")
         if self.loss not in {"ce", "mse"}:
             raise ConfigError(f"loss {self.loss!r}: use ce or mse")
         if self.warmup_epochs < 0 or not 0.0 <= self.final_lr_fraction <= 1.0:
             raise ConfigError("warmup_epochs must be >= 0 and final_lr_fraction in [0, 1]")
+        if not 0.0 <= self.cutmix_prob <= 1.0 or self.cutmix_beta <= 0:
+            raise ConfigError(f"cutmix_prob must be in [0, 1] and cutmix_beta > 0 (got {self.cutmix_prob}, "
+                              f"{self.cutmix_beta}); cutmix_prob=0 turns CutMix off")
         if self.sam_rho < 0 or self.sam_alpha < 0:
             raise ConfigError(f"sam_rho and sam_alpha must be >= 0 (got {self.sam_rho}, {self.sam_alpha}); "
                               "sam_rho=0 turns sharpness-aware training off")
@@ -196,7 +208,8 @@ def _loss(cfg: TrainConfig, logits: torch.Tensor, target: torch.Tensor) -> torch
 LossHook = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, int], torch.Tensor]
 
 
-def _optimizer(cfg: TrainConfig, model: nn.Module, lr: float) -> torch.optim.Optimizer:
+def make_optimizer(cfg: TrainConfig, model: nn.Module, lr: float) -> torch.optim.Optimizer:
+    """The optimiser ``cfg`` names (SGD with momentum and weight decay, or Adam) at ``lr``."""
     if cfg.optimizer == "adam":
         return torch.optim.Adam(model.parameters(), lr=lr, weight_decay=cfg.weight_decay)
     return torch.optim.SGD(model.parameters(), lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
@@ -207,8 +220,38 @@ def _make_augment(cfg: TrainConfig) -> Callable[[torch.Tensor, torch.Generator],
         return None
     from .augment import DSA
 
-    dsa = DSA(cfg.dsa_strategy)
+    dsa = DSA(cfg.dsa_strategy, mode=cfg.dsa_mode)
     return lambda x, g: dsa(x, g)
+
+
+def cutmix_box(height: int, width: int, lam: float, rng: np.random.Generator) -> tuple[int, int, int, int]:
+    """The box ``(r1, c1, r2, c2)`` (rows r1:r2, columns c1:c2) CutMix pastes, as DANCE's
+    ``rand_bbox``: sides ``int(side * sqrt(1 - lam))``, centre uniform over the image, clipped."""
+    cut = math.sqrt(1.0 - lam)
+    cut_h, cut_w = int(height * cut), int(width * cut)
+    cy, cx = int(rng.integers(height)), int(rng.integers(width))
+    r1, r2 = int(np.clip(cy - cut_h // 2, 0, height)), int(np.clip(cy + cut_h // 2, 0, height))
+    c1, c2 = int(np.clip(cx - cut_w // 2, 0, width)), int(np.clip(cx + cut_w // 2, 0, width))
+    return r1, c1, r2, c2
+
+
+def cutmix(x: torch.Tensor, cfg: TrainConfig, rng: np.random.Generator,
+           g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None, float]:
+    """Maybe CutMix the batch ``x`` (``N x C x H x W``): ``(x, perm, ratio)``.
+
+    With probability ``cfg.cutmix_prob`` a box is pasted from ``x[perm]`` and the loss is
+    ``ratio * loss(y) + (1 - ratio) * loss(y[perm])`` with ``ratio`` = the share of pixels kept;
+    otherwise ``perm`` is None and ``ratio`` 1.
+    """
+    if cfg.cutmix_prob <= 0 or rng.random() >= cfg.cutmix_prob:
+        return x, None, 1.0
+    lam = float(rng.beta(cfg.cutmix_beta, cfg.cutmix_beta))
+    perm = torch.randperm(x.shape[0], generator=g).to(x.device)
+    h, w = x.shape[-2:]
+    r1, c1, r2, c2 = cutmix_box(h, w, lam, rng)
+    x = x.clone()
+    x[:, :, r1:r2, c1:c2] = x[perm, :, r1:r2, c1:c2]
+    return x, perm, 1.0 - (r2 - r1) * (c2 - c1) / (h * w)
 
 
 def _running_stats(model: nn.Module) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -264,7 +307,8 @@ def gsam_gradient(model: nn.Module, loss_fn: Callable[[], torch.Tensor], cfg: Tr
 def train(model: nn.Module, data: LabeledTensors, cfg: TrainConfig, *, seed: int,
           lr: float | None = None, monitor: dict[str, LabeledTensors] | None = None,
           record_every: int = 0, select: str | None = None, show_progress: bool = False,
-          desc: str = "train", loss_fn: LossHook | None = None) -> TrainResult:
+          desc: str = "train", loss_fn: LossHook | None = None,
+          optimizer: torch.optim.Optimizer | None = None) -> TrainResult:
     """Train ``model`` in place on ``data`` and return it with its curves.
 
     Args:
@@ -283,6 +327,9 @@ def train(model: nn.Module, data: LabeledTensors, cfg: TrainConfig, *, seed: int
             samples in ``data`` (so per-sample weights or targets can be looked up) and ``epoch``
             counts from 0 (so schedules can depend on it). The robust losses and the denoise route
             (``ddlnl.robust``, ``ddlnl.denoise``) train through it.
+        optimizer: an optimiser of ``model``'s parameters to continue with (its momentum buffers
+            carry over; its lr is set by the schedule every step), e.g. one kept across the
+            per-epoch calls that train an expert; None builds a fresh one from ``cfg``.
 
     Returns:
         :class:`TrainResult`; with ``select`` the model holds the selected epoch's weights and
@@ -297,9 +344,12 @@ def train(model: nn.Module, data: LabeledTensors, cfg: TrainConfig, *, seed: int
     labels = data.labels.to(device)
     n = images.shape[0]
     base_lr = float(lr if lr is not None else cfg.lr)
-    opt = _optimizer(cfg, model, base_lr)
+    opt = optimizer if optimizer is not None else make_optimizer(cfg, model, base_lr)
     g_order = generator(derive_seed(seed, "order"))
     g_aug = generator(derive_seed(seed, "augment"))
+    # CutMix draws (apply?, lam, box) from numpy for its Beta variate, its permutations from torch.
+    rng_mix = np.random.default_rng(derive_seed(seed, "cutmix"))
+    g_mix = generator(derive_seed(seed, "cutmix-perm"))
     augment = _make_augment(cfg)
     step_loss = loss_fn if loss_fn is not None else (lambda logits, target, idx, epoch: _loss(cfg, logits, target))
     steps_per_epoch = max(1, math.ceil(n / cfg.batch_size))
@@ -318,12 +368,21 @@ def train(model: nn.Module, data: LabeledTensors, cfg: TrainConfig, *, seed: int
             x = images[idx]
             if augment is not None:
                 x = augment(x, g_aug)
+            y = labels[idx]
+            x, mix_perm, ratio = cutmix(x, cfg, rng_mix, g_mix)
+
+            def batch_loss(logits: torch.Tensor) -> torch.Tensor:
+                if mix_perm is None:
+                    return step_loss(logits, y, idx, epoch)
+                return (ratio * step_loss(logits, y, idx, epoch)
+                        + (1.0 - ratio) * step_loss(logits, y[mix_perm], idx[mix_perm], epoch))
+
             logits = model(x)
-            loss = step_loss(logits, labels[idx], idx, epoch)
+            loss = batch_loss(logits)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.sam_rho > 0:
-                gsam_gradient(model, lambda: step_loss(model(x), labels[idx], idx, epoch), cfg)
+                gsam_gradient(model, lambda: batch_loss(model(x)), cfg)
             opt.step()
             total_loss += float(loss.detach()) * idx.numel()
         result.images_seen += n

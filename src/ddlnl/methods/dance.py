@@ -10,9 +10,12 @@ training set (``pretrain.py --noise_type ... --noise_rate ...``), depth 4 on Tin
 - **Pre-trained models.** K ConvNets trained on the noisy training set; only each one's initial
   and final weights are used. They are ddlnl experts (:func:`ddlnl.experts.get_experts`, cached
   under a key of data fingerprint + settings + seed) with DANCE's pre-training: SGD lr 0.01,
-  momentum 0.9, weight decay 5e-4, batch 64, 60 epochs, lr x0.2 at epochs 2N//3 and 5N//6, DSA
-  ``color_crop`` on every batch (``reproduce_pretrain.py``, ``arg_pretrain.py``, ``pretrain.py``).
-  Epoch 0 of a trajectory is theta_init, the last epoch theta_final.
+  momentum 0.9 (one optimiser for the whole run, so its buffer carries over epochs), weight decay
+  5e-4, batch 64, 60 epochs, lr x0.2 at epochs 2N//3 and 5N//6, per-sample colour AND crop on every
+  batch (IDC ``DiffAug(strategy="color_crop", batch=False)``: ddlnl DSA mode ``idc``), then CutMix
+  with probability 0.5, beta 1 (``reproduce_pretrain.py``, ``arg_pretrain.py``: ``mix_p = 0.5``
+  for every dataset, ``--mixup cut``; ``pretrain.py`` -> ``train.train_epoch``). Epoch 0 of a
+  trajectory is theta_init, the last epoch theta_final.
 - **Multi-formation** (from IDC, Kim et al. ICML 2022): each stored synthetic image is a
   ``factor x factor`` grid of tiles; decoding cuts the tiles (after padding the image with 0.5 to a
   multiple of ``factor``) and upsamples each bilinearly to full size, so one stored image gives
@@ -51,11 +54,8 @@ labels, class-major; within a class tile-major: tile (0, 0) of every stored imag
 ``stored_images`` (``num_classes * ipc``) and ``images_per_class`` (``ipc * factor^2``).
 
 Not implemented / deviations (all documented in the config too):
-- CutMix. The reference pre-trains and evaluates with CutMix (probability 0.5, beta 1); ddlnl's
-  one training loop has no CutMix, so neither does its DANCE.
-- Pre-training runs through ddlnl's per-epoch expert trainer: the SGD momentum buffer restarts at
-  every epoch boundary, and DSA picks one of color/crop per batch (ddlnl DSA ``single`` mode)
-  where the reference's IDC ``DiffAug`` applies both per sample.
+- The evaluation's lr schedule: ddlnl's ``step`` divides the lr by 10 at half of the epochs where
+  the reference multiplies it by 0.2 at 2/3 and 5/6 (:func:`dance_eval_config`).
 - Evaluation-time selection: the reference reports the best test accuracy over checkpoints every
   500 iterations; ddlnl returns the last iteration's set (DESIGN.md).
 - ``decode_type`` "multi"/"bound" (ImageNet only in the reference) and non-ConvNet encoders.
@@ -112,6 +112,10 @@ class DANCEConfig:
     pretrain_weight_decay: float = 5e-4
     pretrain_batch: int = 64  # batch_real of arg_pretrain.py (the pre-training loader's batch)
     pretrain_dsa_strategy: str = PRETRAIN_STRATEGY  # per-sample DSA of every pre-training batch ('' = none)
+    # CutMix in pre-training and in DANCE's own evaluation (arg_pretrain.py / arg_condense.py:
+    # --mixup cut, mix_p 0.5 for every dataset, --beta 1; train.py train_epoch).
+    cutmix_prob: float = 0.5  # probability per batch; 0 = off
+    cutmix_beta: float = 1.0  # lam ~ Beta(beta, beta)
     expert_seed: int = 0  # pre-trained models depend on (data, config, this seed), not on the distillation seed
     cache_experts: bool = True  # False: pre-train in memory on every call (tests)
     # Architecture of the pre-trained models (= the encoders).
@@ -139,6 +143,8 @@ class DANCEConfig:
             raise ConfigError(f"dance: init {self.init!r}: use real or noise")
         if self.lr_img_per_ipc <= 0 or not 0 <= self.momentum < 1:
             raise ConfigError("dance: lr_img_per_ipc must be > 0 and momentum in [0, 1)")
+        if not 0.0 <= self.cutmix_prob <= 1.0 or self.cutmix_beta <= 0:
+            raise ConfigError("dance: cutmix_prob must be in [0, 1] and cutmix_beta > 0")
         if self.num_pretrained < 1 or self.pretrain_epochs < 1:
             raise ConfigError("dance: num_pretrained and pretrain_epochs must be >= 1")
         self.expert_config().check()
@@ -156,7 +162,8 @@ class DANCEConfig:
                             batch_size=self.pretrain_batch, momentum=self.pretrain_momentum,
                             weight_decay=self.pretrain_weight_decay,
                             augment="dsa" if self.pretrain_dsa_strategy else "none",
-                            dsa_strategy=self.pretrain_dsa_strategy or PRETRAIN_STRATEGY,
+                            dsa_strategy=self.pretrain_dsa_strategy or PRETRAIN_STRATEGY, dsa_mode="idc",
+                            cutmix_prob=self.cutmix_prob, cutmix_beta=self.cutmix_beta,
                             width=self.width, depth=self.depth, norm=self.norm,
                             lr_milestones=self.pretrain_milestones(), lr_gamma=self.pretrain_lr_gamma)
 
@@ -427,22 +434,30 @@ def distill(train: LabeledTensors, ipc: int, cfg: DANCEConfig = DANCEConfig(), *
 # --------------------------------------------------------------------------------------------
 
 
-def dance_eval_config(base: TrainConfig) -> TrainConfig:
+def dance_eval_config(base: TrainConfig, cfg: DANCEConfig = DANCEConfig()) -> TrainConfig:
     """DANCE's evaluation recipe on ``base``'s architecture and (dataset-adapted) DSA strategy.
 
     From ``arg_condense.py`` (non-ImageNet datasets) and ``train.py``: 1500 epochs, batch 64, SGD
-    lr 0.01, momentum 0.9, weight decay 5e-4, DSA per sample on every batch with ``cutout``
-    removed (the reference drops it because it uses CutMix), on the decoded set. Deviations:
-    ddlnl's ``step`` schedule divides the lr by 10 at half, where the reference multiplies it by
-    0.2 at 2/3 and again at 5/6 of training; CutMix (p 0.5, beta 1) is not available.
+    lr 0.01, momentum 0.9, weight decay 5e-4, on the decoded set; every batch gets the IDC
+    augmentation (``DiffAug(batch=False)``, ddlnl DSA mode ``idc``): per-sample flip and colour,
+    then one of crop / scale / rotate, with ``cutout`` removed (``arg_condense.py`` drops it when
+    ``--mixup cut``), then CutMix with ``cfg.cutmix_prob`` (0.5) and ``cfg.cutmix_beta`` (1).
+    Deviation: ddlnl's ``step`` schedule divides the lr by 10 at half, where the reference
+    multiplies it by 0.2 at 2/3 and again at 5/6 of training.
     """
     strategy = "_".join(op for op in base.dsa_strategy.split("_") if op != "cutout")
     return replace(base, epochs=1500, batch_size=64, lr=0.01, momentum=0.9, weight_decay=5e-4, schedule="step",
-                   augment="dsa", dsa_strategy=strategy, optimizer="sgd", loss="ce", warmup_epochs=0,
+                   augment="dsa", dsa_strategy=strategy, dsa_mode="idc", cutmix_prob=cfg.cutmix_prob,
+                   cutmix_beta=cfg.cutmix_beta, optimizer="sgd", loss="ce", warmup_epochs=0,
                    final_lr_fraction=0.0)
 
 
 def own_protocol(base: TrainConfig, syn: SyntheticSet, dataset_name: str) -> tuple[TrainConfig, LabeledTensors]:
     """DANCE's evaluation for the ``own`` protocol: :func:`dance_eval_config` on the common config
-    (whose DSA strategy is already adapted to ``dataset_name``), trained on the decoded set."""
-    return dance_eval_config(base), syn.as_labeled()
+    (whose DSA strategy is already adapted to ``dataset_name``) with the set's own CutMix settings
+    (``meta["config"]``, else DANCE's), trained on the decoded set."""
+    recorded = syn.meta.get("config") or {}
+    defaults = DANCEConfig()
+    cfg = replace(defaults, cutmix_prob=float(recorded.get("cutmix_prob", defaults.cutmix_prob)),
+                  cutmix_beta=float(recorded.get("cutmix_beta", defaults.cutmix_beta)))
+    return dance_eval_config(base, cfg), syn.as_labeled()
