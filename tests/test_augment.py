@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 import pytest
 import torch
 
@@ -361,3 +363,64 @@ def test_idc_mode_applies_flip_and_colour_every_batch_plus_one_geometric_op() ->
     x = torch.rand(3, 3, 8, 8, requires_grad=True)
     dsa(x, gen(3)).sum().backward()
     assert x.grad is not None
+
+
+def _numpy_zca(flat: np.ndarray, reg: float, convention: str) -> np.ndarray:
+    """Reference whitening matrices, written from kornia ZCAWhitening and RCIG get_whitening_transform."""
+    centred = flat - flat.mean(0)
+    n, d = flat.shape
+    if convention == "kornia":  # unbiased covariance, eps added to the singular values
+        cov = centred.T @ centred / (n - 1)
+        u, s, _ = np.linalg.svd(cov)
+        return u @ np.diag(1 / np.sqrt(s + reg)) @ u.T
+    cov = centred.T @ centred / n  # RCIG: biased, reg relative to the mean eigenvalue, rank control
+    u, s, _ = np.linalg.svd(cov + reg * np.trace(cov) / d * np.eye(d))
+    inv = s ** -0.5
+    if n < d:
+        inv[n:] = 1.0
+    return u @ np.diag(inv) @ u.T
+
+
+@pytest.mark.parametrize("convention,n", [("kornia", 300), ("rcig", 300)])
+def test_zca_conventions_match_the_references(convention: str, n: int) -> None:
+    g = gen(2)
+    data = torch.rand(n, 2, 3, 3, generator=g, dtype=torch.float64) * torch.linspace(0.5, 2, 18).view(1, 2, 3, 3)
+    zca = fit_zca(data, reg=0.1, dtype=torch.float64, convention=convention)
+    expected = _numpy_zca(data.reshape(n, -1).numpy(), 0.1, convention)
+    np.testing.assert_allclose(zca.matrix.numpy(), expected, atol=1e-8)
+    with pytest.raises(ConfigError, match="convention"):
+        fit_zca(data, convention="frepo")
+
+
+def test_rcig_zca_leaves_directions_beyond_the_sample_count_unscaled() -> None:
+    # RCIG's rank control: with N < D the D - N smallest eigen-directions get factor 1 (which of
+    # the equal ones is a basis choice, in the reference too, so only the count is pinned).
+    data = torch.rand(12, 2, 3, 3, generator=gen(4), dtype=torch.float64)
+    zca = fit_zca(data, reg=0.1, dtype=torch.float64, convention="rcig")
+    eig = torch.linalg.eigvalsh(zca.matrix)
+    assert int((eig - 1.0).abs().lt(1e-9).sum()) >= 18 - 12
+
+
+def test_zca_space_whitens_the_pixels_as_kornia_does_on_totensor_images() -> None:
+    # DATM/MTT whiten un-normalised [0, 1] pixels with an absolute eps, so a set distilled from
+    # ddlnl's normalised images must be whitened as if from the pixels they came from.
+    from ddlnl.augment import fit_zca_space, zca_space_for
+
+    g = gen(3)
+    pixels = torch.rand(400, 3, 4, 4, generator=g, dtype=torch.float64)
+    pixels[0], pixels[1] = 0.0, 1.0  # the split holds a black and a white pixel in every channel
+    mean, std = pixels.mean(dim=(0, 2, 3)).view(1, -1, 1, 1), pixels.std(dim=(0, 2, 3)).view(1, -1, 1, 1) * 0.3
+    normalised = ((pixels - mean) / std).float()
+    space = fit_zca_space(normalised, "kornia", 0.1)
+    flat = pixels.reshape(400, -1).numpy()
+    expected = (flat - flat.mean(0)) @ _numpy_zca(flat, 0.1, "kornia")
+    np.testing.assert_allclose(space.transform(normalised).reshape(400, -1).numpy(), expected, atol=2e-4)
+    # Whitening the normalised images directly (another eps relative to the data) is not the same.
+    direct = fit_zca(normalised, 0.1).transform(normalised).reshape(400, -1).double().numpy()
+    assert np.abs(direct - expected).max() > 0.05
+    meta = {"image_space": "zca", "zca": space.describe()}
+    assert zca_space_for(meta, normalised) is not None and zca_space_for({"image_space": "normalised"}, normalised) is None
+    from ddlnl.errors import DataError
+
+    with pytest.raises(DataError, match="ZCA space fitted on other training images"):
+        zca_space_for(meta, normalised[:200])

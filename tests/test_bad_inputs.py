@@ -468,7 +468,7 @@ ROWS = [
     ("noise --noise gaussian:0.3", 2, "unknown noise kind"),
     ("noise --noise symmetric:0.95", 2, "not identifiable"),
     ("noise --noise symmetric:60", 2, "0.6 not 60"),
-    ("noise --noise asymmetric:0.7", 2, "0.5"),
+    ("noise --noise pairflip:0.7", 2, "0.5"),  # asymmetric >= 0.5 is accepted with a warning (issue 12)
     ("noise --noise symmetric:-0.1", 2, "symmetric"),
     ("noise --noise symmetric:abc", 2, "symmetric"),
     ("noise --noise natural:aggre", 2, "natural"),

@@ -187,7 +187,7 @@ def test_cpu_preset():
 
 @pytest.mark.parametrize("over,match", [
     ({"norm": "batch"}, "norm=batch"),
-    ({"zca": True}, "zca"),
+    ({"zca": True, "zca_reg": 0.0}, "zca_reg"),
     ({"max_start_epoch": 50}, "exceeds expert_train_epochs"),
     ({"gradient": "exact"}, "tesla or unrolled"),
     ({"current_max_start_epoch": 0}, "min_start_epoch < current_max_start_epoch"),
@@ -224,3 +224,61 @@ def test_ftd_experts_option(tiny_dataset):
     assert torch.isfinite(syn.images).all() and syn.lr > 0
     with pytest.raises(ConfigError, match="expert_ftd needs"):
         method_config("datm", overrides={**TINY, "expert_ftd": True, "expert_sam_rho": 0.0})
+
+
+def test_zca_distils_in_the_whitened_space_and_evaluation_whitens_the_test_set(tiny_dataset, monkeypatch):
+    # DATM --zca: experts and synthetic images live in ZCA space (kornia, fitted on the training
+    # pixels); the set records it and ddlnl's evaluation feeds the test set through the same map.
+    from ddlnl import pipeline
+    from ddlnl.augment import zca_space_for
+    from ddlnl.noise import make_noise, parse_noise_spec
+
+    cfg = method_config("datm", overrides={**TINY, "iterations": 0, "zca": True})
+    syn = distill(tiny_dataset.train, 2, cfg, seed=0, num_classes=4)
+    assert syn.meta["image_space"] == "zca" and syn.meta["zca"]["convention"] == "kornia"
+    space = zca_space_for(syn.meta, tiny_dataset.train.images)
+    whitened = space.transform(tiny_dataset.train.images)
+    # With no iteration the set is its initialisation: real images, taken in ZCA space.
+    assert torch.allclose(syn.images, whitened[torch.tensor(syn.meta["init_indices"])], atol=1e-5)
+    plain = distill(tiny_dataset.train, 2, method_config("datm", overrides={**TINY, "iterations": 0}),
+                    seed=0, num_classes=4)
+    assert plain.meta["image_space"] == "normalised" and plain.meta["expert_key"] != syn.meta["expert_key"]
+
+    seen = {}
+
+    def fake_evaluate(data, test, cfg, **kwargs):
+        seen["test"] = test
+        return pipeline.EvalResult(accs=[0.0], seeds=[0])
+
+    monkeypatch.setattr(pipeline, "evaluate", fake_evaluate)
+    noisy = make_noise(parse_noise_spec("none"), tiny_dataset, 0)
+    prepared = pipeline.Prepared(dataset=tiny_dataset, noisy=noisy, noisy_train=tiny_dataset.train)
+    pipeline.evaluate_synthetic(syn, prepared, TrainConfig(), n_runs=1, seed=0, device=torch.device("cpu"))
+    assert torch.allclose(seen["test"].images, space.transform(tiny_dataset.test.images))
+    pipeline.evaluate_synthetic(plain, prepared, TrainConfig(), n_runs=1, seed=0, device=torch.device("cpu"))
+    assert torch.equal(seen["test"].images, tiny_dataset.test.images)
+
+
+def test_label_epoch_minus_one_is_the_experts_last_epoch(tiny_dataset):
+    # The reference labels with buffer[...][-1]: its experts store train_epochs + 1 parameter sets,
+    # so -1 is epoch train_epochs (the study: 100). The initial logits are the mean, over experts
+    # predicting the slot's class, of the logits of that epoch's network.
+    from ddlnl.methods.datm import initial_label_logits
+
+    cfg = method_config("datm", overrides={**TINY, "expert_train_epochs": 3, "max_start_epoch": 2})
+    experts = get_experts(tiny_dataset.train, cfg.expert_config(), seed=0, num_classes=4, cache=False)
+    student = Student(experts.build_model(), experts.layout, None)
+    images = tiny_dataset.train.images[:8]
+    slots = tiny_dataset.train.labels[:8]
+    last, _ = initial_label_logits(images, slots, experts, student, label_epoch=-1, device=torch.device("cpu"))
+    explicit, _ = initial_label_logits(images, slots, experts, student, label_epoch=3, device=torch.device("cpu"))
+    assert torch.equal(last, explicit)
+    by_hand = []
+    for e in range(experts.num_experts):
+        with torch.no_grad():
+            by_hand.append(functional_forward(student.model, experts.layout, experts.params(e, 3), images))
+    stack = torch.stack(by_hand)
+    ok = (stack.argmax(2) == slots).float()
+    expected = (stack * ok[..., None]).sum(0) / ok.sum(0).clamp_min(1)[:, None]
+    rows = ok.sum(0) > 0
+    assert torch.allclose(last[rows], expected[rows], atol=1e-5)

@@ -309,3 +309,16 @@ def test_rcig_convnets_double_their_width_per_block():
     cfg = rcig.rcig_eval_config(TrainConfig(), num_images=100, dataset_name="cifar10")
     assert (cfg.width, cfg.width_multiplier) == (128, 2)
     assert method_config("rcig", "cpu").width_multiplier == 1  # the CPU preset keeps it constant
+
+
+def test_rcig_zca_distils_in_rcig_whitened_space(tiny_dataset):
+    from ddlnl.augment import zca_space_for
+
+    syn = rcig.distill(tiny_dataset.train, 1, replace(rcig.RCIGConfig(), **{**TINY, "iterations": 0, "zca": True,
+                                                                            "ema_decay": 0.0}),
+                       seed=0, num_classes=4)
+    assert syn.meta["image_space"] == "zca" and syn.meta["zca"]["convention"] == "rcig"
+    space = zca_space_for(syn.meta, tiny_dataset.train.images)
+    assert space.pixel_box is None  # RCIG whitens the standardised images themselves
+    init = space.transform(tiny_dataset.train.images)[torch.tensor(syn.meta["init_indices"])]
+    assert torch.allclose(syn.images, init, atol=1e-5)

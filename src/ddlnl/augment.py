@@ -12,7 +12,10 @@ and :meth:`DSA.apply` applies a draw. Keeping the two apart is what makes the au
 *siamese*: draw once, apply to the real batch and to the synthetic batch.
 
 ZCA whitening (:func:`fit_zca`, :class:`ZCA`) follows kornia's ``ZCAWhitening`` as used by MTT and
-DATM with ``eps=0.1``.
+DATM with ``eps=0.1`` (``convention="kornia"``), or RCIG's ``ops.get_whitening_transform``
+(``convention="rcig"``). :class:`ZCASpace` is what a distiller that works in ZCA space (DATM, RCIG)
+fits on its training images and records in the synthetic set, so that evaluation whitens the test
+images the same way (:func:`zca_space_for`).
 """
 
 from __future__ import annotations
@@ -34,6 +37,10 @@ __all__ = [
     "OP_PARAM_KEYS",
     "ZCA",
     "fit_zca",
+    "ZCA_CONVENTIONS",
+    "ZCASpace",
+    "fit_zca_space",
+    "zca_space_for",
 ]
 
 
@@ -559,22 +566,35 @@ class ZCA:
         )
 
 
-def fit_zca(images: torch.Tensor, reg: float = 0.1, *, dtype: torch.dtype = torch.float32) -> ZCA:
+ZCA_CONVENTIONS = ("kornia", "rcig")
+
+
+def fit_zca(images: torch.Tensor, reg: float = 0.1, *, dtype: torch.dtype = torch.float32,
+            convention: str = "kornia") -> ZCA:
     """Fit ZCA whitening on ``images``. Fit it on the TRAINING split only, never on test data.
 
-    Follows kornia ``zca_mean`` (``unbiased=True``) with ``eps = reg``; MTT and DATM use
-    ``kornia.enhance.ZCAWhitening(eps=0.1)``, hence the default. The covariance and its
-    eigendecomposition are computed in float64 on the images' device (``eigh`` instead of kornia's
-    SVD: identical for a symmetric PSD matrix; round-off negative eigenvalues are clamped to 0).
+    ``convention="kornia"`` follows kornia ``zca_mean`` (``unbiased=True``) with ``eps = reg``;
+    MTT and DATM use ``kornia.enhance.ZCAWhitening(eps=0.1)``, hence the default.
+    ``convention="rcig"`` follows RCIG (and FRePo) ``ops.get_whitening_transform``: biased
+    covariance (``1/N``), ``reg * trace(cov) / D`` added to every eigenvalue (a regulariser
+    relative to the mean eigenvalue; RCIG ``zca_reg = 0.1``), and, when ``N < D``, the
+    ``D - N`` smallest eigen-directions left unscaled ("rank control").
+
+    The covariance and its eigendecomposition are computed in float64 on the images' device
+    (``eigh`` instead of an SVD: identical for a symmetric PSD matrix; round-off negative
+    eigenvalues are clamped to 0).
 
     Args:
         images: float tensor ``N x C x H x W`` with ``N >= 2``.
-        reg: added to every covariance eigenvalue before the inverse square root; > 0.
+        reg: the regulariser (absolute for kornia, relative for rcig); > 0.
         dtype: dtype of the stored mean and matrices (``D x D`` each; 36 MB in float32 for CIFAR).
+        convention: ``"kornia"`` or ``"rcig"``.
 
     Returns:
         A :class:`ZCA` on ``images.device``.
     """
+    if convention not in ZCA_CONVENTIONS:
+        raise ConfigError(f"ZCA convention {convention!r}: use one of {', '.join(ZCA_CONVENTIONS)}")
     if images.ndim != 4:
         raise ValueError(f"images must be N x C x H x W, got shape {tuple(images.shape)}")
     if images.shape[0] < 2:
@@ -590,10 +610,133 @@ def fit_zca(images: torch.Tensor, reg: float = 0.1, *, dtype: torch.dtype = torc
     for i in chunks:
         centred = flat[i : i + _ZCA_CHUNK_ROWS].to(torch.float64) - mean
         cov.addmm_(centred.T, centred)
-    cov /= n - 1  # unbiased, as kornia's default
-    eigenvalues, eigenvectors = torch.linalg.eigh(cov)
-    eigenvalues = eigenvalues.clamp_min(0.0) + reg
-    matrix = (eigenvectors * eigenvalues.rsqrt()) @ eigenvectors.T
-    inverse = (eigenvectors * eigenvalues.sqrt()) @ eigenvectors.T
+    dim = cov.shape[0]
+    if convention == "kornia":
+        cov /= n - 1  # unbiased, as kornia's default
+        eigenvalues, eigenvectors = torch.linalg.eigh(cov)
+        eigenvalues = eigenvalues.clamp_min(0.0) + reg
+        inv_sqrt, sqrt = eigenvalues.rsqrt(), eigenvalues.sqrt()
+    else:
+        cov /= n  # RCIG: 1/count * sum of outer products
+        amount = reg * torch.trace(cov) / dim
+        eigenvalues, eigenvectors = torch.linalg.eigh(cov + amount * torch.eye(dim, dtype=cov.dtype, device=cov.device))
+        eigenvalues = eigenvalues.clamp_min(float(amount))
+        inv_sqrt, sqrt = eigenvalues.rsqrt(), eigenvalues.sqrt()
+        if n < dim:  # eigh is ascending: the D - N smallest directions are left as they are
+            inv_sqrt[: dim - n] = 1.0
+            sqrt[: dim - n] = 1.0
+    matrix = (eigenvectors * inv_sqrt) @ eigenvectors.T
+    inverse = (eigenvectors * sqrt) @ eigenvectors.T
     stored = [t.to(dtype) for t in (mean, matrix, inverse)]
     return ZCA(*stored, float(reg), image_shape)  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------------------------
+# ZCA space of a distillation: fitted on the training images, recorded, re-applied to the test set
+# --------------------------------------------------------------------------------------------
+
+
+def _pixel_box(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel ``(lo, hi)`` (``C`` each): the normalised values of pixel 0 and pixel 1,
+    recovered as the channel's min and max over the images (exact whenever the training split
+    holds a black and a white pixel in every channel, as CIFAR, Tiny-ImageNet and MNIST do)."""
+    lo = images.amin(dim=(0, 2, 3)).double().cpu()
+    hi = images.amax(dim=(0, 2, 3)).double().cpu()
+    return lo, torch.where(hi > lo, hi, lo + 1.0)
+
+
+@dataclass(frozen=True, eq=False)
+class ZCASpace:
+    """The whitening a distiller's images live in, and how to take other images there.
+
+    ``transform(x)`` maps images in ddlnl's normalised space to the ZCA space. For the kornia
+    convention (DATM, MTT) the input is first taken back to [0, 1] pixels, ``(x - lo) / (hi - lo)``
+    per channel, because those references whiten ``ToTensor()`` images without normalising them
+    (DATM ``utils_baseline.get_dataset`` with ``--zca``) and kornia's ``eps`` is absolute, so the
+    pixel scale matters. For the rcig convention the input is the normalised image itself (RCIG
+    standardises per channel, then whitens with a relative regulariser).
+
+    Attributes:
+        convention: ``"kornia"`` or ``"rcig"`` (see :func:`fit_zca`).
+        reg: the regulariser.
+        zca: the fitted :class:`ZCA`.
+        pixel_box: per-channel ``(lo, hi)`` for kornia, None for rcig.
+        fingerprint: SHA-256 of the images it was fitted on.
+    """
+
+    convention: str
+    reg: float
+    zca: ZCA
+    pixel_box: tuple[tuple[float, ...], tuple[float, ...]] | None
+    fingerprint: str
+    num_images: int
+
+    def _inputs(self, x: torch.Tensor) -> torch.Tensor:
+        if self.pixel_box is None:
+            return x
+        lo, hi = (torch.tensor(v, dtype=x.dtype, device=x.device).view(1, -1, 1, 1) for v in self.pixel_box)
+        return (x - lo) / (hi - lo)
+
+    def transform(self, images: torch.Tensor, batch: int = 4096) -> torch.Tensor:
+        """Images ``N x C x H x W`` (normalised) in this ZCA space, same shape (float32 chunks)."""
+        zca = self.zca.to(device=images.device)
+        outs = [zca.transform(self._inputs(images[i:i + batch].float())) for i in range(0, images.shape[0], batch)]
+        return torch.cat(outs) if outs else images.float().clone()
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-able record for ``SyntheticSet.meta["zca"]``."""
+        return {"convention": self.convention, "reg": float(self.reg), "fit_fingerprint": self.fingerprint,
+                "fit_images": self.num_images,
+                "pixel_box": None if self.pixel_box is None else {"lo": list(self.pixel_box[0]),
+                                                                  "hi": list(self.pixel_box[1])}}
+
+
+# The last fitted space, so evaluating several sets of one run does not refit a D x D whitening.
+_SPACE_CACHE: dict[tuple[str, str, float], ZCASpace] = {}
+
+
+def fit_zca_space(images: torch.Tensor, convention: str = "kornia", reg: float = 0.1) -> ZCASpace:
+    """Fit the ZCA space of ``images`` (a distiller's TRAINING images, normalised ``N x C x H x W``).
+
+    Returns a cached space when the same images (by content), convention and reg were fitted last.
+    """
+    from .utils import tensor_fingerprint
+
+    if convention not in ZCA_CONVENTIONS:
+        raise ConfigError(f"ZCA convention {convention!r}: use one of {', '.join(ZCA_CONVENTIONS)}")
+    fingerprint = tensor_fingerprint(images)
+    key = (fingerprint, convention, float(reg))
+    if key in _SPACE_CACHE:
+        return _SPACE_CACHE[key]
+    box = None
+    inputs = images
+    if convention == "kornia":
+        lo, hi = _pixel_box(images)
+        box = (tuple(float(v) for v in lo), tuple(float(v) for v in hi))
+        lo_, span = lo.float().view(1, -1, 1, 1).to(images.device), (hi - lo).float().view(1, -1, 1, 1).to(images.device)
+        inputs = (images.float() - lo_) / span
+    space = ZCASpace(convention, float(reg), fit_zca(inputs, reg, convention=convention), box, fingerprint,
+                     int(images.shape[0]))
+    _SPACE_CACHE.clear()
+    _SPACE_CACHE[key] = space
+    return space
+
+
+def zca_space_for(meta: Mapping[str, Any], train_images: torch.Tensor) -> ZCASpace | None:
+    """The ZCA space a synthetic set's ``meta`` records (``image_space == "zca"``), refitted on
+    ``train_images`` (the training images it was distilled from); None for a set in ddlnl's
+    normalised space.
+
+    Raises:
+        DataError: ``train_images`` are not the images the set's whitening was fitted on.
+    """
+    from .errors import DataError
+
+    if meta.get("image_space") != "zca":
+        return None
+    info = meta.get("zca") or {}
+    space = fit_zca_space(train_images, info.get("convention", "kornia"), float(info.get("reg", 0.1)))
+    if info.get("fit_fingerprint") not in (None, space.fingerprint):
+        raise DataError("this synthetic set lives in a ZCA space fitted on other training images (another "
+                        "dataset or --train-subset): evaluate it with the training split it was distilled from")
+    return space

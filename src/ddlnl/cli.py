@@ -372,7 +372,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                         f"but {name} has {tuple(dataset.train.images.shape[1:])} and {dataset.num_classes}: pass the right --dataset")
     cfg = evaluate_config(args.overrides, args.preset, device, name, dataset.image_size)
     lr = syn.lr if (syn.lr is not None and cfg.use_learned_lr) else None
-    res = evaluate(syn.as_labeled(), dataset.test, cfg, num_classes=dataset.num_classes, n_runs=args.n_runs,
+    from .augment import zca_space_for
+    from .data import LabeledTensors
+
+    test = dataset.test
+    space = zca_space_for(syn.meta, dataset.train.images)  # a set distilled in ZCA space: whiten the test set too
+    if space is not None:
+        test = LabeledTensors(space.transform(test.images), test.labels)
+    res = evaluate(syn.as_labeled(), test, cfg, num_classes=dataset.num_classes, n_runs=args.n_runs,
                    seed=args.seed, device=device, lr=lr, show_progress=not args.quiet)
     print(f"{syn.meta.get('method', '?')} IPC {syn.meta.get('ipc', '?')} on {name}: {100 * res.mean:.2f} +- {100 * res.std:.2f} "
           f"(runs: {', '.join(f'{100 * a:.2f}' for a in res.accs)}; seeds {res.seeds})")

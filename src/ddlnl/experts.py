@@ -643,6 +643,15 @@ def job_experts(resolved: Any, method: str = "datm") -> tuple[Any, ExpertConfig,
         mcfg = replace(mcfg, depth=fit_depth(mcfg.depth, ds.image_size))
     if not hasattr(mcfg, "expert_config"):
         raise ConfigError(f"method {method!r} uses no expert trajectories")
+    if getattr(mcfg, "zca", False):  # the method trains its experts on the whitened images (datm.distill)
+        from dataclasses import replace as _replace
+
+        from .augment import fit_zca_space
+        from .data import LabeledTensors
+
+        space = fit_zca_space(prepared.noisy_train.images, mcfg.ZCA_CONVENTION, mcfg.zca_reg)
+        prepared = _replace(prepared, noisy_train=LabeledTensors(space.transform(prepared.noisy_train.images),
+                                                                 prepared.noisy_train.labels))
     return prepared, mcfg.expert_config(), {"seed": mcfg.expert_seed, "num_classes": ds.num_classes}
 
 

@@ -27,8 +27,9 @@ from typing import Any, Callable, Sequence
 
 import torch
 
+from .augment import zca_space_for
 from .config import apply_overrides, identity
-from .data import Dataset, load_dataset
+from .data import Dataset, LabeledTensors, load_dataset
 from .errors import ConfigError, DamagedFile, DataError, UserError
 from .methods import METHODS, get_method, method_config, paper_resolution
 from .methods.common import check_ipc, class_indices
@@ -341,7 +342,11 @@ def evaluate_synthetic(syn: SyntheticSet, prepared: Prepared, cfg: TrainConfig, 
     if protocol == "own" and method in METHODS and METHODS[method].own_protocol is not None:
         cfg, data = METHODS[method].own_protocol(cfg, syn, prepared.dataset.name)
     lr = syn.lr if (syn.lr is not None and cfg.use_learned_lr) else None
-    return evaluate(data, prepared.dataset.test, cfg, num_classes=prepared.dataset.num_classes,
+    test = prepared.dataset.test
+    space = zca_space_for(syn.meta, prepared.dataset.train.images)
+    if space is not None:  # a set distilled in ZCA space is tested on test images whitened the same way
+        test = LabeledTensors(space.transform(test.images), test.labels)
+    return evaluate(data, test, cfg, num_classes=prepared.dataset.num_classes,
                     n_runs=n_runs, seed=seed, device=device, lr=lr, show_progress=show_progress,
                     desc=f"evaluate {method or '?'}")
 

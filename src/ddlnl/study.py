@@ -68,10 +68,6 @@ EVAL_STUDY_ONLY = {"steps", "warmup_steps", "cutmix_prob", "cutmix_beta", "flip_
 # (method, field) -> (why ddlnl does not apply the study's value yet, which values that concerns).
 # Remove an entry when ddlnl supports the value: the paper preset then applies it.
 PENDING: dict[tuple[str, str], tuple[str, Callable[[Any], bool]]] = {
-    ("datm", "zca"): ("ZCA whitening is not implemented for DATM yet; the study whitens every DATM run",
-                      lambda v: v is True),
-    ("rcig", "zca"): ("ZCA whitening is not implemented for RCIG yet; the study whitens every non-MNIST RCIG run",
-                      lambda v: v is True),
     ("rcig", "softplus_beta"): ("softplus_temp 0 (plain ReLU in the distillation network) is not representable "
                                 "by softplus_beta; ddlnl keeps its softplus", lambda v: v == 0),
 }

@@ -23,7 +23,7 @@ What DATM adds (all read from NUS-HPC-AI-Lab/DATM ``distill/DATM.py``, ``DATM_te
   student's target is ``softmax(Y)`` (temperature 1, DATM's ``SoftCrossEntropy``).
 - **Initialisation** (``pix_init: samples_predicted_correctly``): for each class, real images of
   that (noisy) class in random order, kept when an expert at ``Label_Model_Timestamp = -1`` (its
-  LAST epoch) predicts that class; the first expert is scanned first and the next ones only if a
+  LAST epoch, ``expert_train_epochs``; see "Label initialisation epoch" below) predicts that class; the first expert is scanned first and the next ones only if a
   class runs out. The logits are the mean, over all experts whose last epoch predicts the slot's
   class, of their logits on the image. Under label noise this keeps images the experts agree with
   (the denoising part of the initialisation).
@@ -53,10 +53,24 @@ Gradient (``gradient``):
   whatever ``syn_steps`` is (the reference also stores every ``theta_i`` and augmented batch).
   With ``syn_steps = 1`` the approximation is exact.
 
-Not implemented: ZCA whitening (DATM's CIFAR configs use it; it is refused here because the
-synthetic images would live in ZCA space and ddlnl's evaluation has no matching transform), FTD
-experts (see :mod:`ddlnl.experts`), and the reference's evaluation-driven checkpoint choice (the
-last iteration's set is returned; DESIGN.md).
+ZCA (``zca=True``; every DATM CIFAR config and every study config): as the reference
+(``utils_baseline.get_dataset`` with ``--zca``: kornia ``ZCAWhitening(eps=0.1)`` fitted on the
+un-normalised [0, 1] training pixels, applied to train and test), the training images are whitened
+(:func:`ddlnl.augment.fit_zca_space`, convention ``kornia``, ``zca_reg``) before the experts are
+trained (they get their own cache key, the data differ) and before distillation; the returned set
+records ``image_space = "zca"`` and the whitening (``meta["zca"]``), and ddlnl's evaluation whitens
+the test images the same way (:func:`ddlnl.augment.zca_space_for`).
+
+Label initialisation epoch. ``label_epoch=-1`` (the reference's ``Label_Model_Timestamp = -1``)
+is the experts' LAST stored epoch, i.e. epoch ``expert_train_epochs``: the reference indexes its
+buffers, which hold ``train_epochs + 1`` parameter sets (``buffer_FTD.py``), with ``[-1]``. The
+study's experts have 100 epochs, so its labels (and the ``samples_predicted_correctly`` selection)
+come from epoch 100, far beyond the matching window (``max_start_epoch + expert_epochs`` <= 42):
+the expert length changes the initialisation, in the reference as here. Set ``label_epoch`` to a
+non-negative epoch to fix it independently of the length.
+
+Not implemented: the reference's evaluation-driven checkpoint choice (the last iteration's set is
+returned; DESIGN.md).
 """
 
 from __future__ import annotations
@@ -67,7 +81,7 @@ from typing import Any, ClassVar, NamedTuple
 import torch
 import torch.nn.functional as F
 
-from ..augment import DSA, AugmentationDraw
+from ..augment import DSA, AugmentationDraw, fit_zca_space
 from ..data import LabeledTensors
 from ..errors import ConfigError
 from ..experts import ExpertConfig, ParamLayout, Trajectories, functional_forward, get_experts
@@ -107,11 +121,12 @@ class DATMConfig:
     batch_syn: int = 0  # synthetic images per student step; 0 = all of them (the CIFAR-10 configs)
     threshold: float = 1.0  # skip the update when the matching loss exceeds this
     init: str = "correct"  # correct (samples_predicted_correctly) | real (random real images of the class)
-    label_epoch: int = -1  # expert epoch used to select images and initialise labels (-1: last)
+    label_epoch: int = -1  # expert epoch that selects images and initialises labels (-1: the last, = expert_train_epochs, as the reference)
     learn_labels: bool = True  # DATM learns the label logits; False keeps them at their initial value
     gradient: str = "tesla"  # tesla (constant memory, DATM_tesla.py) | unrolled (exact MTT)
     dsa_strategy: str = DSA_STRATEGY  # per-sample DSA on every student batch ('' = none)
-    zca: bool = False  # ZCA whitening (the reference uses it on CIFAR); not supported, see module doc
+    zca: bool = False  # distil (and train experts) in ZCA space (the reference's CIFAR configs and the study: True)
+    zca_reg: float = 0.1  # kornia ZCAWhitening eps on [0, 1] pixels (reference: 0.1)
     # Experts (trained once per noisy training set, cached, shared by every IPC).
     num_experts: int = 100  # reference buffer: 100
     expert_train_epochs: int = 50  # reference buffer: 50 (the study: 100)
@@ -140,7 +155,9 @@ class DATMConfig:
     # clean-data value). Measured on 2k images (2 experts x 4 epochs, W32, IPC 10): the matching
     # loss fell from 0.55 to ~0.1 within 20 iterations, the lr rose from 0.010 to 0.016.
     # Options added after results existed: at these values they leave result keys unchanged.
-    KEY_NEUTRAL: ClassVar[dict[str, Any]] = {"expert_ftd": False, "expert_sam_rho": 0.01, "expert_sam_alpha": 0.3}
+    KEY_NEUTRAL: ClassVar[dict[str, Any]] = {"expert_ftd": False, "expert_sam_rho": 0.01, "expert_sam_alpha": 0.3,
+                                             "zca_reg": 0.1}
+    ZCA_CONVENTION: ClassVar[str] = "kornia"  # DATM/MTT: kornia.enhance.ZCAWhitening
 
     PRESETS: ClassVar[dict[str, dict]] = {"cpu": {
         "iterations": 100, "syn_steps": 10, "expert_epochs": 1, "min_start_epoch": 0,
@@ -196,9 +213,8 @@ class DATMConfig:
         if self.norm == "batch":
             raise ConfigError("datm: norm=batch is not supported (BatchNorm statistics are buffers a flat "
                               "parameter trajectory does not carry); use norm=instance")
-        if self.zca:
-            raise ConfigError("datm: zca=true is not supported: the synthetic images would live in ZCA space and "
-                              "ddlnl's evaluation has no matching transform; use zca=false")
+        if self.zca_reg <= 0:
+            raise ConfigError(f"datm: zca_reg must be > 0 (kornia eps; the reference uses 0.1), got {self.zca_reg}")
         if self.expert_ftd and (self.expert_sam_rho <= 0 or self.expert_sam_alpha < 0):
             raise ConfigError("datm: expert_ftd needs expert_sam_rho > 0 and expert_sam_alpha >= 0, got "
                               f"{self.expert_sam_rho}, {self.expert_sam_alpha}")
@@ -469,7 +485,8 @@ def distill(train: LabeledTensors, ipc: int, cfg: DATMConfig = DATMConfig(), *, 
 
     Experts come from :func:`ddlnl.experts.get_experts` (cached per noisy training set, trained
     when missing). The returned set is the one after the last iteration (no selection by test
-    accuracy).
+    accuracy). With ``cfg.zca`` the training images are whitened first (see the module doc) and
+    the set's images are in that ZCA space (``meta["image_space"] == "zca"``).
 
     Returns:
         SyntheticSet with images float32 ``S x C x H x W`` (``S = num_classes * ipc``, slot ``k``
@@ -484,6 +501,10 @@ def distill(train: LabeledTensors, ipc: int, cfg: DATMConfig = DATMConfig(), *, 
     device = torch.device(device)
     indices = class_indices(train.labels, num_classes)
     check_ipc(indices, ipc)  # before the experts are trained
+    zca_space = None
+    if cfg.zca:  # experts and distillation in ZCA space, as the reference with --zca
+        zca_space = fit_zca_space(train.images, cfg.ZCA_CONVENTION, cfg.zca_reg)
+        train = LabeledTensors(zca_space.transform(train.images), train.labels)
     experts = get_experts(train, cfg.expert_config(), seed=cfg.expert_seed, num_classes=num_classes,
                           device=device, progress=progress, cache=cfg.cache_experts)
     g = generator(derive_seed(seed, "datm"))
@@ -552,4 +573,11 @@ def distill(train: LabeledTensors, ipc: int, cfg: DATMConfig = DATMConfig(), *, 
                               "num_experts": experts.num_experts, "init_indices": init_idx.tolist(),
                               "init_filled": filled, "init_label_fallback": n_fallback,
                               "initial_label_accuracy": initial_acc, "label_temperature": 1.0,
-                              "image_space": "normalised"})
+                              **_image_space_meta(zca_space)})
+
+
+def _image_space_meta(space: Any) -> dict[str, Any]:
+    """``meta`` entries saying where a set's images live: ``normalised``, or ``zca`` with the whitening."""
+    if space is None:
+        return {"image_space": "normalised"}
+    return {"image_space": "zca", "zca": space.describe()}

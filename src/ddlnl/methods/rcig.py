@@ -45,6 +45,12 @@ Deviations from the reference, each deliberate:
     optimiser state, whose step count only changes Adam's bias correction);
   * ``solver="cg"`` (conjugate gradients, exact for the quadratic) is offered for tests/ablations.
 
+ZCA (``zca=True``): RCIG whitens every dataset but MNIST/Fashion-MNIST (``dataloader.py``
+``normalize_zca``; ``ops.get_whitening_transform``: biased covariance of the per-channel
+standardised images, ``zca_reg * trace / D`` added to the eigenvalues, reg 0.1); the training
+images are whitened so (convention ``rcig`` of :func:`ddlnl.augment.fit_zca_space`) and the set
+records ``image_space = "zca"``, so evaluation whitens the test images the same way.
+
 The reference ConvNet doubles its width per block (``width_multiplier=2``: 128, 256, 512) and
 pads 1-channel 28x28 inputs by 3 in the first convolution (28x28 -> 32x32; :mod:`ddlnl.models`).
 """
@@ -63,6 +69,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, jacrev, jvp, vjp, vmap
 
+from ..augment import fit_zca_space
 from ..data import LabeledTensors
 from ..errors import ConfigError
 from ..models import create_model
@@ -121,9 +128,8 @@ class RCIGConfig:
     #   MiB: same maths, faster inner/Hessian solves; None: a quarter of the memory free on the
     #   device at the time (jacobian_budget_mb); 0 = always JVP/VJP (speed knob only)
     label_output: str = "platt"  # platt: softmax(exp(log_temp) * y) | hard: argmax of y
-    # ZCA whitening of the data (RCIG's dataloader.py whitens every non-MNIST dataset, zca_reg
-    # 0.1). A placeholder for the study tables: not implemented yet, so true is refused.
-    zca: bool = False
+    zca: bool = False  # distil in ZCA space (dataloader.py: normalize_zca for every dataset but MNIST/Fashion-MNIST)
+    zca_reg: float = 0.1  # RCIG zca_reg: reg * trace(cov) / D added to the eigenvalues (ops.get_whitening_transform)
     log_every: int = 1  # record the outer loss every this many iterations
 
     # Fashion-MNIST (28x28, 10k-image subset), IPC 10 on 2 CPU cores in about 3-5 minutes
@@ -138,13 +144,16 @@ class RCIGConfig:
         "iterations": 150, "batch_real": 256, "width": 32, "inner_steps": 10, "hinv_steps": 10,
         "pool_size": 8, "use_flip": False, "lr_img": 0.01, "width_multiplier": 1}}
     # Added after results existed: at this value it leaves result keys unchanged.
-    KEY_NEUTRAL: ClassVar[dict[str, Any]] = {"zca": False, "width_multiplier": 1}
+    KEY_NEUTRAL: ClassVar[dict[str, Any]] = {"width_multiplier": 1, "zca": False, "zca_reg": 0.1}
+    ZCA_CONVENTION: ClassVar[str] = "rcig"  # RCIG/FRePo ops.get_whitening_transform
 
     def check(self) -> None:
         if self.iterations < 0 or self.batch_real < 1 or self.pool_size < 1:
             raise ConfigError("rcig: iterations must be >= 0, batch_real and pool_size >= 1")
         if self.inner_steps < 0 or self.hinv_steps < 0:
             raise ConfigError("rcig: inner_steps and hinv_steps must be >= 0")
+        if self.zca_reg <= 0:
+            raise ConfigError(f"rcig: zca_reg must be > 0 (RCIG uses 0.1), got {self.zca_reg}")
         if self.width_multiplier < 1:
             raise ConfigError(f"rcig: width_multiplier must be >= 1, got {self.width_multiplier}")
         if self.pool_max_steps < 2 or self.pool_reinit_after < 1:
@@ -154,8 +163,6 @@ class RCIGConfig:
         for key, value in (("inner_lr", self.inner_lr), ("hinv_lr", self.hinv_lr)):
             if value is not None and value <= 0:
                 raise ConfigError(f"rcig: {key} must be > 0 or none (tuned), got {value}")
-        if self.zca:
-            raise ConfigError("rcig: zca=true is not supported yet (ZCA whitening is not implemented); use zca=false")
         choices = {"net_init": ("lecun", "torch"), "image_init": ("real", "noise"),
                    "solver": ("adam", "cg"), "label_output": ("platt", "hard")}
         for key, allowed in choices.items():
@@ -755,6 +762,10 @@ def distill(train: LabeledTensors, ipc: int, cfg: RCIGConfig = RCIGConfig(), *, 
     cfg.check()
     device = torch.device(device)
     start_time = time.perf_counter()
+    zca_space = None
+    if cfg.zca:  # RCIG's normalize_zca preprocessing: distil (and evaluate) in ZCA space
+        zca_space = fit_zca_space(train.images, cfg.ZCA_CONVENTION, cfg.zca_reg)
+        train = LabeledTensors(zca_space.transform(train.images), train.labels)
     g = generator(derive_seed(seed, "rcig"))
     indices = class_indices(train.labels, num_classes)
     init_idx = sample_per_class(indices, ipc, g)
@@ -851,7 +862,9 @@ def distill(train: LabeledTensors, ipc: int, cfg: RCIGConfig = RCIGConfig(), *, 
                               "raw_labels": out_raw.tolist(), "label_scale": scale, "l2": l2,
                               "inner_lr": [lr_start[0], inner_lr], "hinv_lr": [lr_start[1], hinv_lr],
                               "init_indices": init_idx.tolist(),
-                              "seconds": time.perf_counter() - start_time})
+                              "seconds": time.perf_counter() - start_time,
+                              **({"image_space": "zca", "zca": zca_space.describe()} if zca_space is not None
+                                 else {"image_space": "normalised"})})
 
 
 def objective(syn: SyntheticSet, real: LabeledTensors, cfg: RCIGConfig, *, seeds: list[int],
