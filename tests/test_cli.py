@@ -31,7 +31,7 @@ def _error_line(capsys) -> str:
     (["noise", "--noise", "gaussian:0.3"], "unknown noise kind"),
     (["noise", "--noise", "symmetric:0.95"], "not identifiable"),
     (["noise", "--noise", "symmetric:60"], "0.6 not 60"),
-    (["noise", "--noise", "asymmetric:0.7"], "0.5"),
+    (["noise", "--noise", "pairflip:0.7"], "0.5"),  # asymmetric >= 0.5 is accepted with a warning
     (["run", "--methods", "dm,mtt"], "unknown method 'mtt'"),
     (["run", "--set", "train.epoch=3"], "unknown key 'epoch'"),
     (["run", "--set", "train.epochs=many"], "epochs"),

@@ -98,8 +98,6 @@ def _optax_adabelief(param, grads, lr, b1=0.9, b2=0.999, eps=1e-16, eps_root=1e-
     return param
 
 
-@pytest.mark.xfail(strict=True, reason="RCIG _AdaBelief uses the updated first moment in the prediction error "
-                                       "(optax uses the previous one); fidelity-fixes is correcting it")
 def test_synthetic_set_optimiser_is_optax_adabelief():
     g = torch.Generator().manual_seed(0)
     p0 = torch.randn(5, dtype=torch.float64, generator=g)
