@@ -92,8 +92,6 @@ def _xia_reference(images, labels, flip_rates, w, uniforms):
     return np.array(out)
 
 
-@pytest.mark.xfail(strict=True, reason="PTD scores unit-norm images; Xia et al. score raw 0-255 pixels "
-                                       "(fidelity-fixes is correcting it)")
 def test_ptd_is_xia_et_al_on_raw_pixels(monkeypatch):
     g = torch.Generator().manual_seed(0)
     k, n = 4, 40

@@ -419,11 +419,11 @@ def together_supported(model: nn.Module, cfg: TrainConfig) -> bool:
     """Whether :func:`train_together` can train copies of ``model`` under ``cfg``.
 
     It can for a :class:`~ddlnl.models.ConvNet` (any depth, widths, norm, activation, pooling)
-    trained without sharpness-aware steps; anything else trains one run after another.
+    trained without sharpness-aware steps or CutMix; anything else trains one run after another.
     """
     from .models import ConvNet
 
-    if cfg.sam_rho > 0 or type(model) is not ConvNet or not isinstance(model.classifier, nn.Linear):
+    if cfg.sam_rho > 0 or cfg.cutmix_prob > 0 or type(model) is not ConvNet or not isinstance(model.classifier, nn.Linear):
         return False
     for m in model.features:
         if isinstance(m, nn.Conv2d):
@@ -547,7 +547,7 @@ def train_together(models: list[nn.Module], data: LabeledTensors, cfg: TrainConf
     n, runs = images.shape[0], len(models)
     base_lr = float(lr if lr is not None else cfg.lr)
     net = _StackedConvNets(models)
-    opt = _optimizer(cfg, net, base_lr)
+    opt = make_optimizer(cfg, net, base_lr)
     g_orders = [generator(derive_seed(s, "order")) for s in seeds]
     g_augs = [generator(derive_seed(s, "augment")) for s in seeds]
     augment = _make_augment(cfg)
