@@ -168,7 +168,17 @@ def test_report_has_one_line_per_noise_dashed_baselines_and_gaps(tmp_path):
         written = write_report(tmp_path, grid=grid)
     finally:
         plt.Figure.savefig = real_savefig
-    fig = captured["figs"][0]
+    # The study's view: a panel per noise setting, the methods as lines, random grey, baseline dashed.
+    study = {ax.get_title(): ax for ax in captured["figs"][0].axes}
+    assert set(study) == {"digits, symmetric 0.4", "digits, symmetric 0.6"}
+    for title, ax in study.items():
+        lines = ax.get_lines()
+        assert [ln.get_linestyle() for ln in lines].count("--") == 1
+        assert {c.get_label() for c in ax.containers} == {"dm", "random real subset"}
+        assert all(c.lines[0].get_linestyle() == "-" for c in ax.containers)
+    dm_06 = next(c for c in study["digits, symmetric 0.6"].containers if c.get_label() == "dm").lines[0]
+    assert str(list(dm_06.get_ydata())[1]) == "nan"  # the removed cell is a gap
+    fig = captured["figs"][1]  # the per-method view
     axes = {ax.get_title(): ax for ax in fig.axes}
     assert set(axes) == {"digits: random", "digits: dm"}
     dm_ax = axes["digits: dm"]
@@ -239,7 +249,9 @@ def test_report_draws_the_early_stop_baseline_dotted(tmp_path):
         write_report(tmp_path, grid=grid)
     finally:
         plt.Figure.savefig = real_savefig
-    fig = captured[0]
+    for ax in captured[0].axes:  # the study's view: both baselines in every panel
+        assert {"--", ":"} <= {ln.get_linestyle() for ln in ax.get_lines()}
+    fig = captured[1]
     for ax in fig.axes:
         styles = {ln.get_linestyle(): ln.get_color() for ln in ax.get_lines()}
         assert {"--", ":"} <= set(styles) and styles["--"] == styles[":"]  # same noise colour

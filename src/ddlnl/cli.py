@@ -90,9 +90,12 @@ def _common(p: argparse.ArgumentParser, *, data: bool = True) -> None:
 def build_parser() -> argparse.ArgumentParser:
     from .methods import METHODS
 
+    from . import __version__
+
     parser = _Parser(prog="ddlnl", description="Dataset distillation as a label denoiser.",
                      epilog="exit status: 0 done, 1 sweep cells failed, 2 user error (one line, before any work), "
                             "3 sweep cells left to other live workers, 130 interrupted")
+    parser.add_argument("--version", action="version", version=f"ddlnl {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser("run", help="the main job: noise -> full-noisy baseline -> distill and evaluate each method and IPC, beside random real subsets")
@@ -101,7 +104,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ipc", type=_int_list, default=None, help="images per class, comma-separated (default 1,10)")
     p.add_argument("--n-runs", type=_positive_int, default=None, help="evaluation models per synthetic set (default 3)")
     p.add_argument("--no-early-stop", action="store_true", help="skip the early-stopping baseline (noisy validation split)")
-    p.add_argument("--out", default=None, help="run directory (default runs/<dataset>-<noise>-seed<seed>-<config hash>)")
+    p.add_argument("--log", type=_str_list, default=(), metavar="csv,tensorboard",
+                   help="also write the recorded training curves: csv (RUN/curves.csv), tensorboard (RUN/tensorboard/)")
+    p.add_argument("--out", default=None, help="run directory (default runs/<dataset>-<noise>-seed<seed>-<hash of the data setting>; "
+                   "a later run adds its methods, IPCs and run counts to it)")
 
     p = sub.add_parser("noise", help="make noisy labels, print requested vs realized rate and the largest flips")
     _common(p)
@@ -123,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("synthetic", help="a .safetensors file written by `ddlnl distill` or `ddlnl run`")
     p.add_argument("--dataset", default=None, help="dataset for the test split (default: the one the set was made from)")
     p.add_argument("--data-root", default=None)
-    p.add_argument("--n-runs", type=_positive_int, default=3)
+    p.add_argument("--n-runs", type=_positive_int, default=None, help="evaluation models (default 3, as `ddlnl run`)")
     _common(p, data=False)
 
     p = sub.add_parser("experts", help="train (or, with --status, only report) the cached expert trajectories a method needs")
@@ -263,7 +269,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     resolved, device = _resolve(args, job)
     out = check_output_dir(Path(args.out) if args.out else default_run_dir(resolved))
     _check_cache()
-    results = run_job(resolved, out, device=device, show_progress=not args.quiet)
+    results = run_job(resolved, out, device=device, show_progress=not args.quiet, loggers=args.log)
     print((out / "table.md").read_text(), end="")
     print(f"\nrun directory: {out}  (table.md, results.json, figures/, synthetic/)  [{results['seconds']:.0f}s]")
     return 0
@@ -330,30 +336,40 @@ def cmd_distill(args: argparse.Namespace) -> int:
     return 0
 
 
-def evaluate_config(overrides: Sequence[str], preset: str | None, device, dataset: str, image_size: tuple[int, int]):
-    """The TrainConfig ``ddlnl evaluate`` trains with: the preset, then ``train.KEY=V`` (or plain
-    ``KEY=V``) overrides; every other key is refused, none is ignored. Depth is fitted to the images
-    as in ``ddlnl run``."""
-    from .config import apply_overrides
-    from .pipeline import TRAIN_PRESETS, fit_train_config, split_overrides
-    from .train import TrainConfig
+# Plain keys `ddlnl evaluate` reads as job settings (as `ddlnl run --set n_runs=5` does); every
+# other plain key is a train.* key.
+EVALUATE_JOB_KEYS = ("n_runs", "protocol")
+
+
+def evaluate_overrides(overrides: Sequence[str]) -> list[str]:
+    """``ddlnl evaluate``'s ``--set`` items in ``ddlnl run``'s form: ``train.KEY=V`` (plain ``KEY=V``
+    is a train key too) and the job keys ``n_runs=`` / ``protocol=``; every other key is refused,
+    none is ignored."""
+    from .pipeline import split_overrides
 
     groups = split_overrides(overrides)
-    keys = [*groups.pop("train", []), *groups.pop("job", [])]
+    train_keys, job_keys = groups.pop("train", []), []
+    for item in groups.pop("job", []):
+        (job_keys if item.split("=", 1)[0].strip() in EVALUATE_JOB_KEYS else train_keys).append(item)
     if groups:
         raise UserError(f"`ddlnl evaluate` takes only train.KEY=VALUE overrides (it only trains on the set), "
                         f"not {', '.join(sorted(p + '.*' for p in groups))}")
-    preset = preset or "auto"
-    if preset == "auto":
-        preset = "paper" if device.type == "cuda" else "cpu"
-    cfg = apply_overrides(apply_overrides(TrainConfig(), TRAIN_PRESETS[preset]), keys)
-    return fit_train_config(cfg.for_dataset(dataset), image_size)
+    return [f"train.{item}" for item in train_keys] + job_keys
+
+
+def evaluate_config(overrides: Sequence[str], preset: str | None, device, dataset: str, image_size: tuple[int, int]):
+    """The TrainConfig ``ddlnl evaluate`` trains with (checked before any data are read): the
+    preset, then the overrides of :func:`evaluate_overrides`, the depth fitted to the images and
+    the dataset's augmentation, as in ``ddlnl run``."""
+    from .pipeline import JobConfig, resolve_job
+
+    job = replace(JobConfig(), dataset=dataset, methods=(), **({"preset": preset} if preset else {}))
+    return resolve_job(job, evaluate_overrides(overrides), device, image_size=image_size).train
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .data import load_dataset
+    from .pipeline import KNOWN_IMAGE_SIZES, evaluate_file
     from .synthetic import load_synthetic
-    from .train import evaluate
     from .utils import check_input_file, resolve_device
 
     device = resolve_device(args.device)
@@ -362,27 +378,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     name = args.dataset or syn.meta.get("dataset")
     if not name:
         raise UserError(f"{args.synthetic} does not name its dataset: pass --dataset")
-    from .pipeline import KNOWN_IMAGE_SIZES
-
     # The overrides are checked before the dataset is read (a typo costs nothing).
     evaluate_config(args.overrides, args.preset, device, name, KNOWN_IMAGE_SIZES.get(name, tuple(syn.images.shape[2:])))
-    dataset = load_dataset(name, args.data_root)
-    if tuple(syn.images.shape[1:]) != tuple(dataset.train.images.shape[1:]) or syn.num_classes != dataset.num_classes:
-        raise UserError(f"{args.synthetic} holds {tuple(syn.images.shape[1:])} images of {syn.num_classes} classes, "
-                        f"but {name} has {tuple(dataset.train.images.shape[1:])} and {dataset.num_classes}: pass the right --dataset")
-    cfg = evaluate_config(args.overrides, args.preset, device, name, dataset.image_size)
-    lr = syn.lr if (syn.lr is not None and cfg.use_learned_lr) else None
-    from .augment import zca_space_for
-    from .data import LabeledTensors
-
-    test = dataset.test
-    space = zca_space_for(syn.meta, dataset.train.images)  # a set distilled in ZCA space: whiten the test set too
-    if space is not None:
-        test = LabeledTensors(space.transform(test.images), test.labels)
-    res = evaluate(syn.as_labeled(), test, cfg, num_classes=dataset.num_classes, n_runs=args.n_runs,
-                   seed=args.seed, device=device, lr=lr, show_progress=not args.quiet)
-    print(f"{syn.meta.get('method', '?')} IPC {syn.meta.get('ipc', '?')} on {name}: {100 * res.mean:.2f} +- {100 * res.std:.2f} "
-          f"(runs: {', '.join(f'{100 * a:.2f}' for a in res.accs)}; seeds {res.seeds})")
+    res, syn, resolved = evaluate_file(args.synthetic, dataset=args.dataset, data_root=args.data_root,
+                                       overrides=evaluate_overrides(args.overrides), seed=args.seed, n_runs=args.n_runs,
+                                       preset=args.preset, device=device, show_progress=not args.quiet)
+    print(f"{syn.meta.get('method', '?')} IPC {syn.meta.get('ipc', '?')} on {resolved.job.dataset}: "
+          f"{100 * res.mean:.2f} ± {100 * res.std:.2f} (runs: {', '.join(f'{100 * a:.2f}' for a in res.accs)}; "
+          f"seeds {res.seeds}; protocol {resolved.job.protocol})")
     return 0
 
 
@@ -615,6 +618,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; return its exit status (see the module docstring)."""
     from .errors import os_error_line
 
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list == ["--version"]:  # answered before the parser imports torch and the methods
+        from . import __version__
+
+        print(f"ddlnl {__version__}")
+        return 0
     parser = build_parser()
     command = _command_of(argv)
     prefix = f"ddlnl {command}" if command else "ddlnl"
@@ -629,10 +638,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         print(f"ddlnl: error: no command given; choose one of {', '.join(sorted(COMMANDS))}", file=sys.stderr)
         return 2
-    if getattr(args, "quiet", False) is False:
-        import os
-
-        os.environ.setdefault("DDLNL_PROGRESS", "1" if sys.stderr.isatty() else "0")
     try:
         return COMMANDS[args.command](args)
     except UserError as exc:

@@ -135,16 +135,74 @@ def fit_depth(depth: int, image_size: tuple[int, int], min_side: int = 2) -> int
     return max(1, fitted)
 
 
-MODELS: dict[str, type[nn.Module]] = {"convnet": ConvNet}
+MODELS: dict[str, Callable[..., nn.Module]] = {"convnet": ConvNet}
+# The ConvNet's architecture parameters (TrainConfig.model_kwargs); a user model that does not
+# take one of them is built without it, so ``--set train.model=...`` works with any model.
+ARCH_KEYS = ("depth", "width", "norm", "activation", "pooling")
+
+
+def register_model(name: str, *, replace: bool = False) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    """Class or function decorator: make a model available to ``create_model(name)`` and so to
+    ``--set train.model=NAME`` / ``TrainConfig(model=NAME)``.
+
+    The model is called as ``factory(channels=C, num_classes=K, image_size=(H, W), **kw)`` and must
+    map ``N x C x H x W`` images to logits ``N x K``; ``kw`` holds those of the ConvNet's
+    architecture parameters (``depth``, ``width``, ``norm``, ``activation``, ``pooling``) that its
+    signature accepts. Example::
+
+        @ddlnl.register_model("mlp")
+        class MLP(nn.Module):
+            def __init__(self, channels, num_classes, image_size, width=256):
+                ...
+    """
+    def decorate(factory: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        if name in MODELS and MODELS[name] is not factory and not replace:
+            raise ConfigError(f"model name {name!r} is taken; pick another or pass replace=True")
+        MODELS[name] = factory
+        return factory
+
+    return decorate
+
+
+def resolve_model(name: str) -> Callable[..., nn.Module]:
+    """The factory of ``name``: a registered name, or ``"package.module:Attr"`` (imported; the
+    form a command line can name a model defined in the user's own code by)."""
+    if name in MODELS:
+        return MODELS[name]
+    if ":" in name:
+        import importlib
+
+        module, _, attr = name.partition(":")
+        try:
+            factory = getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError) as exc:
+            raise ConfigError(f"model {name!r}: cannot import {attr!r} from {module!r} ({exc}); "
+                              "check the module is on PYTHONPATH") from None
+        if not callable(factory):
+            raise ConfigError(f"model {name!r}: {attr} is not a class or function")
+        return factory
+    raise ConfigError(f"unknown model {name!r}: use one of {', '.join(sorted(MODELS))}, "
+                      "or package.module:ClassName for your own")
 
 
 def create_model(name: str, *, channels: int, num_classes: int, image_size: tuple[int, int],
                  **kwargs) -> nn.Module:
-    """Build a registered model by name with keyword parameters (unknown ones are refused)."""
-    if name not in MODELS:
-        raise ConfigError(f"unknown model {name!r}: use one of {', '.join(sorted(MODELS))}")
+    """Build a registered model by name with keyword parameters.
+
+    Architecture parameters (``ARCH_KEYS``) the model's signature does not take are dropped; any
+    other unknown keyword is refused.
+    """
+    import inspect
+
+    factory = resolve_model(name)
     try:
-        return MODELS[name](channels=channels, num_classes=num_classes, image_size=image_size, **kwargs)
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        params = {}
+    if params and not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        kwargs = {k: v for k, v in kwargs.items() if k in params or k not in ARCH_KEYS}
+    try:
+        return factory(channels=channels, num_classes=num_classes, image_size=image_size, **kwargs)
     except TypeError as exc:
         raise ConfigError(f"model {name!r}: {exc}") from None
 

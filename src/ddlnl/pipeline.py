@@ -1,18 +1,25 @@
 """``ddlnl run``: noise -> full-noisy baseline -> for each method and IPC: distill -> evaluate.
 
-One run directory holds everything a run produced; each step's record carries a key (a hash of
-everything that produced it), so a re-run with the same configuration skips finished steps and a
-run directory is never silently overwritten by a different configuration.
+A run directory belongs to one data setting (dataset, noise, seed, training subset) and only ever
+grows: a later ``ddlnl run`` into it with other methods, IPCs, run counts or configurations adds
+its records beside the earlier ones, and ``table.md`` lists them all. Each record carries a key (a
+hash of everything that produced it), so a re-run with the same configuration skips finished
+steps, and a record is never overwritten by a different configuration: a second configuration of
+the same step gets its own file (``<name>-<key>``).
 
 Layout::
 
-    RUN/config.json                    resolved configuration
+    RUN/config.json                    layout version, the data setting, every resolved configuration run here
     RUN/noise.npz, RUN/noise.json      noisy labels and their realized statistics
-    RUN/baseline.json                  full-noisy baseline (accuracy per run, curves)
+    RUN/baseline.json                  full-noisy baseline (accuracy per run, curves); baseline_early_stop.json
     RUN/cells/<method>-ipc<k>.json     one evaluated synthetic set
     RUN/synthetic/<method>-ipc<k>.safetensors
     RUN/figures/<method>-ipc<k>.png    synthetic images, one row per class
-    RUN/results.json, RUN/table.md     the comparison table
+    RUN/results.json, RUN/table.md     the comparison table of every record in the directory
+
+Every accuracy comes from :func:`evaluate_synthetic`, the one path from a synthetic set (or any
+labelled tensors), a dataset and a training config to trained models and clean-test accuracies;
+``ddlnl run``, ``ddlnl evaluate``, the sweep and the Python API all call it.
 """
 
 from __future__ import annotations
@@ -23,18 +30,20 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import torch
 
 from .augment import zca_space_for
 from .config import apply_overrides, identity
 from .data import Dataset, LabeledTensors, load_dataset
+from .diagnostics import degenerate_run_warnings
 from .errors import ConfigError, DamagedFile, DataError, UserError
 from .methods import METHODS, get_method, method_config, paper_resolution
 from .methods.common import check_ipc, class_indices
-from .models import fit_depth
+from .models import fit_depth, resolve_model
 from .noise import NoisyLabels, make_noise, parse_noise_spec, summary_text
+from .progress import position as progress_position
 from .report import fmt_acc, fmt_delta, image_grid_png, markdown_table
 from .study import StudyCell, eval_facts
 from .synthetic import SyntheticSet, load_synthetic
@@ -44,7 +53,7 @@ from .utils import (atomic_write_json, atomic_write_text, clean_stale_tmp, code_
                     read_json_checked, with_checksum)
 
 # Evaluation and baseline settings for a 2-core CPU. ConvNet width 64 trains ~3.6x faster than
-# width 128 (MEASURED.md).
+# width 128 (measured on this project's 2-core development machine).
 TRAIN_PRESETS: dict[str, dict[str, Any]] = {"paper": {}, "cpu": {"width": 64}}
 # The converged baseline must fit its noisy labels, as the study's dashed lines do. Measured on
 # digits at 60% symmetric noise: lr 0.01 x 40 epochs fits only 39% of the noisy training labels
@@ -174,6 +183,8 @@ def resolve_job(job: JobConfig, overrides: Sequence[str] | None = None,
     base_cfg = apply_overrides(apply_overrides(TrainConfig(), BASELINE_PRESETS[preset]), groups.pop("baseline", None))
     base_cfg = base_cfg.for_dataset(job.dataset)
     bproto = apply_overrides(BaselineConfig(), groups.pop("baseline_protocol", None))
+    for cfg in (train_cfg, base_cfg):  # a model that cannot be built is refused before any work
+        resolve_model(cfg.model)
     methods, per_ipc, notes = {}, {}, []
     for name in ("random", *job.methods):
         over = groups.pop(name, None)
@@ -237,9 +248,12 @@ def fit_train_config(cfg: TrainConfig, image_size: tuple[int, int]) -> TrainConf
 
 
 def default_run_dir(resolved: ResolvedJob, root: str | Path = "runs") -> Path:
+    """``runs/<dataset>-<noise>-seed<seed>-<hash>``, the hash of the data setting only
+    (:meth:`JobConfig.data_identity`): a later run of the same data with other methods, IPCs, run
+    counts or settings finds the same directory and adds to it."""
     job = resolved.job
     spec = parse_noise_spec(job.noise)
-    return Path(root) / f"{job.dataset}-{spec.label()}-seed{job.seed}-{json_key(resolved.to_dict())[:8]}"
+    return Path(root) / f"{job.dataset}-{spec.label()}-seed{job.seed}-{json_key(job.data_identity())[:8]}"
 
 
 @dataclass
@@ -282,17 +296,23 @@ def prepare_data(job: JobConfig) -> Prepared:
     return Prepared(dataset=dataset, noisy=noisy, noisy_train=dataset.train.with_labels(noisy.noisy))
 
 
-def _check_run_dir(out: Path, resolved: ResolvedJob, echo: Callable[[str], None] | None = None) -> None:
+# Version of the run-directory layout and record keys; a directory of another version is refused
+# with a message (its records would be keyed differently and silently duplicated).
+RUN_LAYOUT = 2
+
+
+def _check_run_dir(out: Path, resolved: ResolvedJob, echo: Callable[[str], None] | None = None,
+                   write: bool = True) -> None:
     """A run directory belongs to one data setting (dataset, noise, seed, subset).
 
-    Methods and IPCs may be added to it later (their records carry their own keys, and a record
-    of a changed configuration is refused); ``config.json`` lists every resolved configuration
-    that ran in it.
+    Methods, IPCs, run counts and configurations may be added to it later (their records carry
+    their own keys); ``config.json`` lists every resolved configuration that ran in it.
     """
     clean_stale_tmp(out, echo=echo or log)  # left by a run that was killed while writing
     cfg_path = out / "config.json"
     entry = json.loads(json.dumps(resolved.to_dict(), default=str))
-    data = json.loads(json.dumps(_data_key(resolved.job), default=str))
+    data = json.loads(json.dumps(resolved.job.data_identity(), default=str))
+    runs: list[dict] = []
     previous = None
     if cfg_path.exists():
         try:
@@ -301,22 +321,54 @@ def _check_run_dir(out: Path, resolved: ResolvedJob, echo: Callable[[str], None]
                 raise DamagedFile(cfg_path, "its data or runs are not a mapping and a list")
         except DamagedFile as exc:
             # Rewritten from this run's configuration; the records beside it carry their own keys,
-            # so one made by another configuration is still refused when read.
-            (echo or log)(f"{exc}; rewriting it from this run's configuration")
+            # so one made by another configuration is never taken for this one's.
+            if write:
+                (echo or log)(f"{exc}; rewriting it from this run's configuration")
             previous = None
     if previous is not None:
+        if previous.get("layout") != RUN_LAYOUT:
+            raise UserError(f"{out} was written by an earlier ddlnl whose records are keyed differently; it is kept "
+                            "as it is: pass --out NEW_DIR (or move it away) to run this job")
         if previous.get("data") != data:
-            raise UserError(f"{out} holds a run on other data (dataset, noise, seed or subset); choose another --out")
-        if entry in previous.get("runs", []):
+            theirs = previous.get("data") or {}
+            diff = ", ".join(f"{k} {theirs.get(k)!r} there, {v!r} here" for k, v in data.items() if theirs.get(k) != v)
+            raise UserError(f"{out} holds a run on other data ({diff}); choose another --out")
+        runs = list(previous.get("runs", []))
+        if entry in runs:
             return
-        runs = previous.get("runs", []) + [entry]
-    else:
-        runs = [entry]
-    atomic_write_json(cfg_path, {"data": data, "runs": runs, "code_version": code_version()})
+    if write:
+        atomic_write_json(cfg_path, {"layout": RUN_LAYOUT, "data": data, "runs": runs + [entry],
+                                     "code_version": code_version()})
+
+
+def _json_key_of(path: Path) -> str | None:
+    """The ``key`` of a JSON record, or None when it is damaged (then it is recomputed in place)."""
+    try:
+        return str(read_json_checked(path, required=("key",), checksum=True).get("key", ""))
+    except DamagedFile:
+        return None
+
+
+def _synthetic_key_of(path: Path) -> str | None:
+    try:
+        return str(load_synthetic(path).meta.get("key", ""))
+    except Exception:  # a damaged or foreign file is remade; load_synthetic refuses it by its checksum
+        return None
+
+
+def _slot(folder: Path, stem: str, suffix: str, key: str, key_of: Callable[[Path], str | None]) -> Path:
+    """Where the artifact ``stem`` made under ``key`` lives in ``folder``: ``stem+suffix`` when that is
+    free, damaged or already holds ``key``; otherwise ``stem-<key[:8]>+suffix``, so a second
+    configuration of the same step never overwrites the first."""
+    plain = folder / f"{stem}{suffix}"
+    if not plain.exists() or key_of(plain) in (key, None):
+        return plain
+    return folder / f"{stem}-{key[:8]}{suffix}"
 
 
 def _load_record(path: Path, key: str, echo: Callable[[str], None] | None = None) -> dict | None:
-    """The record at ``path`` if it was produced by the same configuration; refuse a different one."""
+    """The record at ``path`` if it was produced under ``key``, else None (a damaged record is
+    reported through ``echo`` and recomputed)."""
     if not path.exists():
         return None
     try:
@@ -324,31 +376,113 @@ def _load_record(path: Path, key: str, echo: Callable[[str], None] | None = None
     except DamagedFile as exc:
         (echo or log)(f"{exc}; recomputing it")  # written by rename, so damage came from outside
         return None
-    if rec.get("key") != key:
-        raise UserError(f"{path} was produced by a different configuration; use another --out directory")
-    return rec
+    return rec if rec.get("key") == key else None
 
 
-def evaluate_synthetic(syn: SyntheticSet, prepared: Prepared, cfg: TrainConfig, *, n_runs: int,
-                       seed: int, device: torch.device, show_progress: bool = False,
-                       protocol: str = "common") -> EvalResult:
-    """Train ``n_runs`` fresh models on ``syn`` and measure them on the clean test split.
+def eval_seed(seed: int, method: str, ipc: int) -> int:
+    """The evaluation seed of ``method`` at ``ipc`` in a job seeded ``seed`` (``ddlnl run``, the sweep
+    and ``ddlnl evaluate`` all use it, so the same file gives the same accuracies)."""
+    return derive_seed(seed, "eval", method, ipc)
 
-    ``protocol="common"``: ``cfg`` for every method (the set's learned lr when it has one and the
-    config allows). ``"own"``: the method's published evaluation recipe, where it has one.
+
+def evaluation_recipe(syn: SyntheticSet | LabeledTensors, dataset: Dataset, cfg: TrainConfig,
+                      protocol: str = "common") -> tuple[TrainConfig, LabeledTensors, float | None]:
+    """The training config, data and learning rate with which ``syn`` is evaluated on ``dataset``.
+
+    In one place for every entry point: the ConvNet depth fitted to the images (last feature map
+    >= 2x2, :func:`ddlnl.models.fit_depth`), no horizontal flip for digit datasets, with
+    ``protocol="own"`` the method's published recipe where it has one, and the set's learned lr
+    when it carries one and ``cfg.use_learned_lr``. Idempotent in ``cfg``.
     """
+    if protocol not in {"common", "own"}:
+        raise ConfigError(f"protocol {protocol!r}: use common (one recipe for all) or own (each method's)")
+    cfg = _fit(cfg.for_dataset(dataset.name), dataset.image_size)
+    if isinstance(syn, LabeledTensors):
+        return cfg, syn, None
     data = syn.as_labeled()
     method = syn.meta.get("method")
     if protocol == "own" and method in METHODS and METHODS[method].own_protocol is not None:
-        cfg, data = METHODS[method].own_protocol(cfg, syn, prepared.dataset.name)
+        cfg, data = METHODS[method].own_protocol(cfg, syn, dataset.name)
     lr = syn.lr if (syn.lr is not None and cfg.use_learned_lr) else None
-    test = prepared.dataset.test
-    space = zca_space_for(syn.meta, prepared.dataset.train.images)
+    return cfg, data, lr
+
+
+def check_compatible(syn: SyntheticSet | LabeledTensors, dataset: Dataset, what: str = "the synthetic set") -> None:
+    """Refuse a set whose image shape or class count is not ``dataset``'s."""
+    shape = tuple(syn.images.shape[1:])
+    k = syn.num_classes if isinstance(syn, SyntheticSet) else dataset.num_classes
+    if shape != tuple(dataset.train.images.shape[1:]) or k != dataset.num_classes:
+        raise UserError(f"{what} holds {shape} images of {k} classes, but {dataset.name} has "
+                        f"{tuple(dataset.train.images.shape[1:])} and {dataset.num_classes}: pass the right --dataset")
+
+
+def evaluate_synthetic(syn: SyntheticSet | LabeledTensors, data: "Prepared | Dataset", cfg: TrainConfig, *,
+                       n_runs: int, seed: int, device: torch.device | str = "cpu", show_progress: bool = False,
+                       protocol: str = "common", desc: str | None = None) -> EvalResult:
+    """Train ``n_runs`` fresh models on ``syn`` and measure each on the clean test split.
+
+    The one evaluation path (``ddlnl run``, ``ddlnl evaluate``, the sweep, ``ddlnl.evaluate``): the
+    recipe comes from :func:`evaluation_recipe`; run ``r`` uses seed ``derive_seed(seed, "run", r)``.
+
+    Args:
+        syn: a synthetic set (images ``N x C x H x W`` in the dataset's normalised space, hard or
+            soft labels) or any labelled tensors.
+        data: the dataset (or a :class:`Prepared` job's data) whose test split is measured.
+        cfg: the common training config (before fitting; fitting is done here).
+        protocol: ``common`` (``cfg`` for every method) or ``own`` (the method's published recipe).
+    """
+    dataset = data.dataset if isinstance(data, Prepared) else data
+    cfg, train_data, lr = evaluation_recipe(syn, dataset, cfg, protocol)
+    method = syn.meta.get("method") if isinstance(syn, SyntheticSet) else None
+    test = dataset.test
+    space = zca_space_for(syn.meta, dataset.train.images) if isinstance(syn, SyntheticSet) else None
     if space is not None:  # a set distilled in ZCA space is tested on test images whitened the same way
         test = LabeledTensors(space.transform(test.images), test.labels)
-    return evaluate(data, test, cfg, num_classes=prepared.dataset.num_classes,
-                    n_runs=n_runs, seed=seed, device=device, lr=lr, show_progress=show_progress,
-                    desc=f"evaluate {method or '?'}")
+    return evaluate(train_data, test, cfg, num_classes=dataset.num_classes, n_runs=n_runs, seed=seed,
+                    device=device, lr=lr, show_progress=show_progress, desc=desc or f"evaluate {method or 'set'}")
+
+
+def evaluate_set(syn: SyntheticSet | LabeledTensors, dataset: Dataset, *, overrides: Sequence[str] | None = None,
+                 seed: int = 0, n_runs: int | None = None, preset: str | None = None, protocol: str | None = None,
+                 device: torch.device | str = "cpu", show_progress: bool = False) -> tuple[EvalResult, ResolvedJob]:
+    """Evaluate ``syn`` on ``dataset`` exactly as a ``ddlnl run`` of that dataset would.
+
+    The configuration resolves as the run's does (same preset, same ``--set`` overrides, including
+    ``n_runs=`` and ``protocol=``), and the seed is :func:`eval_seed` of ``seed`` and the set's
+    method and IPC (``meta``), so a set made by ``ddlnl run`` gets that run's accuracies back.
+    """
+    method = syn.meta.get("method") if isinstance(syn, SyntheticSet) else None
+    fields: dict[str, Any] = {"dataset": dataset.name, "seed": seed,
+                              "methods": (method,) if method in METHODS and method != "random" else ()}
+    for name, value in (("n_runs", n_runs), ("preset", preset), ("protocol", protocol)):
+        if value is not None:
+            fields[name] = value
+    check_compatible(syn, dataset)
+    device = torch.device(device) if isinstance(device, str) else device
+    resolved = resolve_job(replace(JobConfig(), **fields), overrides, device, image_size=dataset.image_size)
+    ipc = syn.meta.get("ipc") if isinstance(syn, SyntheticSet) else None
+    run_seed = eval_seed(resolved.job.seed, method, ipc) if method is not None and ipc is not None else \
+        derive_seed(resolved.job.seed, "eval")
+    res = evaluate_synthetic(syn, dataset, resolved.train, n_runs=resolved.job.n_runs, seed=run_seed, device=device,
+                             show_progress=show_progress, protocol=resolved.job.protocol)
+    return res, resolved
+
+
+def evaluate_file(path: str | Path, *, dataset: str | None = None, data_root: str | None = None,
+                  overrides: Sequence[str] | None = None, seed: int = 0, n_runs: int | None = None,
+                  preset: str | None = None, device: torch.device | str = "cpu",
+                  show_progress: bool = False) -> tuple[EvalResult, SyntheticSet, ResolvedJob]:
+    """``ddlnl evaluate``: a saved synthetic set evaluated exactly as ``ddlnl run`` evaluated it
+    (:func:`evaluate_set`); the test split is that of ``dataset`` (default: the set's own)."""
+    syn = load_synthetic(path)
+    name = dataset or syn.meta.get("dataset")
+    if not name:
+        raise UserError(f"{path} does not name its dataset: pass --dataset")
+    ds = load_dataset(name, data_root)
+    check_compatible(syn, ds, str(path))
+    res, resolved = evaluate_set(syn, ds, overrides=overrides, seed=seed, n_runs=n_runs, preset=preset,
+                                 device=device, show_progress=show_progress)
+    return res, syn, resolved
 
 
 def log(msg: str) -> None:
@@ -359,12 +493,33 @@ def _one_line(exc: BaseException) -> str:
     return (str(exc).splitlines() or [type(exc).__name__])[0]
 
 
+def _job_steps(job: JobConfig) -> list[str]:
+    """The steps of a job in order, for the whole-job position in progress lines."""
+    steps = [n for n, on in (("baseline", job.baseline), ("baseline_early_stop", job.early_stop_baseline)) if on]
+    return steps + [f"{m}-ipc{k}" for m in _job_methods(job) for k in job.ipcs]
+
+
+def _job_methods(job: JobConfig) -> list[str]:
+    return ["random", *[m for m in job.methods if m != "random"]]
+
+
 def run_job(resolved: ResolvedJob, out: Path, *, device: torch.device,
-            show_progress: bool = True, echo: Callable[[str], None] = log) -> dict[str, Any]:
-    """Run (or resume) the whole job into ``out`` and return the results dict also written there."""
+            show_progress: bool = True, echo: Callable[[str], None] = log,
+            loggers: Sequence[str] = ()) -> dict[str, Any]:
+    """Run (or resume) the whole job into ``out`` and return the results dict also written there.
+
+    ``results["cells"]`` and ``table.md`` hold every record in ``out``, this job's and earlier
+    ones'; ``results["baseline"]`` is this job's converged baseline (the "Δ baseline" reference).
+    ``loggers``: ``csv`` writes every record's curves to ``out/curves.csv``, ``tensorboard`` to
+    ``out/tensorboard/``; ``figures/training_curves.png`` shows the baselines' curves.
+    """
+    from .curves import check_loggers
+
     job = resolved.job
     out = Path(out)
+    loggers = check_loggers(loggers)
     t0 = time.perf_counter()
+    _check_run_dir(out, resolved, write=False)  # a directory that cannot take this job: say so before any work
     prepared = prepare_data(job)
     ds = prepared.dataset
     resolved = fit_to_images(resolved, ds.image_size)
@@ -378,18 +533,76 @@ def run_job(resolved: ResolvedJob, out: Path, *, device: torch.device,
         echo(f"paper preset: {note}")
     _save_noise(prepared, out, echo)
 
-    results: dict[str, Any] = {"dataset": ds.name, "noise": prepared.noisy.to_dict(), "cells": [],
-                               "baseline": None, "baseline_early_stop": None}
-    results.update(_run_baselines(resolved, prepared, out, device, show_progress, echo))
-    for method in ("random", *[m for m in job.methods if m != "random"]):
+    steps = _job_steps(job)
+    current = _run_baselines(resolved, prepared, out, device, show_progress, echo, steps=steps)
+    for method in _job_methods(job):
         for ipc in job.ipcs:
-            results["cells"].append(_run_cell(resolved, prepared, method, ipc, out, device, show_progress, echo))
+            name = f"{method}-ipc{ipc}"
+            with progress_position(f"step {steps.index(name) + 1}/{len(steps)} {name}"):
+                _run_cell(resolved, prepared, method, ipc, out, device, show_progress, echo)
 
+    results = collect_results(out)
+    for name in ("baseline", "baseline_early_stop"):
+        if name in current:
+            results[name] = current[name]
     results["seconds"] = time.perf_counter() - t0
     results["table"] = comparison_rows(results)
-    table = render_table(results)
-    atomic_write_text(out / "table.md", table + "\n")
+    atomic_write_text(out / "table.md", render_table(results) + "\n")
     atomic_write_json(out / "results.json", results)
+    _write_curves(out, results, loggers)
+    return results
+
+
+def _write_curves(out: Path, results: dict[str, Any], loggers: Sequence[str]) -> None:
+    """The baselines' training-curve figure, and the curve logs asked for."""
+    from .curves import write_csv, write_tensorboard
+    from .report import curves_figure
+
+    named = [(Path(str(r.get("file", f"baseline-{i}"))).stem, r) for i, r in enumerate(results["baselines"])]
+    named += [(Path(c["synthetic"]).stem, c) for c in results["cells"]]
+    by_protocol = {"converged": "baseline", "early-stop": "baseline_early_stop"}
+    panel = {by_protocol.get(r.get("protocol"), "baseline"): r.get("histories") or [] for r in results["baselines"][::-1]}
+    curves_figure({f"{results['dataset']}, {results['noise']['spec'].get('kind')} {results['noise']['spec'].get('rate')}":
+                   panel}, out / "figures" / "training_curves.png")
+    if "csv" in loggers:
+        write_csv(out / "curves.csv", named)
+    if "tensorboard" in loggers:
+        write_tensorboard(out / "tensorboard", named)
+
+
+def collect_results(out: Path) -> dict[str, Any]:
+    """Every record of run directory ``out``: ``baselines`` and ``cells`` (ordered: random first,
+    then methods in the order they first ran, each by IPC), plus ``dataset`` and ``noise``;
+    ``baseline``/``baseline_early_stop`` default to the first record of each protocol."""
+    out = Path(out)
+    noise = json.loads((out / "noise.json").read_text())
+    order: list[str] = ["random"]
+    try:
+        for entry in json.loads((out / "config.json").read_text()).get("runs", []):
+            order += [m for m in entry.get("job", {}).get("methods", []) if m not in order]
+    except (OSError, json.JSONDecodeError):
+        pass
+
+    def records(paths: Iterable[Path]) -> list[dict]:
+        found = []
+        for p in sorted(paths):
+            try:
+                rec = json.loads(p.read_text())
+            except (OSError, json.JSONDecodeError):
+                continue
+            if isinstance(rec, dict) and "mean" in rec and "key" in rec:
+                found.append({**rec, "file": str(p.relative_to(out))})
+        return sorted(found, key=lambda r: r.get("finished", 0.0))
+
+    baselines = sorted(records(out.glob("baseline*.json")), key=lambda r: r.get("protocol") != "converged")
+    cells = sorted(records((out / "cells").glob("*.json")),
+                   key=lambda r: (order.index(r["method"]) if r["method"] in order else len(order), r["method"], r["ipc"]))
+    results: dict[str, Any] = {"dataset": noise.get("dataset"), "noise": noise, "baselines": baselines, "cells": cells,
+                               "baseline": None, "baseline_early_stop": None}
+    for rec in baselines:
+        name = "baseline" if rec.get("protocol") == "converged" else "baseline_early_stop"
+        if results[name] is None:
+            results[name] = rec
     return results
 
 
@@ -415,8 +628,13 @@ def _save_noise(prepared: Prepared, out: Path, echo: Callable[[str], None]) -> N
 
 
 def _run_baselines(resolved: ResolvedJob, prepared: Prepared, out: Path, device: torch.device,
-                   show_progress: bool, echo: Callable[[str], None]) -> dict[str, dict]:
-    """The converged and/or early-stopping full-noisy baselines, resumed from their records."""
+                   show_progress: bool, echo: Callable[[str], None],
+                   steps: Sequence[str] | None = None) -> dict[str, dict]:
+    """The converged and/or early-stopping full-noisy baselines, resumed from their records.
+
+    A baseline record is keyed by what it depends on: the data setting, the baseline's training
+    and protocol configs and its run count (not the methods or IPCs of the job).
+    """
     job = resolved.job
     ds = prepared.dataset
     wanted = []
@@ -426,23 +644,23 @@ def _run_baselines(resolved: ResolvedJob, prepared: Prepared, out: Path, device:
         wanted.append(("baseline_early_stop", replace(resolved.baseline_protocol, protocol="early-stop")))
     records = {}
     for name, bcfg in wanted:
-        key = json_key([_data_key(job), identity(resolved.baseline), asdict(bcfg)])
-        rec = _load_record(out / f"{name}.json", key, echo)
+        key = json_key([job.data_identity(), identity(resolved.baseline), identity(bcfg), job.runs_per_baseline])
+        path = _slot(out, name, ".json", key, _json_key_of)
+        rec = _load_record(path, key, echo)
         if rec is None:
+            where = f"step {list(steps).index(name) + 1}/{len(steps)} {name}" if steps and name in steps else name
             echo(f"{name}: {resolved.baseline.epochs} epochs on {len(prepared.noisy_train)} noisy labels x {job.runs_per_baseline} runs")
-            res = run_baseline(prepared.noisy_train, ds.test, resolved.baseline, bcfg, num_classes=ds.num_classes,
-                               n_runs=job.runs_per_baseline, seed=derive_seed(job.seed, name), device=device,
-                               show_progress=show_progress)
-            rec = with_checksum({"key": key, "protocol": bcfg.protocol, "config": asdict(resolved.baseline), **res.to_dict()})
-            atomic_write_json(out / f"{name}.json", rec)
+            with progress_position(where):
+                res = run_baseline(prepared.noisy_train, ds.test, resolved.baseline, bcfg, num_classes=ds.num_classes,
+                                   n_runs=job.runs_per_baseline, seed=derive_seed(job.seed, name), device=device,
+                                   show_progress=show_progress)
+            rec = with_checksum({"key": key, "protocol": bcfg.protocol, "config": asdict(resolved.baseline),
+                                 "protocol_config": asdict(bcfg), "runs": job.runs_per_baseline, "finished": time.time(),
+                                 **res.to_dict()})
+            atomic_write_json(path, rec)
         echo(f"{name}: {fmt_acc(rec['mean'], rec['std'])}")
         records[name] = rec
     return records
-
-
-def _data_key(job: JobConfig) -> dict[str, Any]:
-    """What determines the noisy training data (not the methods or IPCs of a run)."""
-    return {**job.data_identity(), "n_runs": job.n_runs, "baseline_runs": job.baseline_runs}
 
 
 def run_baselines_only(resolved: ResolvedJob, out: Path, *, device: torch.device,
@@ -502,62 +720,122 @@ def _with_provenance(syn: SyntheticSet, prepared: Prepared, key: str | None, **e
 
 def _run_cell(resolved: ResolvedJob, prepared: Prepared, method: str, ipc: int, out: Path,
               device: torch.device, show_progress: bool, echo: Callable[[str], None]) -> dict[str, Any]:
+    """One method at one IPC: distil (or reuse the set made under the same key), evaluate, record.
+
+    The synthetic set is keyed by the data, method, IPC and method config; the record adds the
+    evaluation config, protocol and run count, so a job with more runs or another evaluation
+    recipe re-evaluates the same set and records beside the earlier result.
+    """
     job = resolved.job
     ds = prepared.dataset
     mcfg = resolved.method_cfg(method, ipc)
     name = f"{method}-ipc{ipc}"
-    key = json_key([_data_key(job), method, ipc, identity(mcfg), identity(resolved.train), job.protocol])
-    rec = _load_record(out / "cells" / f"{name}.json", key, echo)
+    syn_key = json_key([job.data_identity(), method, ipc, identity(mcfg)])
+    eval_key = json_key([identity(resolved.train), job.protocol, job.n_runs])
+    key = json_key([syn_key, eval_key])
+    rec_path = _slot(out / "cells", name, ".json", key, _json_key_of)
+    rec = _load_record(rec_path, key, echo)
     if rec is not None:
         echo(f"{name}: done before, {fmt_acc(rec['mean'], rec['std'])}")
         return rec
-    syn_path = out / "synthetic" / f"{name}.safetensors"
+    syn_path = _slot(out / "synthetic", name, ".safetensors", syn_key, _synthetic_key_of)
     t0 = time.perf_counter()
-    syn = distill_cached(prepared, method, ipc, mcfg, seed=derive_seed(job.seed, "distill", method, ipc), key=key,
-                         path=syn_path, device=device, show_progress=show_progress)
-    distill_seconds = time.perf_counter() - t0
-    image_grid_png(syn.images, syn.hard_labels, ds.classes, ds.mean, ds.std, out / "figures" / f"{name}.png",
-                   title=f"{method}, IPC {ipc}, {ds.name}, {prepared.noisy.spec.label()}")
-    res = evaluate_synthetic(syn, prepared, resolved.train, n_runs=job.n_runs,
-                             seed=derive_seed(job.seed, "eval", method, ipc), device=device,
+    syn = distill_cached(prepared, method, ipc, mcfg, seed=derive_seed(job.seed, "distill", method, ipc), key=syn_key,
+                         path=syn_path, device=device, show_progress=show_progress, echo=echo)
+    distill_seconds = float(syn.meta.get("distill_seconds", time.perf_counter() - t0))
+    warnings = degenerate_run_warnings(syn, ds.mean, ds.std)
+    for w in warnings:
+        echo(f"{name}: warning: {w}")
+    fig_path = out / "figures" / f"{syn_path.stem}.png"  # named as its set: one figure per synthetic set
+    image_grid_png(syn.images, syn.hard_labels, ds.classes, ds.mean, ds.std, fig_path,
+                   title=f"{method}, IPC {ipc}, {ds.name}, {prepared.noisy.spec.label()}",
+                   soft=syn.labels.ndim == 2)
+    seed = eval_seed(job.seed, method, ipc)
+    res = evaluate_synthetic(syn, prepared, resolved.train, n_runs=job.n_runs, seed=seed, device=device,
                              show_progress=show_progress, protocol=job.protocol)
-    rec = {"key": key, "method": method, "ipc": ipc, "config": asdict(mcfg), "train": asdict(resolved.train),
-           "distill_seconds": distill_seconds, "synthetic": str(syn_path.relative_to(out)),
-           "learned_lr": syn.lr, **res.to_dict()}
+    rec = {"key": key, "synthetic_key": syn_key, "eval_key": eval_key, "method": method, "ipc": ipc,
+           "config": asdict(mcfg), "train": asdict(resolved.train), "n_runs": job.n_runs, "protocol": job.protocol,
+           "eval_seed": seed, "distill_seconds": distill_seconds, "synthetic": str(syn_path.relative_to(out)),
+           "learned_lr": syn.lr, "warnings": warnings, "finished": time.time(), **res.to_dict()}
     if "loss" in syn.meta:
         rec["objective_first_last"] = [syn.meta["loss"][0], syn.meta["loss"][-1]] if syn.meta["loss"] else None
     rec = with_checksum(rec)
-    atomic_write_json(out / "cells" / f"{name}.json", rec)
+    atomic_write_json(rec_path, rec)
     echo(f"{name}: {fmt_acc(rec['mean'], rec['std'])} (distill {distill_seconds:.0f}s, evaluate {res.seconds:.0f}s)")
     return rec
 
 
+def _flat(prefix: str, cfg: dict[str, Any] | None) -> dict[str, Any]:
+    return {f"{prefix}.{k}": v for k, v in (cfg or {}).items()}
+
+
+def _cell_setting(rec: dict[str, Any]) -> dict[str, Any]:
+    return {"n_runs": rec.get("n_runs"), "protocol": rec.get("protocol"), **_flat("train", rec.get("train")),
+            **_flat(rec["method"], rec.get("config"))}
+
+
+def _baseline_setting(rec: dict[str, Any]) -> dict[str, Any]:
+    return {"runs": rec.get("runs", len(rec.get("accs", []))), **_flat("baseline", rec.get("config")),
+            **_flat("baseline_protocol", rec.get("protocol_config"))}
+
+
+def _tags(group: Sequence[dict[str, Any]], setting: Callable[[dict], dict[str, Any]]) -> list[str]:
+    """For records of the same step under different configurations: what tells them apart
+    (``"n_runs=5"``), at most three settings; empty strings for a single record."""
+    if len(group) < 2:
+        return [""] * len(group)
+    flat = [setting(r) for r in group]
+    keys = sorted({k for f in flat for k in f if len({json.dumps(g.get(k), sort_keys=True, default=str) for g in flat}) > 1})
+    tags = []
+    for f in flat:
+        parts = [f"{k}={f.get(k)}" for k in keys[:3]] + (["..."] if len(keys) > 3 else [])
+        tags.append(" (" + ", ".join(parts) + ")" if parts else "")
+    return tags
+
+
 def comparison_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
-    """One row per cell: accuracy and its difference to the baseline and to random at the same IPC."""
+    """One row per cell: accuracy and its difference to the baseline and to random at the same IPC
+    (random evaluated with the same config, protocol and run count)."""
     base = results.get("baseline")
     base_mean = base["mean"] if base else float("nan")
-    random_at = {c["ipc"]: c["mean"] for c in results["cells"] if c["method"] == "random"}
+    cells = results["cells"]
+    random_at = {(c["ipc"], c.get("eval_key")): c["mean"] for c in cells if c["method"] == "random"}
+    groups: dict[tuple, list[dict]] = {}
+    for c in cells:
+        groups.setdefault((c["method"], c["ipc"]), []).append(c)
+    tag_of = {id(c): t for g in groups.values() for c, t in zip(g, _tags(g, _cell_setting))}
     rows = []
-    for c in results["cells"]:
-        rows.append({"method": c["method"], "ipc": c["ipc"], "mean": c["mean"], "std": c["std"],
+    for c in cells:
+        rnd = random_at.get((c["ipc"], c.get("eval_key")))
+        rows.append({"method": c["method"] + tag_of[id(c)], "ipc": c["ipc"], "mean": c["mean"], "std": c["std"],
                      "vs_baseline": c["mean"] - base_mean,
-                     "vs_random": (c["mean"] - random_at[c["ipc"]]) if c["method"] != "random" and c["ipc"] in random_at else float("nan")})
+                     "vs_random": (c["mean"] - rnd) if c["method"] != "random" and rnd is not None else float("nan"),
+                     "warnings": list(c.get("warnings") or [])})
     return rows
 
 
 def render_table(results: dict[str, Any]) -> str:
-    """The run's comparison as a markdown table, baseline(s) first."""
+    """The run's comparison as a markdown table, baseline(s) first; one note line under the table
+    for each degenerate distillation run."""
     rows = []
-    for name, label in (("baseline", "full noisy set"), ("baseline_early_stop", "full noisy set, early stop")):
-        b = results.get(name)
-        if b:
-            rows.append([label, "all", fmt_acc(b["mean"], b["std"]), "-", "-"])
+    labels = {"converged": "full noisy set", "early-stop": "full noisy set, early stop"}
+    baselines = results.get("baselines")
+    if baselines is None:  # a results dict of one job only
+        baselines = [b for b in (results.get("baseline"), results.get("baseline_early_stop")) if b]
+    for protocol, label in labels.items():
+        group = [b for b in baselines if b.get("protocol", "converged") == protocol]
+        for b, tag in zip(group, _tags(group, _baseline_setting)):
+            rows.append([label + tag, "all", fmt_acc(b["mean"], b["std"]), "-", "-"])
+    notes = []
     for r in results["table"]:
         rows.append([r["method"], r["ipc"], fmt_acc(r["mean"], r["std"]), fmt_delta(r["vs_baseline"]), fmt_delta(r["vs_random"])])
+        if r.get("warnings"):
+            notes.append(f"warning: {r['method']} IPC {r['ipc']} is a degenerate run: {'; '.join(r['warnings'])}")
     noise = results["noise"]
     head = (f"{results['dataset']}, noise {noise['spec'].get('kind')} requested {noise['spec'].get('rate')}, "
             f"realized {noise['realized_rate']:.3f}; clean-test accuracy (%) at the end of training, mean ± std")
-    return head + "\n\n" + markdown_table(["method", "IPC", "accuracy", "Δ baseline", "Δ random"], rows)
+    table = head + "\n\n" + markdown_table(["method", "IPC", "accuracy", "Δ baseline", "Δ random"], rows)
+    return table + ("\n\n" + "\n".join(notes) if notes else "")
 
 
 # --------------------------------------------------------------------------------------------

@@ -11,29 +11,76 @@ import torch
 from .utils import atomic_output
 
 
+# Share of pixels outside [0, 1] above which a clamped display would mostly show flat black or
+# white (DM's digits sets: 82%); such grids are shown with a per-image percentile stretch instead.
+CLAMP_LIMIT = 0.05
+
+
+def display_pixels(images: torch.Tensor, mean: Sequence[float], std: Sequence[float],
+                   normalise: str = "auto") -> tuple[torch.Tensor, str]:
+    """Images in [0, 1] for display, and a note saying how they were mapped.
+
+    ``clamp``: de-normalised pixels clamped to [0, 1] (faithful where the images stay in range).
+    ``percentile``: each image (all its channels together) stretched from its 1st to its 99th
+    percentile. ``auto``: ``clamp`` unless more than ``CLAMP_LIMIT`` of the pixels lie outside [0, 1].
+    """
+    m = torch.tensor(list(mean), dtype=torch.float32).view(1, -1, 1, 1)
+    s = torch.tensor(list(std), dtype=torch.float32).view(1, -1, 1, 1)
+    pix = images.detach().cpu().float() * s + m
+    outside = float(((pix < 0) | (pix > 1)).float().mean()) if pix.numel() else 0.0
+    if normalise == "auto":
+        normalise = "percentile" if outside > CLAMP_LIMIT else "clamp"
+    if normalise == "clamp":
+        note = "pixels clamped to [0, 1]" + (f" ({100 * outside:.0f}% outside)" if outside > 0.005 else "")
+        return pix.clamp(0, 1), note
+    if normalise != "percentile":
+        raise ValueError(f"normalise={normalise!r}: use auto, clamp or percentile")
+    flat = pix.flatten(1)
+    lo = torch.quantile(flat, 0.01, dim=1).view(-1, 1, 1, 1)
+    hi = torch.quantile(flat, 0.99, dim=1).view(-1, 1, 1, 1)
+    shown = ((pix - lo) / (hi - lo).clamp_min(1e-8)).clamp(0, 1)
+    return shown, f"each image stretched to its own 1st-99th percentile ({100 * outside:.0f}% of pixels outside [0, 1])"
+
+
 def image_grid_png(images: torch.Tensor, labels: torch.Tensor, classes: Sequence[str],
                    mean: Sequence[float], std: Sequence[float], path: str | Path, *,
-                   title: str = "", max_per_class: int = 10) -> Path:
+                   title: str = "", max_per_class: int = 10, soft: bool = False,
+                   normalise: str = "auto") -> Path:
     """A PNG with one row per class of synthetic images (the study's Figure 3 layout).
+
+    Rows are the classes in index order, top to bottom; the caption under the title says so, how
+    pixels were mapped for display (:func:`display_pixels`) and, for learned (soft) labels, that an
+    image's row is the argmax of its label.
 
     Args:
         images: float ``N x C x H x W`` in normalised space (denormalised with ``mean``/``std``).
         labels: ``int64`` N class of each image (argmax for soft labels).
         classes: names, index = class.
         max_per_class: columns shown per row.
+        soft: the set has learned soft labels (rows are then sorted by argmax label).
+        normalise: ``auto``, ``clamp`` or ``percentile`` (see :func:`display_pixels`).
     """
+    import textwrap
+
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    m = torch.tensor(mean).view(1, -1, 1, 1)
-    s = torch.tensor(std).view(1, -1, 1, 1)
-    pix = (images.detach().cpu().float() * s + m).clamp(0, 1)
+    pix, display_note = display_pixels(images, mean, std, normalise)
     k = len(classes)
     per_class = [torch.nonzero(labels == c).flatten()[:max_per_class] for c in range(k)]
     cols = max(1, max(len(p) for p in per_class))
-    fig, axes = plt.subplots(k, cols, figsize=(0.9 * cols + 1.6, 0.9 * k + 0.4), squeeze=False)
+    width = max(0.9 * cols + 1.6, 4.2)  # wide enough for the caption even at IPC 1
+    rows_note = ("one row per class in class-index order (top to bottom); "
+                 + ("learned soft labels: each image is in the row of its argmax label; " if soft else "")
+                 + display_note)
+    chars = int(width * 13)  # ~13 characters per inch at 8 pt
+    caption = "\n".join(textwrap.wrap(title, int(width * 11))) if title else ""
+    note = "\n".join(textwrap.wrap(rows_note, chars))
+    head_lines = caption.count("\n") + 1 + note.count("\n") + 1 if title else note.count("\n") + 1
+    head = 0.18 * head_lines + 0.15
+    fig, axes = plt.subplots(k, cols, figsize=(width, 0.9 * k + 0.4 + head), squeeze=False)
     for c in range(k):
         for j in range(cols):
             ax = axes[c][j]
@@ -48,10 +95,16 @@ def image_grid_png(images: torch.Tensor, labels: torch.Tensor, classes: Sequence
                 else:
                     ax.imshow(img, interpolation="nearest")
             if j == 0:
-                ax.set_ylabel(str(classes[c])[:14], rotation=0, ha="right", va="center", fontsize=8)
+                name = str(classes[c])[:12]
+                ax.set_ylabel(name if name == str(c) else f"{c}: {name}", rotation=0, ha="right", va="center",
+                              fontsize=8)
+    total_h = fig.get_figheight()
+    top = 1 - head / total_h
     if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
+        fig.text(0.5, 1 - 0.08 / total_h, caption, ha="center", va="top", fontsize=10)
+    fig.text(0.5, 1 - (0.1 + 0.2 * (caption.count("\n") + 1 if title else 0)) / total_h, note, ha="center",
+             va="top", fontsize=7, color="0.3")
+    fig.tight_layout(rect=(0, 0, 1, top))
     path = Path(path)
     with atomic_output(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
@@ -139,38 +192,107 @@ def _noise_order(noise: str) -> tuple:
         return (kind, 0.0, rest)
 
 
-def write_report(root: str | Path, out: str | Path | None = None, grid=None) -> list[Path]:
-    """The study's figures and a table from a sweep's result records only.
-
-    Writes into ``out`` (default ``ROOT/report``): ``accuracy_vs_ipc.png`` (one panel per dataset and
-    method, one line per noise setting, the converged full-noisy baseline of the same setting as a
-    dashed line of the same colour; missing cells are gaps, never zeros), ``table.md`` (accuracy
-    per IPC beside both baselines) and ``grids/*.png`` (synthetic images, one row per class, at the
-    largest IPC <= 10 of each dataset, method and noise).
-    """
+def _plt():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .results import load_records
+    return plt
 
-    root = Path(root)
-    out = Path(out) if out is not None else root / "report"
-    records = load_records(root, grid)
-    if not records:
-        from .errors import UserError
 
-        raise UserError(f"{root} has no finished records yet: run `ddlnl sweep` first")
-    agg = _aggregate(records)
+def _save(fig, path: Path, dpi: int = 110) -> Path:
+    with atomic_output(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=dpi)
+    _plt().close(fig)
+    return path
+
+
+def _keys(agg: dict[tuple, dict]) -> tuple[list[str], list[str], list[str], list[int]]:
     datasets = sorted({k[0] for k in agg})
     methods = sorted({k[2] for k in agg if not k[2].startswith("baseline")}, key=lambda m: (m != "random", m))
     noises = sorted({k[1] for k in agg}, key=_noise_order)
     ipcs = sorted({k[3] for k in agg if k[3]})
-    written: list[Path] = []
+    return datasets, methods, noises, ipcs
 
+
+def _ipc_axis(ax, ipcs: Sequence[int]) -> None:
+    ax.set_xscale("log")
+    ax.set_xticks(ipcs, [str(v) for v in ipcs])
+    ax.minorticks_off()
+    ax.set_xlabel("images per class")
+    ax.grid(alpha=0.3)
+
+
+def _series(agg: dict[tuple, dict], ds: str, noise: str, method: str, ipcs: Sequence[int]) -> tuple[list, list]:
+    ys = [100 * agg[(ds, noise, method, i)]["mean"] if (ds, noise, method, i) in agg else np.nan for i in ipcs]
+    es = [100 * agg[(ds, noise, method, i)]["std"] if (ds, noise, method, i) in agg else np.nan for i in ipcs]
+    return ys, es
+
+
+def accuracy_figure(agg: dict[tuple, dict], path: str | Path) -> Path:
+    """Accuracy vs IPC as the study draws it: one panel per dataset and noise setting (a row per
+    dataset and noise kind, a column per rate), the distillers as solid lines, random real subsets
+    as a grey reference line, the converged full-noisy baseline dashed and the early-stopped one
+    dotted. ``agg``: ``(dataset, noise, method, ipc) -> {"mean", "std"}`` (baselines: method
+    ``baseline`` / ``baseline_early_stop``, ipc 0). A missing cell is a gap, never a zero."""
+    plt = _plt()
+    datasets, methods, noises, ipcs = _keys(agg)
+    distillers = [m for m in methods if m != "random"]
+    kinds = sorted({n.partition(":")[0] for n in noises})
+    rows = [(ds, kind) for ds in datasets for kind in kinds
+            if any(k[0] == ds and k[1].partition(":")[0] == kind for k in agg)]
+    per_row = {r: [n for n in noises if n.partition(":")[0] == r[1] and any(k[0] == r[0] and k[1] == n for k in agg)]
+               for r in rows}
+    ncols = max(1, max(len(v) for v in per_row.values()) if per_row else 1)
+    fig, axes = plt.subplots(len(rows) or 1, ncols, figsize=(3.6 * ncols, 3.2 * max(1, len(rows)) + 0.7),
+                             squeeze=False, sharey="row")
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    # One panel per (dataset, method), wrapped at 4 per row; a dataset's panels share the y axis.
+    colour = {m: colours[i % len(colours)] for i, m in enumerate(distillers)}
+    for r, (ds, kind) in enumerate(rows):
+        for c in range(ncols):
+            ax = axes[r][c]
+            if c >= len(per_row[(ds, kind)]):
+                fig.delaxes(ax)
+                continue
+            noise = per_row[(ds, kind)][c]
+            for m in distillers:
+                ys, es = _series(agg, ds, noise, m, ipcs)
+                if not np.all(np.isnan(ys)):
+                    ax.errorbar(ipcs, ys, yerr=es, marker="o", color=colour[m], capsize=2, label=m, linewidth=1.5)
+            ys, es = _series(agg, ds, noise, "random", ipcs)
+            if not np.all(np.isnan(ys)):
+                ax.errorbar(ipcs, ys, yerr=es, marker="x", color="0.55", capsize=2, linewidth=1.2,
+                            label="random real subset")
+            for name, style, label in (("baseline", "--", "full noisy set, converged"),
+                                       ("baseline_early_stop", ":", "full noisy set, early stop")):
+                base = agg.get((ds, noise, name, 0))
+                if base:
+                    ax.axhline(100 * base["mean"], color="black", linestyle=style, linewidth=1.2, label=label)
+            _ipc_axis(ax, ipcs)
+            ax.set_title(f"{ds}, {noise.replace(':', ' ')}", fontsize=10)
+            if c == 0:
+                ax.set_ylabel("clean test accuracy (%)")
+    found: dict[str, Any] = {}
+    for ax in fig.axes:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            found.setdefault(lab, h)
+    order = [*distillers, "random real subset", "full noisy set, converged", "full noisy set, early stop"]
+    handles = {lab: found[lab] for lab in order if lab in found}
+    if handles:
+        fig.legend(list(handles.values()), list(handles.keys()), loc="lower center", ncol=min(5, len(handles)),
+                   fontsize=8)
+    fig.tight_layout(rect=(0, 0.7 / fig.get_figheight() if handles else 0, 1, 1))
+    return _save(fig, Path(path))
+
+
+def accuracy_by_method_figure(agg: dict[tuple, dict], path: str | Path) -> Path:
+    """The per-method view: one panel per dataset and method, one line per noise setting, the
+    converged baseline of the same setting dashed in the same colour and the early-stopped one
+    dotted (panels wrap at 4 per row; a dataset's panels share the y axis)."""
+    plt = _plt()
+    datasets, methods, noises, ipcs = _keys(agg)
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     ncols = max(1, min(4, len(methods)))
     rows_per_ds = -(-max(1, len(methods)) // ncols)
     fig, grid_axes = plt.subplots(len(datasets) * rows_per_ds, ncols,
@@ -190,8 +312,7 @@ def write_report(root: str | Path, out: str | Path | None = None, grid=None) -> 
             ax = axes[i][j]
             for k, noise in enumerate(noises):
                 col = colours[k % len(colours)]
-                ys = [100 * agg[(ds, noise, m, ipc)]["mean"] if (ds, noise, m, ipc) in agg else np.nan for ipc in ipcs]
-                es = [100 * agg[(ds, noise, m, ipc)]["std"] if (ds, noise, m, ipc) in agg else np.nan for ipc in ipcs]
+                ys, es = _series(agg, ds, noise, m, ipcs)
                 if np.all(np.isnan(ys)):
                     continue  # no results for this noise here: no baselines either (less clutter)
                 ax.errorbar(ipcs, ys, yerr=es, marker="o", color=col, capsize=2, label=noise)
@@ -202,12 +323,8 @@ def write_report(root: str | Path, out: str | Path | None = None, grid=None) -> 
                 if early:
                     ax.axhline(100 * early["mean"], color=col, linestyle=":", linewidth=1)
                     early_drawn = True
-            ax.set_xscale("log")
-            ax.set_xticks(ipcs, [str(v) for v in ipcs])
-            ax.minorticks_off()
+            _ipc_axis(ax, ipcs)
             ax.set_title(f"{ds}: {m}", fontsize=10)
-            ax.set_xlabel("images per class")
-            ax.grid(alpha=0.3)
         axes[i][0].set_ylabel("clean test accuracy (%)")
     handles, labels = axes[0][0].get_legend_handles_labels()
     for row in axes:
@@ -220,31 +337,90 @@ def write_report(root: str | Path, out: str | Path | None = None, grid=None) -> 
         fig.legend(handles, labels, loc="lower center", ncol=min(6, len(labels)), fontsize=8, title=title,
                    title_fontsize=8)
     fig.tight_layout(rect=(0, (0.12 / (len(datasets) * rows_per_ds)) if handles else 0, 1, 1))
-    path = out / "accuracy_vs_ipc.png"
-    with atomic_output(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
-    written.append(path)
+    return _save(fig, Path(path))
 
-    header = ["dataset", "noise", "method", *[f"IPC {i}" for i in ipcs], "full noisy (converged)", "early stop"]
-    rows = []
-    for ds in datasets:
-        for noise in noises:
-            base = agg.get((ds, noise, "baseline", 0))
-            early = agg.get((ds, noise, "baseline_early_stop", 0))
-            for m in methods:
-                if not any((ds, noise, m, ipc) in agg for ipc in ipcs):
-                    continue
-                cells = [fmt_acc(agg[(ds, noise, m, ipc)]["mean"], agg[(ds, noise, m, ipc)]["std"])
-                         if (ds, noise, m, ipc) in agg else "-" for ipc in ipcs]
-                rows.append([ds, noise, m, *cells, fmt_acc(base["mean"], base["std"]) if base else "-",
-                             fmt_acc(early["mean"], early["std"]) if early else "-"])
-    table = ("Clean-test accuracy (%) at the end of training, mean ± std over all evaluation runs and seeds; "
-             "'-' = no record.\n\n" + markdown_table(header, rows) + "\n")
-    from .utils import atomic_write_text
 
-    atomic_write_text(out / "table.md", table)
-    written.append(out / "table.md")
+def _mean_curve(histories: Sequence[Sequence[dict]], key: str) -> tuple[np.ndarray, np.ndarray]:
+    """Epochs and the across-runs mean of ``key`` where every run recorded it."""
+    per_epoch: dict[int, list[float]] = {}
+    for h in histories:
+        for e in h:
+            if key in e:
+                per_epoch.setdefault(int(e["epoch"]), []).append(float(e[key]))
+    epochs = np.array(sorted(per_epoch))
+    return epochs, np.array([np.mean(per_epoch[e]) for e in epochs])
+
+
+def curves_figure(curves: dict[str, dict[str, Sequence[Sequence[dict]]]], path: str | Path) -> Path | None:
+    """Training curves of the full-noisy baselines, one panel per data setting: clean test accuracy
+    (solid; on the curve subsample), fit of the noisy training labels (dashed; converged baseline)
+    and noisy validation accuracy (dotted; early-stop baseline, what it selects on), the mean over
+    runs. ``curves``: panel title -> {"baseline" | "baseline_early_stop": histories}. None when no
+    curve has more than one point."""
+    plt = _plt()
+    panels = {t: c for t, c in curves.items() if any(len(h) > 1 for hs in c.values() for h in hs)}
+    if not panels:
+        return None
+    ncols = min(3, len(panels))
+    nrows = -(-len(panels) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.2 * nrows + 0.5), squeeze=False)
+    lines = (("baseline", "test_acc", "-", "C0", "converged: clean test"),
+             ("baseline", "noisy_train_acc", "--", "C0", "converged: noisy training labels fitted"),
+             ("baseline_early_stop", "test_acc", "-", "C1", "early stop: clean test"),
+             ("baseline_early_stop", "noisy_val_acc", ":", "C1", "early stop: noisy validation (selects)"))
+    for ax, (title, by_name) in zip(axes.flat, panels.items()):
+        for name, key, style, col, label in lines:
+            epochs, ys = _mean_curve(by_name.get(name, []), key)
+            if len(epochs) > 1:
+                ax.plot(epochs, 100 * ys, linestyle=style, color=col, label=label, linewidth=1.3)
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("accuracy (%)")
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(panels):]:
+        fig.delaxes(ax)
+    handles: dict[str, Any] = {}
+    for ax in fig.axes:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(lab, h)
+    fig.legend(list(handles.values()), list(handles.keys()), loc="lower center", ncol=2, fontsize=8)
+    fig.tight_layout(rect=(0, 0.55 / fig.get_figheight() + 0.02, 1, 1))
+    return _save(fig, Path(path))
+
+
+def write_report(root: str | Path, out: str | Path | None = None, grid=None) -> list[Path]:
+    """The study's figures and a table from a sweep's result records only.
+
+    Writes into ``out`` (default ``ROOT/report``): ``accuracy_vs_ipc.png`` (:func:`accuracy_figure`:
+    a panel per dataset and noise setting, methods as lines, both baselines), the per-method view
+    ``accuracy_vs_ipc_by_method.png`` (:func:`accuracy_by_method_figure`), ``training_curves.png``
+    (:func:`curves_figure`, from the baselines' recorded curves), ``table.md`` (accuracy per IPC
+    beside both baselines) and ``grids/*.png`` (synthetic images, one row per class, at the
+    largest IPC <= 10 of each dataset, method and noise).
+    """
+    from .results import load_records
+
+    root = Path(root)
+    out = Path(out) if out is not None else root / "report"
+    records = load_records(root, grid)
+    if not records:
+        from .errors import UserError
+
+        raise UserError(f"{root} has no finished records yet: run `ddlnl sweep` first")
+    agg = _aggregate(records)
+    written = [accuracy_figure(agg, out / "accuracy_vs_ipc.png"),
+               accuracy_by_method_figure(agg, out / "accuracy_vs_ipc_by_method.png")]
+    curves: dict[str, dict[str, list]] = {}
+    for r in records:
+        c = r["cell"]
+        if c["method"].startswith("baseline") and r.get("histories"):
+            curves.setdefault(f"{c['dataset']}, {c['noise'].replace(':', ' ')}", {}).setdefault(
+                c["method"], []).extend(r["histories"])
+    curves_path = curves_figure(dict(sorted(curves.items(), key=lambda kv: _noise_order(kv[0].split(", ")[-1].replace(" ", ":")))),
+                                out / "training_curves.png")
+    if curves_path is not None:
+        written.append(curves_path)
+    written.append(write_table(agg, out / "table.md"))
 
     from .synthetic import load_synthetic
 
@@ -264,6 +440,59 @@ def write_report(root: str | Path, out: str | Path | None = None, grid=None) -> 
         classes = syn.meta.get("classes") or [str(c) for c in range(syn.num_classes)]
         p = out / "grids" / f"{ds}-{m}-{noise.replace(':', '-')}-ipc{r['cell']['ipc']}.png"
         image_grid_png(syn.images, syn.hard_labels, classes, syn.meta.get("mean", [0.0]), syn.meta.get("std", [1.0]),
-                       p, title=f"{m}, IPC {r['cell']['ipc']}, {ds}, {noise}")
+                       p, title=f"{m}, IPC {r['cell']['ipc']}, {ds}, {noise}", soft=syn.labels.ndim == 2)
         written.append(p)
     return written
+
+
+def write_table(agg: dict[tuple, dict], path: str | Path) -> Path:
+    """``table.md`` of a report: accuracy per IPC beside both baselines, per dataset, noise, method."""
+    from .utils import atomic_write_text
+
+    datasets, methods, noises, ipcs = _keys(agg)
+    header = ["dataset", "noise", "method", *[f"IPC {i}" for i in ipcs], "full noisy (converged)", "early stop"]
+    rows = []
+    for ds in datasets:
+        for noise in noises:
+            base = agg.get((ds, noise, "baseline", 0))
+            early = agg.get((ds, noise, "baseline_early_stop", 0))
+            for m in methods:
+                if not any((ds, noise, m, ipc) in agg for ipc in ipcs):
+                    continue
+                cells = [fmt_acc(agg[(ds, noise, m, ipc)]["mean"], agg[(ds, noise, m, ipc)]["std"])
+                         if (ds, noise, m, ipc) in agg else "-" for ipc in ipcs]
+                rows.append([ds, noise, m, *cells, fmt_acc(base["mean"], base["std"]) if base else "-",
+                             fmt_acc(early["mean"], early["std"]) if early else "-"])
+    table = ("Clean-test accuracy (%) at the end of training, mean ± std over all evaluation runs and seeds; "
+             "'-' = no record.\n\n" + markdown_table(header, rows) + "\n")
+    atomic_write_text(path, table)
+    return Path(path)
+
+
+def read_report_table(path: str | Path) -> dict[tuple, dict]:
+    """The aggregate behind a report's ``table.md`` (the inverse of :func:`write_table`), so that its
+    figures can be redrawn from a committed table when the records are not at hand."""
+    agg: dict[tuple, dict] = {}
+    lines = [line for line in Path(path).read_text().splitlines() if line.startswith("| ")]
+    header = [h.strip() for h in lines[0].strip("|").split("|")]
+    ipcs = [int(h.split()[1]) for h in header if h.startswith("IPC ")]
+
+    def parse(cell: str) -> dict | None:
+        cell = cell.strip()
+        if cell == "-":
+            return None
+        mean, _, std = cell.partition("±")
+        return {"mean": float(mean) / 100, "std": float(std) / 100}
+
+    for line in lines[1:]:
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if set(cells[0]) <= {"-"}:
+            continue
+        ds, noise, method = cells[:3]
+        for ipc, cell in zip(ipcs, cells[3:3 + len(ipcs)]):
+            if (v := parse(cell)) is not None:
+                agg[(ds, noise, method, ipc)] = v
+        for name, cell in zip(("baseline", "baseline_early_stop"), cells[3 + len(ipcs):]):
+            if (v := parse(cell)) is not None:
+                agg[(ds, noise, name, 0)] = v
+    return agg

@@ -447,7 +447,7 @@ def cell_key(grid: Grid, cell: Cell, resolved=None) -> str:
     resolved = resolved or cell_job(grid, cell)
     parts: dict[str, Any] = {"data": data_key(resolved), "cell": asdict(cell)}
     if cell.is_baseline:
-        parts.update(baseline=identity(resolved.baseline), protocol=asdict(resolved.baseline_protocol),
+        parts.update(baseline=identity(resolved.baseline), protocol=identity(resolved.baseline_protocol),
                      runs=resolved.job.runs_per_baseline)
     else:
         parts.update(method=identity(resolved.methods[grid.base_method(cell.method)]), train=identity(resolved.train),

@@ -6,7 +6,6 @@ import hashlib
 import json
 import os
 import subprocess
-import sys
 import socket
 import tempfile
 import time
@@ -183,13 +182,11 @@ def _json_default(obj: Any) -> Any:
 
 def progress(iterable: Iterable | None = None, *, total: int | None = None, desc: str = "",
              enabled: bool = True, unit: str = "it"):
-    """A progress bar (rate and ETA) on stderr; silent when disabled or when stderr is not a TTY
-    and ``DDLNL_PROGRESS`` is not set to 1."""
-    from tqdm.auto import tqdm
+    """A progress bar (rate and ETA) on a terminal, periodic log lines elsewhere, nothing when
+    disabled; see :mod:`ddlnl.progress` (``DDLNL_PROGRESS``, ``DDLNL_PROGRESS_SECONDS``)."""
+    from .progress import progress as _progress
 
-    show = enabled and (sys.stderr.isatty() or os.environ.get("DDLNL_PROGRESS") == "1")
-    return tqdm(iterable, total=total, desc=desc, disable=not show, unit=unit, leave=False,
-                dynamic_ncols=True, file=sys.stderr)
+    return _progress(iterable, total=total, desc=desc, enabled=enabled, unit=unit)
 
 
 def code_version() -> str:

@@ -1,0 +1,36 @@
+"""Curve logs: what the records hold, exported row by row; TensorBoard only when installed."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+
+from ddlnl import curves
+from ddlnl.cli import main
+
+RECORD = {"histories": [[{"epoch": 1, "loss": 2.0, "test_acc": 0.3}, {"epoch": 2, "loss": 1.5, "test_acc": 0.4}],
+                        [{"epoch": 2, "loss": 1.4}]]}
+
+
+def test_csv_has_one_row_per_run_and_recorded_epoch(tmp_path):
+    curves.write_csv(tmp_path / "c.csv", [("baseline", RECORD)])
+    rows = list(csv.DictReader((tmp_path / "c.csv").open()))
+    assert [(r["name"], r["run"], r["epoch"]) for r in rows] == [("baseline", "0", "1"), ("baseline", "0", "2"),
+                                                                ("baseline", "1", "2")]
+    assert rows[1]["test_acc"] == "0.4" and rows[2]["test_acc"] == ""
+
+
+def test_tensorboard_event_files_when_installed(tmp_path):
+    pytest.importorskip("tensorboard")
+    curves.write_tensorboard(tmp_path / "tb", [("baseline", RECORD)])
+    assert list((tmp_path / "tb" / "baseline-run0").glob("events.out.tfevents.*"))
+
+
+def test_unknown_or_unavailable_loggers_are_refused_before_any_work(tmp_path, capsys, monkeypatch):
+    assert main(["run", "--log", "wandb", "--out", str(tmp_path / "r"), "--quiet"]) == 2
+    assert "--log wandb" in capsys.readouterr().err
+    monkeypatch.setattr(curves, "tensorboard_available", lambda: False)
+    assert main(["run", "--log", "tensorboard", "--out", str(tmp_path / "r"), "--quiet"]) == 2
+    assert "pip install 'ddlnl[tensorboard]'" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
