@@ -34,3 +34,19 @@ def test_unknown_or_unavailable_loggers_are_refused_before_any_work(tmp_path, ca
     assert main(["run", "--log", "tensorboard", "--out", str(tmp_path / "r"), "--quiet"]) == 2
     assert "pip install 'ddlnl[tensorboard]'" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
+
+
+def test_baseline_curves_are_scored_on_the_subsample_and_the_result_on_the_full_test_set(tiny_dataset):
+    from ddlnl.train import BaselineConfig, TrainConfig, curve_subsample, run_baseline
+
+    test = tiny_dataset.test  # 80 images, 20 per class
+    sub = curve_subsample(test, 12)
+    assert len(sub) == 12 and sorted(sub.labels.bincount().tolist()) == [3, 3, 3, 3]  # stratified
+    assert curve_subsample(test, 12).images.equal(sub.images)  # the same images every time
+    assert curve_subsample(test, 0) is test and curve_subsample(test, 500) is test
+    cfg = TrainConfig(epochs=2, width=8, depth=2, augment="none", batch_size=64)
+    res = run_baseline(tiny_dataset.train, test, cfg, BaselineConfig(curve_size=12), num_classes=4, n_runs=1)
+    curve = [e["test_acc"] for e in res.histories[0]]
+    assert len(curve) == 2 and all(abs(a * 12 - round(a * 12)) < 1e-6 for a in curve)  # k/12
+    full = run_baseline(tiny_dataset.train, test, cfg, BaselineConfig(curve_size=0), num_classes=4, n_runs=1)
+    assert res.accs == full.accs  # the curve's sample never changes the trained model or its result

@@ -75,7 +75,7 @@ def image_grid_png(images: torch.Tensor, labels: torch.Tensor, classes: Sequence
     rows_note = ("one row per class in class-index order (top to bottom); "
                  + ("learned soft labels: each image is in the row of its argmax label; " if soft else "")
                  + display_note)
-    chars = int(width * 13)  # ~13 characters per inch at 8 pt
+    chars = int(width * 15)  # ~15 characters per inch at 7 pt
     caption = "\n".join(textwrap.wrap(title, int(width * 11))) if title else ""
     note = "\n".join(textwrap.wrap(rows_note, chars))
     head_lines = caption.count("\n") + 1 + note.count("\n") + 1 if title else note.count("\n") + 1
