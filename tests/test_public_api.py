@@ -55,7 +55,7 @@ def test_api_calls_give_the_command_lines_sets_and_numbers(digits, tmp_path, cap
     syn = ddlnl.distill(digits, "dm", ipc=2, labels=noisy, settings=TINY, preset="cpu", device="cpu")
     path = tmp_path / "dm.safetensors"
     assert main(["distill", "--method", "dm", "--ipc", "2", "--out", str(path), "--preset", "cpu", "--quiet",
-                 *[a for s in TINY for a in ("--set", s)]]) == 0
+                 *[a for s in TINY if s.startswith("dm.") for a in ("--set", s)]]) == 0
     from_cli = ddlnl.load_synthetic(path)
     assert torch.equal(syn.images, from_cli.images) and torch.equal(syn.labels, from_cli.labels)
     result = ddlnl.evaluate(syn, digits, n_runs=2, settings=TINY, preset="cpu", device="cpu")
