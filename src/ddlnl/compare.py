@@ -61,19 +61,29 @@ def stratified_folds(labels: torch.Tensor | np.ndarray, folds: int, seed: int) -
 
 
 def cross_val_pred_probs(data: LabeledTensors, cfg: TrainConfig, *, num_classes: int, folds: int = 2,
-                         seed: int = 0, device: torch.device | str = "cpu",
-                         show_progress: bool = False) -> np.ndarray:
+                         seed: int = 0, device: torch.device | str = "cpu", show_progress: bool = False,
+                         vote_k: int = 0, embed_dim: int = 128) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Out-of-sample softmax probabilities by K-fold cross-validation on the given labels.
 
     Fold ``f``'s model (seed ``derive_seed(seed, "fold", f)``) is trained on the other folds with
     ``cfg`` and predicts fold ``f``; every sample is predicted by a model that never saw it.
 
+    With ``vote_k > 0`` it also returns the neighbour vote offered to this route: within each
+    held-out fold, every sample's ``vote_k`` nearest other samples of the same fold, in that fold
+    model's feature space, vote with their given labels (:func:`ddlnl.label_issues.neighbour_votes`).
+    Only held-out samples are embedded, so neither a sample's own label nor its neighbours' labels
+    shaped the space it is compared in (the same guarantee the teachers' vote has).
+
     Returns:
-        ``N x K`` float64, rows sum to 1.
+        ``N x K`` float64 probabilities (rows sum to 1); with ``vote_k``, ``(probs, votes)`` with
+        ``votes`` ``N x K`` float64 (rows sum to 1).
     """
+    from .label_issues import neighbour_votes
+
     fold = stratified_folds(data.labels, folds, seed)
     channels, h, w = data.images.shape[1:]
     probs = np.zeros((len(data), num_classes))
+    votes = np.zeros((len(data), num_classes))
     for f in range(folds):
         held = torch.from_numpy(np.flatnonzero(fold == f))
         rest = torch.from_numpy(np.flatnonzero(fold != f))
@@ -82,17 +92,26 @@ def cross_val_pred_probs(data: LabeledTensors, cfg: TrainConfig, *, num_classes:
         train(model, data.subset(rest), cfg, seed=s, show_progress=show_progress, desc=f"fold {f + 1}/{folds}")
         logits = predict_logits(model, data.images[held], cfg.eval_batch_size)
         probs[held.numpy()] = torch.softmax(logits.double(), dim=1).numpy()
-    return probs
+        if vote_k > 0:
+            with torch.no_grad():
+                model.eval()
+                feats = torch.cat([model.embed(data.images[held][i:i + cfg.eval_batch_size].to(next(model.parameters()).device)).float().cpu()
+                                   for i in range(0, len(held), cfg.eval_batch_size)])
+            votes[held.numpy()] = neighbour_votes(feats, data.labels[held].cpu().numpy(), num_classes, vote_k,
+                                                  embed_dim=embed_dim)
+    return (probs, votes) if vote_k > 0 else probs
 
 
 def cleanlab_issues(labels: np.ndarray, pred_probs: np.ndarray, *,
-                    filter_by: str = "prune_by_noise_rate") -> LabelIssues:
+                    filter_by: str = "prune_by_noise_rate", n_jobs: int | None = 1) -> LabelIssues:
     """cleanlab's issues and noise estimate, in ddlnl's conventions.
 
     Args:
         labels: ``N`` given labels.
         pred_probs: ``N x K`` out-of-sample probabilities (e.g. :func:`cross_val_pred_probs`).
         filter_by: cleanlab's ``find_label_issues`` rule (its default, ``prune_by_noise_rate``).
+        n_jobs: cleanlab's worker processes (1: in this process, so timings compare at one
+            thread and it runs inside a spawned worker; None: cleanlab's default, all cores).
 
     Returns:
         :class:`~ddlnl.label_issues.LabelIssues` with ``method="cleanlab"``: ``is_issue`` is
@@ -107,7 +126,7 @@ def cleanlab_issues(labels: np.ndarray, pred_probs: np.ndarray, *,
 
     y = np.asarray(labels, dtype=np.int64)
     probs = np.asarray(pred_probs, dtype=np.float64)
-    mask = np.asarray(find_label_issues(y, probs, filter_by=filter_by), dtype=bool)
+    mask = np.asarray(find_label_issues(y, probs, filter_by=filter_by, n_jobs=n_jobs), dtype=bool)
     quality = np.asarray(get_label_quality_scores(y, probs, method="self_confidence"), dtype=np.float64)
     py, noise_matrix, _, _ = estimate_py_and_noise_matrices_from_probabilities(y, probs)
     # cleanlab: noise_matrix[i][j] = P(given = i | true = j). ddlnl: T[j, i] = P(noisy = i | true = j).

@@ -6,32 +6,30 @@ labels into a small synthetic set (a DM class mean is dominated by the correctly
 so a model trained on that set is a *teacher* whose predictions are independent of any single
 sample's label flip. Two things are read from the teachers:
 
-1. **their class probabilities** (ensemble mean over ``n_models`` seeds), the prior for the true
-   class; they feed the noise-rate estimate (:func:`ddlnl.estimate.estimate_noise`);
+1. **their class probabilities** (ensemble mean over ``n_models`` seeds), an estimate of
+   ``P(true | x)``; they feed the noise-rate estimate (:func:`ddlnl.estimate.estimate_noise`,
+   anchor points);
 2. **their feature space**: for every sample the ``k`` nearest other samples (cosine distance on
    the concatenated, PCA-reduced teacher features) vote with their *given* labels. Averaging many
    noisy labels of similar images denoises them for the same reason a DM class mean does, but
-   locally, so the vote estimates ``P(given label | x)`` far better than a teacher trained on a few
-   images can predict the class (measured on Fashion-MNIST at 60% symmetric noise with weak
-   teachers: teacher accuracy 59%, argmax of the neighbour vote 80%; issue-detection AUROC 0.90 ->
-   0.97). A sample never votes for itself, so no sample is scored by its own label.
+   locally. The vote estimates ``P(given | x)``, not ``P(true | x)``: it is turned into the latter
+   by inverting the noise model (:func:`deconvolve_votes`) before it is combined with the
+   teachers. A sample never votes for itself, so no sample is scored by its own label.
 
-Scores, flags, suggestions (:class:`IssuesConfig`):
+Scores, flags, suggestions (:class:`IssuesConfig`, derivation in :func:`find_issues`):
 
-* ``pred_probs = (1 - w) * votes + w * teachers`` (``w = teacher_weight``; ``neighbours = 0``
-  uses the teachers alone). The teachers' term also breaks ties between equal vote counts.
-* quality ``self-confidence`` (default): ``pred_probs[n, given_n]``, as cleanlab's default ranking;
-  or ``posterior``: ``P(true = given | x, given)`` with ``pred_probs`` as the prior and the
-  estimated transition matrix (helps class-conditional, asymmetric noise; hurts when the matrix is
-  poorly estimated).
+* prior ``pi = (1 - w) * deconvolved votes + w * calibrated teachers`` (``w = teacher_weight``;
+  ``neighbours = 0`` uses the teachers alone); posterior ``P(true | x, given) ∝ pi_j T[j, given]``;
+* quality ``posterior`` (default): ``P(true = given | x, given)``; or ``self-confidence``:
+  ``pi[n, given_n]``;
 * threshold ``estimated`` (default, chosen without any test data): in each given class ``k`` flag
   the ``m_k`` lowest-quality samples, ``m_k`` = the expected number of wrong labels in class ``k``
   under the fitted noise model, so the number of flags agrees with the noise-rate estimate. The
   per-class thresholds are the midpoints between the ``m_k``-th and ``(m_k + 1)``-th lowest
   qualities, and ``is_issue = quality < threshold[given]`` exactly. ``per-class``: cleanlab's
-  confident-learning threshold, the mean quality of the samples labelled ``k``. A number: one
-  fixed threshold for all classes.
-* suggested label: the argmax of the probabilities the quality is read from.
+  confident-learning rule on ``pi`` (:func:`confident_learning_issues`). A number: one fixed
+  threshold for all classes.
+* suggested label: the argmax of the posterior.
 
 Transition matrices follow ``T[i, j] = P(noisy = j | true = i)`` (rows sum to 1).
 """
@@ -51,7 +49,7 @@ from torch import nn
 
 from .data import LabeledTensors
 from .errors import ConfigError, UserError
-from .estimate import NoiseEstimate, estimate_noise
+from .estimate import DEFAULT_ANCHOR_FRACTION, NoiseEstimate, estimate_noise, sharpen
 from .pipeline import log
 from .synthetic import SyntheticSet
 from .train import BaselineConfig, EvalResult, TrainConfig, build_model, run_baseline, train
@@ -64,6 +62,8 @@ __all__ = [
     "train_teachers",
     "teacher_outputs",
     "neighbour_votes",
+    "deconvolve_votes",
+    "confident_learning_issues",
     "find_issues",
     "score_labels",
     "detection_metrics",
@@ -86,14 +86,17 @@ class IssuesConfig:
     neighbours: int = 50  # k of the neighbour vote in the teachers' feature space; 0 = teachers only
     teacher_weight: float = 0.2  # weight of the teachers' probabilities in the blend with the vote
     embed_dim: int = 128  # PCA dimensions of the concatenated teacher features (0 = no reduction)
-    score: str = "self-confidence"  # self-confidence | posterior (see module docstring)
-    threshold: str = "estimated"  # estimated | per-class | a number in (0, 1)
+    score: str = "posterior"  # posterior | self-confidence (see find_issues)
+    threshold: str = "estimated"  # estimated | per-class (cleanlab's confident learning) | a number in (0, 1)
+    anchor_fraction: float = DEFAULT_ANCHOR_FRACTION  # anchors per class / (N / K) for the noise estimate
 
     def check(self) -> None:
         if self.n_models < 1:
             raise ConfigError(f"issues.n_models must be >= 1, got {self.n_models}")
         if self.neighbours < 0 or self.embed_dim < 0:
             raise ConfigError("issues.neighbours and issues.embed_dim must be >= 0")
+        if not 0.0 < self.anchor_fraction <= 1.0:
+            raise ConfigError(f"issues.anchor_fraction must be in (0, 1], got {self.anchor_fraction}")
         if not 0.0 <= self.teacher_weight <= 1.0:
             raise ConfigError(f"issues.teacher_weight must be in [0, 1], got {self.teacher_weight}")
         if self.score not in SCORES:
@@ -254,15 +257,19 @@ class LabelIssues:
         given: ``N`` int64, the labels that were scored.
         suggested: ``N`` int64, the most likely label.
         quality: ``N`` float64 in [0, 1]; low = likely wrong.
-        is_issue: ``N`` bool. For ddlnl's route exactly ``quality < thresholds[given]``.
-        thresholds: ``K`` float64 per given class, or None where flags come from elsewhere
+        is_issue: ``N`` bool. For ddlnl's route with a count or fixed threshold exactly
+            ``quality < thresholds[given]``; with ``per-class``, cleanlab's confident-learning rule.
+        thresholds: ``K`` float64 per class, or None where flags come from elsewhere
             (cleanlab's own rule).
-        pred_probs: ``N x K`` float64, the probabilities the quality was read from.
+        pred_probs: ``N x K`` float64, out-of-sample estimates of ``P(true class | x)`` (ddlnl:
+            the prior of :func:`find_issues`; cleanlab: its cross-validated probabilities), rows
+            in the order of the samples; written as ``pred_probs.npy`` for cleanlab / Datalab.
         noise_rate: estimated fraction of wrong labels.
         transition: ``K x K`` estimate, ``T[i, j] = P(noisy = j | true = i)``.
         method: short name of the route (e.g. ``"ddlnl"``, ``"cleanlab"``).
         meta: JSON-able facts (configuration, timings, sources).
-        estimate: the full EM fit where there is one.
+        estimate: the full noise fit where there is one.
+        posterior: ``N x K`` float64, ``P(true | x, given)`` where the route derives one.
     """
 
     given: np.ndarray
@@ -276,6 +283,7 @@ class LabelIssues:
     method: str = "ddlnl"
     meta: dict[str, Any] = field(default_factory=dict)
     estimate: NoiseEstimate | None = None
+    posterior: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.given.shape[0])
@@ -296,6 +304,21 @@ class LabelIssues:
                 for i in range(len(self)):
                     writer.writerow([i, int(self.given[i]), int(self.suggested[i]),
                                      repr(float(self.quality[i])), int(bool(self.is_issue[i]))])
+        return path
+
+    def save_pred_probs(self, path: str | Path) -> Path:
+        """Write ``pred_probs`` as a ``.npy`` (``N x K`` float64, row ``n`` = training sample ``n``)
+        for cleanlab / Datalab: ``cleanlab.filter.find_label_issues(labels, np.load(path))`` or
+        ``Datalab.find_issues(pred_probs=...)``. Atomic."""
+        import io
+
+        from .utils import atomic_output
+
+        path = Path(path)
+        buf = io.BytesIO()
+        np.save(buf, np.ascontiguousarray(self.pred_probs, dtype=np.float64), allow_pickle=False)
+        with atomic_output(path) as tmp:
+            tmp.write_bytes(buf.getvalue())
         return path
 
     def summary(self) -> dict[str, Any]:
@@ -330,10 +353,84 @@ def _count_thresholds(quality: np.ndarray, labels: np.ndarray, counts: np.ndarra
     return thresholds
 
 
+def deconvolve_votes(votes: np.ndarray, transition: np.ndarray, *, max_iter: int = 300,
+                     tol: float = 1e-6) -> np.ndarray:
+    """The true-class distribution of each sample's neighbourhood, from the vote of its given labels.
+
+    The vote ``v_n`` estimates ``P(given | x_n)``; under class-conditional noise
+    ``P(given = i | x) = sum_j P(true = j | x) T[j, i]``, i.e. ``v_n ≈ T^T r_n`` with ``r_n`` the
+    true-class distribution near ``x_n``. ``r_n`` is the maximum-likelihood solution on the simplex
+    of ``max sum_i v_n[i] log (T^T r)_i`` (EM for mixture weights with the rows of ``T`` as fixed
+    components: ``r_j <- r_j sum_i v_i T[j, i] / (T^T r)_i``), so a singular ``T`` still gives a
+    valid distribution. With an exact vote (``v = T[c]``) and exact ``T`` it returns ``e_c``.
+
+    Args:
+        votes: ``N x K`` rows summing to 1 (:func:`neighbour_votes`).
+        transition: ``K x K``, ``T[i, j] = P(noisy = j | true = i)``.
+
+    Returns:
+        ``N x K`` float64, rows sum to 1: estimates of ``P(true | x)``.
+    """
+    v = np.asarray(votes, dtype=np.float64)
+    t = np.asarray(transition, dtype=np.float64)
+    r = np.full_like(v, 1.0 / v.shape[1])
+    for _ in range(max_iter):
+        model = np.maximum(r @ t, 1e-300)  # N x K: (T^T r_n)_i
+        new = r * ((v / model) @ t.T)
+        new /= np.maximum(new.sum(axis=1, keepdims=True), 1e-300)
+        if np.abs(new - r).max() < tol:
+            return new
+        r = new
+    return r
+
+
+def confident_learning_issues(pred_probs: np.ndarray, labels: np.ndarray,
+                              num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """cleanlab's per-class rule: the off-diagonal samples of the confident joint.
+
+    Confident thresholds ``t_j = mean_{n: y_n = j} pred_probs[n, j]`` (the mean self-confidence of
+    the samples labelled ``j``; Northcutt et al. 2021, eq. 2). A sample counts as confidently of
+    class ``j`` when ``pred_probs[n, j] >= t_j`` (one such class: that one; several: the row's
+    argmax); it is an issue when that class differs from its given label. A sample confident in no
+    class is not flagged. This is ``cleanlab.filter.find_label_issues(labels, pred_probs,
+    filter_by="confident_learning")`` (the same ``1e-6`` tolerance; a class nobody carries gets a
+    threshold no probability reaches).
+
+    Returns:
+        ``(is_issue N bool, thresholds K float64)``.
+    """
+    p = np.asarray(pred_probs, dtype=np.float64)
+    y = np.asarray(labels, dtype=np.int64)
+    thresholds = np.array([p[y == j, j].mean() if np.any(y == j) else 2.0 for j in range(num_classes)])
+    confident = p >= thresholds - 1e-6
+    count = confident.sum(axis=1)
+    guess = np.where(count > 1, p.argmax(axis=1), confident.argmax(axis=1))
+    return (count > 0) & (guess != y), thresholds
+
+
 def find_issues(teacher_probs: np.ndarray, labels: np.ndarray, num_classes: int,
                 cfg: IssuesConfig = IssuesConfig(), *, votes: np.ndarray | None = None,
                 estimate: NoiseEstimate | None = None) -> LabelIssues:
     """Score, flag and relabel given the teachers' probabilities (and optionally neighbour votes).
+
+    The derivation (class-conditional noise ``T[i, j] = P(noisy = j | true = i)``; ``y_n`` the
+    given label; neither the teachers nor ``x_n``'s vote have seen ``y_n``):
+
+    * the teachers estimate ``P(true | x_n)`` directly; calibrated by the temperature the noise
+      fit found (:func:`ddlnl.estimate.estimate_noise`), ``p_n``;
+    * the vote estimates ``P(given | x_n) = T^T P(true | x_n)``, evidence about the *given* label,
+      so it is first turned into an estimate of ``P(true | x_n)``, ``r_n``, by inverting the noise
+      (:func:`deconvolve_votes`); using it as a prior over the true class as it stands would count
+      the noise twice;
+    * the prior over the true class is ``pi_n = (1 - w) r_n + w p_n`` (``w = teacher_weight``; a
+      mixture of the two estimates);
+    * Bayes with the sample's own label: ``P(true = j | x_n, y_n) = pi_n[j] T[j, y_n] / sum_k
+      pi_n[k] T[k, y_n]``, valid because ``y_n`` is independent of ``pi_n`` given the true class.
+
+    The suggested label is the argmax of that posterior; the quality is ``posterior[n, y_n]``
+    (``score="posterior"``, the probability that the given label is right) or ``pi_n[y_n]``
+    (``score="self-confidence"``). ``pred_probs`` of the result is ``pi`` (an out-of-sample
+    estimate of ``P(true | x)``, what cleanlab's ``pred_probs`` are).
 
     Args:
         teacher_probs: ``N x K`` probabilities from models that never saw ``labels``.
@@ -342,43 +439,42 @@ def find_issues(teacher_probs: np.ndarray, labels: np.ndarray, num_classes: int,
         cfg: score, threshold and blend weight (``neighbours`` only matters through ``votes``).
         votes: ``N x K`` neighbour votes (:func:`neighbour_votes`), or None for teachers only.
         estimate: a noise fit to reuse; default: :func:`ddlnl.estimate.estimate_noise` on
-            ``teacher_probs``.
+            ``teacher_probs`` with ``cfg.anchor_fraction``.
 
     Returns:
-        :class:`LabelIssues` with ``is_issue == (quality < thresholds[given])``.
+        :class:`LabelIssues`; with ``threshold`` ``estimated`` or a number, ``is_issue ==
+        (quality < thresholds[given])``; with ``per-class``, cleanlab's confident-learning flags on
+        ``pred_probs`` (:func:`confident_learning_issues`).
     """
     cfg.check()
     y = np.asarray(labels, dtype=np.int64)
     probs = np.asarray(teacher_probs, dtype=np.float64)
-    est = estimate if estimate is not None else estimate_noise(probs, y, num_classes)
+    est = estimate if estimate is not None else estimate_noise(probs, y, num_classes,
+                                                               anchor_fraction=cfg.anchor_fraction)
+    calibrated = sharpen(probs, est.temperature)
     if votes is not None:
-        pred = (1.0 - cfg.teacher_weight) * np.asarray(votes, dtype=np.float64) + cfg.teacher_weight * probs
+        from_votes = deconvolve_votes(votes, est.transition)
+        prior = (1.0 - cfg.teacher_weight) * from_votes + cfg.teacher_weight * calibrated
     else:
-        pred = probs
+        prior = calibrated
+    joint = prior * est.transition[:, y].T
+    total = joint.sum(axis=1, keepdims=True)
+    posterior = np.where(total > 0, joint / np.maximum(total, 1e-300), prior)
     rows = np.arange(len(y))
-    if cfg.score == "posterior":
-        # P(true = j | x, given) ∝ prior_j T[j, given]; teachers-only reuses the EM posterior (its
-        # prior is the temperature-calibrated teacher).
-        if votes is None:
-            scored = est.posterior
-        else:
-            joint = pred * est.transition[:, y].T
-            scored = joint / np.maximum(joint.sum(axis=1, keepdims=True), 1e-300)
-    else:
-        scored = pred
-    quality = scored[rows, y]
+    quality = (posterior if cfg.score == "posterior" else prior)[rows, y]
     fixed = cfg.fixed_threshold()
-    if fixed is not None:
-        thresholds = np.full(num_classes, fixed)
-    elif cfg.threshold == "per-class":
-        thresholds = np.array([quality[y == c].mean() if np.any(y == c) else 0.0 for c in range(num_classes)])
+    if cfg.threshold == "per-class":
+        is_issue, thresholds = confident_learning_issues(prior, y, num_classes)
     else:
-        thresholds = _count_thresholds(quality, y, est.expected_wrong_per_class(y), num_classes)
-    is_issue = quality < thresholds[y]
-    return LabelIssues(given=y, suggested=scored.argmax(axis=1).astype(np.int64), quality=quality,
-                       is_issue=is_issue, thresholds=thresholds, pred_probs=scored,
+        if fixed is not None:
+            thresholds = np.full(num_classes, fixed)
+        else:
+            thresholds = _count_thresholds(quality, y, est.expected_wrong_per_class(y), num_classes)
+        is_issue = quality < thresholds[y]
+    return LabelIssues(given=y, suggested=posterior.argmax(axis=1).astype(np.int64), quality=quality,
+                       is_issue=is_issue, thresholds=thresholds, pred_probs=prior,
                        noise_rate=est.noise_rate, transition=est.transition, method="ddlnl",
-                       meta={"issues_config": asdict(cfg)}, estimate=est)
+                       meta={"issues_config": asdict(cfg)}, estimate=est, posterior=posterior)
 
 
 def score_labels(syn: SyntheticSet, data: LabeledTensors, cfg: IssuesConfig, train_cfg: TrainConfig, *,
@@ -588,7 +684,9 @@ def run_issues(resolved: Any, cfg: IssuesConfig, out: Path, *, synthetic: str | 
     """``ddlnl issues``: score every training label, write the table and the cleaned labels, and
     (optionally) train the baseline recipe on the cleaned set.
 
-    Writes ``out/issues.csv``, ``out/cleaned_labels.npz`` (accepted by ``--noise file:PATH``),
+    Writes ``out/issues.csv``, ``out/pred_probs.npy`` (``N x K`` float64, rows = training samples
+    in order, out-of-sample ``P(true | x)`` for cleanlab / Datalab), ``out/cleaned_labels.npz``
+    (accepted by ``--noise file:PATH``),
     ``out/issues.json`` (estimates, thresholds, counts, downstream accuracy) and, when it distils,
     ``out/synthetic-dm-ipc<k>.safetensors``.
     """
@@ -611,6 +709,7 @@ def run_issues(resolved: Any, cfg: IssuesConfig, out: Path, *, synthetic: str | 
     issues = score_labels(syn, prepared.noisy_train, cfg, resolved.train, seed=derive_seed(job.seed, "issues"),
                           device=device, show_progress=show_progress)
     issues.to_csv(out / "issues.csv")
+    issues.save_pred_probs(out / "pred_probs.npy")
     save_cleaned_labels(issues, out / "cleaned_labels.npz", reference_labels=prepared.noisy.clean,
                         dataset=ds.name, seed=job.seed)
     summary = issues.summary()
@@ -647,7 +746,8 @@ def issues_text(summary: dict[str, Any], out: Path) -> str:
         accs = ", ".join(f"{100 * a:.2f}" for a in down["accs"])
         lines.append(f"downstream ({down['mode']}, {down['protocol']}): clean-test accuracy "
                      f"{100 * down['mean']:.2f} +- {100 * down['std']:.2f} (runs: {accs})")
-    lines.append(f"written: {out / 'issues.csv'}, {out / 'cleaned_labels.npz'}, {out / 'issues.json'}")
+    lines.append(f"written: {out / 'issues.csv'}, {out / 'pred_probs.npy'}, {out / 'cleaned_labels.npz'}, "
+                 f"{out / 'issues.json'}")
     lines.append(f"reuse the cleaned labels: ddlnl baseline --noise file:{out / 'cleaned_labels.npz'} "
                  "(with the same --dataset/--train-subset/--seed)")
     return "\n".join(lines)
