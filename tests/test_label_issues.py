@@ -12,7 +12,8 @@ import torch
 
 from ddlnl.cli import main
 from ddlnl.errors import UserError
-from ddlnl.label_issues import IssuesConfig, find_issues, neighbour_votes
+from ddlnl.label_issues import (IssuesConfig, confident_learning_issues, deconvolve_votes, find_issues,
+                                neighbour_votes)
 from ddlnl.noise import load_noisy_labels
 
 # Every stage at toy size on the bundled digits data (1257 training images): seconds, not minutes.
@@ -38,18 +39,83 @@ def _problem(n=600, k=3, seed=0):
 
 @pytest.mark.parametrize("threshold", ["estimated", "per-class", "0.4"])
 @pytest.mark.parametrize("score", ["self-confidence", "posterior"])
-def test_flags_are_exactly_the_scores_under_the_threshold(threshold, score):
+def test_flags_follow_the_threshold_rule(threshold, score):
     probs, given, _ = _problem()
     votes = np.random.default_rng(1).dirichlet(np.ones(3), len(given))
     for v in (None, votes):
         iss = find_issues(probs, given, 3, IssuesConfig(score=score, threshold=threshold), votes=v)
-        np.testing.assert_array_equal(iss.is_issue, iss.quality < iss.thresholds[given])
+        if threshold == "per-class":
+            expected, _ = confident_learning_issues(iss.pred_probs, given, 3)
+            np.testing.assert_array_equal(iss.is_issue, expected)
+        else:
+            np.testing.assert_array_equal(iss.is_issue, iss.quality < iss.thresholds[given])
         assert iss.suggested.shape == given.shape and np.all((iss.quality >= 0) & (iss.quality <= 1))
+        np.testing.assert_allclose(iss.pred_probs.sum(axis=1), 1.0)
         cleaned = iss.cleaned_labels()
         np.testing.assert_array_equal(cleaned[~iss.is_issue], given[~iss.is_issue])
         np.testing.assert_array_equal(cleaned[iss.is_issue], iss.suggested[iss.is_issue])
-    if threshold == "per-class":
-        assert iss.thresholds[0] == pytest.approx(iss.quality[given == 0].mean())
+
+
+def _symmetric(rate, k=10):
+    t = np.full((k, k), rate / (k - 1))
+    np.fill_diagonal(t, 1 - rate)
+    return t
+
+
+def _exact(t, prior_probs, given):
+    from ddlnl.estimate import NoiseEstimate, class_prior_from_labels
+
+    pi, _ = class_prior_from_labels(t, given)
+    return NoiseEstimate(transition=t, noise_rate=float(1 - pi @ np.diag(t)), class_prior=pi,
+                         posterior=prior_probs, temperature=1.0, log_likelihood=0.0, iterations=0)
+
+
+@pytest.mark.parametrize("rate", [0.4, 0.6])
+def test_exact_votes_and_T_recover_the_true_label_of_wrong_labels(rate):
+    """The vote estimates P(given | x) = T[true]; the posterior must not count the noise twice."""
+    from ddlnl.noise import apply_transition
+
+    rng = np.random.default_rng(0)
+    k, n = 10, 5000
+    true = rng.integers(0, k, n)
+    t = _symmetric(rate)
+    given = apply_transition(true, t, 1)
+    votes = t[true]  # exact: the distribution of the given label of a sample of this true class
+    teachers = np.full((n, k), 1.0 / k)  # uninformative teachers: the vote alone must do it
+    iss = find_issues(teachers, given, k, IssuesConfig(neighbours=50), votes=votes,
+                      estimate=_exact(t, teachers, given))
+    wrong = given != true
+    assert (iss.suggested[wrong] == true[wrong]).mean() >= 0.9  # the earlier blend: 53% (0.4), 42% (0.6)
+    assert (iss.suggested[~wrong] == true[~wrong]).mean() >= 0.9
+    # The quality of a right label is above that of every wrong one.
+    assert iss.quality[~wrong].min() > iss.quality[wrong].max()
+
+
+def test_deconvolved_exact_vote_is_the_true_class():
+    t = np.array([[0.6, 0.3, 0.1], [0.2, 0.7, 0.1], [0.1, 0.1, 0.8]])
+    r = deconvolve_votes(t, t, max_iter=3000)  # vote of class c = row c of T
+    np.testing.assert_allclose(r, np.eye(3), atol=0.02)
+    np.testing.assert_allclose(r.sum(axis=1), 1.0)
+
+
+def test_per_class_threshold_flags_almost_nothing_on_clean_labels():
+    probs, _, clean = _problem(seed=5)
+    iss = find_issues(probs, clean, 3, IssuesConfig(threshold="per-class"))
+    assert iss.is_issue.mean() < 0.02  # the earlier "below the class mean" rule flagged 61%
+    np.testing.assert_allclose(iss.thresholds, [iss.pred_probs[clean == j, j].mean() for j in range(3)])
+
+
+def test_per_class_rule_is_cleanlabs_confident_learning():
+    pytest.importorskip("cleanlab")
+    from cleanlab.filter import find_label_issues
+
+    for seed in range(3):
+        probs, given, _ = _problem(seed=seed)
+        probs = 0.7 * probs + 0.3 * np.random.default_rng(seed).dirichlet(np.ones(3), len(given))
+        mine, _ = confident_learning_issues(probs, given, 3)
+        theirs = find_label_issues(given, probs, filter_by="confident_learning", n_jobs=1)
+        np.testing.assert_array_equal(mine, theirs)
+        assert 0 < mine.sum() < len(given)
 
 
 def test_estimated_threshold_flags_the_expected_number_per_class():
@@ -105,6 +171,9 @@ def test_issues_table_has_one_row_per_sample_and_flags_follow_thresholds(issues_
     cleaned = np.where([int(r["is_issue"]) for r in rows], [int(r["suggested_label"]) for r in rows], given)
     np.testing.assert_array_equal(noise.noisy.numpy(), cleaned)
     assert noise.dataset == "digits" and (issues_run / "synthetic-dm-ipc2.safetensors").exists()
+    pred = np.load(issues_run / "pred_probs.npy")  # for cleanlab / Datalab: N x K, rows = samples in order
+    assert pred.shape == (1257, 10) and pred.dtype == np.float64
+    np.testing.assert_allclose(pred.sum(axis=1), 1.0)
 
 
 def test_cleaned_labels_round_trip_into_baseline(issues_run, tmp_path, capsys):
