@@ -8,7 +8,7 @@ torch's CPU allocations are invisible to ``tracemalloc``), on CUDA ``max_memory_
 The "above baseline" column subtracts the peak of the same process after a 1-step warm-up (torch,
 the model, the data): that is the memory the student steps cost.
 
-Unrolled MTT keeps the whole double-backward graph (MEASURED.md: 4.0 GiB at 20 steps, W64), so a
+Unrolled MTT keeps the whole double-backward graph (measured here: 4.0 GiB at 20 steps, W64), so a
 configuration whose memory, extrapolated linearly from the smaller ones, would exceed 70% of the
 available memory is skipped and reported as such.
 

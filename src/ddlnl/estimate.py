@@ -1,6 +1,6 @@
 """Noise-rate and IPC estimates: the study's two corollaries, and a direct estimate from a synthetic set.
 
-Conventions (DESIGN.md): ``T[i, j] = P(noisy = j | true = i)``, rows sum to 1; the noise rate is
+Conventions: ``T[i, j] = P(noisy = j | true = i)``, rows sum to 1; the noise rate is
 the fraction of training labels that differ from the true class.
 
 Three pieces:

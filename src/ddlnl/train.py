@@ -4,7 +4,7 @@ Baselines, evaluation of every synthetic set, and (later) expert training all go
 :func:`train`. Data are held as tensors on the device and batched by index; there is no per-sample
 DataLoader in the hot path.
 
-Evaluation protocol (DESIGN.md): accuracy on the clean test split **at the end of training**.
+Evaluation protocol: accuracy on the clean test split **at the end of training**.
 :func:`train` can record the test-accuracy curve for reading, but nothing here ever selects an
 epoch, iteration or checkpoint by test accuracy. Model selection, where wanted (the early-stopping
 baseline), uses a validation split carved from the *noisy* training set.

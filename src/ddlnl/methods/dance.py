@@ -57,7 +57,7 @@ Not implemented / deviations (all documented in the config too):
 - The evaluation's lr schedule: ddlnl's ``step`` divides the lr by 10 at half of the epochs where
   the reference multiplies it by 0.2 at 2/3 and 5/6 (:func:`dance_eval_config`).
 - Evaluation-time selection: the reference reports the best test accuracy over checkpoints every
-  500 iterations; ddlnl returns the last iteration's set (DESIGN.md).
+  500 iterations; ddlnl returns the last iteration's set.
 - ``decode_type`` "multi"/"bound" (ImageNet only in the reference) and non-ConvNet encoders.
 """
 

@@ -70,7 +70,7 @@ the expert length changes the initialisation, in the reference as here. Set ``la
 non-negative epoch to fix it independently of the length.
 
 Not implemented: the reference's evaluation-driven checkpoint choice (the last iteration's set is
-returned; DESIGN.md).
+returned).
 """
 
 from __future__ import annotations
