@@ -23,7 +23,7 @@ from torch import nn
 
 from .data import Dataset, LabeledTensors
 from .noise import NoisyLabels, make_noise as _make_noise, parse_noise_spec
-from .synthetic import SyntheticSet
+from .synthetic import SyntheticSet, to_set_space
 from .train import EvalResult
 from .utils import derive_seed, resolve_device
 
@@ -129,7 +129,8 @@ def train_model(syn: SyntheticSet | LabeledTensors, dataset: Dataset, *, setting
     model = build_model(cfg, channels=channels, num_classes=dataset.num_classes, image_size=(h, w), seed=run_seed,
                         device=dev)
     train(model, data, cfg, seed=run_seed, lr=lr, show_progress=show_progress, desc="train")
-    return model, accuracy(model, dataset.test, cfg.eval_batch_size)
+    test = LabeledTensors(to_set_space(syn, dataset.test.images, dataset.train.images), dataset.test.labels)
+    return model, accuracy(model, test, cfg.eval_batch_size)
 
 
 def label_issues(syn: SyntheticSet, dataset: Dataset, labels: NoisyLabels | torch.Tensor | None = None, *,

@@ -683,6 +683,18 @@ class ZCASpace:
         outs = [zca.transform(self._inputs(images[i:i + batch].float())) for i in range(0, images.shape[0], batch)]
         return torch.cat(outs) if outs else images.float().clone()
 
+    def untransform(self, images: torch.Tensor, batch: int = 4096) -> torch.Tensor:
+        """Undo :meth:`transform`: ZCA-space images back in ddlnl's normalised space (for display)."""
+        zca = self.zca.to(device=images.device)
+        outs = []
+        for i in range(0, images.shape[0], batch):
+            x = zca.inverse_transform(images[i:i + batch].float())
+            if self.pixel_box is not None:
+                lo, hi = (torch.tensor(v, dtype=x.dtype, device=x.device).view(1, -1, 1, 1) for v in self.pixel_box)
+                x = x * (hi - lo) + lo
+            outs.append(x)
+        return torch.cat(outs) if outs else images.float().clone()
+
     def describe(self) -> dict[str, Any]:
         """JSON-able record for ``SyntheticSet.meta["zca"]``."""
         return {"convention": self.convention, "reg": float(self.reg), "fit_fingerprint": self.fingerprint,

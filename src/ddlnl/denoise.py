@@ -45,7 +45,7 @@ from .data import LabeledTensors
 from .errors import ConfigError, UserError
 from .label_issues import IssuesConfig, LabelIssues, score_labels, teacher_outputs, teacher_seeds, train_teachers
 from .pipeline import log
-from .synthetic import SyntheticSet
+from .synthetic import SyntheticSet, to_set_space
 from .train import TrainConfig, build_model, stratified_split, train
 from .utils import derive_seed
 
@@ -174,7 +174,7 @@ def score_with_teachers(noisy: LabeledTensors, syn: SyntheticSet, teacher_cfg: T
     teacher_seed = derive_seed(seed, "denoise-teachers")
     teachers = train_teachers(syn, teacher_cfg, issues_cfg.n_models, seed=teacher_seed, device=device,
                               show_progress=show_progress)
-    outs = teacher_outputs(teachers, noisy.images, batch_size=teacher_cfg.eval_batch_size,
+    outs = teacher_outputs(teachers, to_set_space(syn, noisy.images), batch_size=teacher_cfg.eval_batch_size,
                            keep_features=issues_cfg.neighbours > 0)
     outs.seeds = teacher_seeds(teacher_seed, issues_cfg.n_models)
     outs.seconds = time.perf_counter() - t0
@@ -287,10 +287,11 @@ def run_denoise(resolved: Any, cfg: DenoiseConfig, issues_cfg: IssuesConfig, out
          f"{len(ds.train)} noisy labels ({resolved.baseline.epochs} epochs, mix {cfg.mix}, threshold {cfg.threshold})")
     res = denoise(prepared.noisy_train, syn, cfg, resolved.baseline, resolved.train, issues_cfg,
                   seed=derive_seed(job.seed, "denoise"), device=device, show_progress=show_progress)
+    syn_test = LabeledTensors(to_set_space(syn, ds.test.images, ds.train.images), ds.test.labels)
     summary = {"dataset": ds.name, "train_size": len(ds.train), "noise": prepared.noisy.spec.to_dict(),
                "synthetic": str(synthetic) if synthetic else f"dm ipc {ipc} (distilled here)",
                "accuracy": accuracy(res.model, ds.test),
-               "synthetic_only_accuracies": [accuracy(m, ds.test) for m in res.teachers],
+               "synthetic_only_accuracies": [accuracy(m, syn_test) for m in res.teachers],
                **res.summary(), "denoise_config": asdict(cfg), "issues_config": asdict(issues_cfg),
                "student_config": asdict(resolved.baseline), "teacher_config": asdict(resolved.train)}
     wrong = prepared.noisy.is_noisy.numpy()

@@ -84,14 +84,17 @@ def saturation_warning(images: torch.Tensor, mean: Sequence[float], std: Sequenc
     return None
 
 
-def degenerate_run_warnings(syn: SyntheticSet, mean: Sequence[float], std: Sequence[float]) -> list[str]:
+def degenerate_run_warnings(syn: SyntheticSet, mean: Sequence[float], std: Sequence[float], *,
+                            images: torch.Tensor | None = None) -> list[str]:
     """Every symptom of a degenerate distillation run in ``syn`` (empty when none).
 
     Args:
         syn: the distiller's output; ``meta`` may carry ``skipped``, ``config.iterations`` and
             ``loss`` (the logged objective, one value per logged iteration).
         mean, std: the dataset's per-channel normalisation, to read images in pixel units.
+        images: ``syn``'s images in the normalised space when they are stored otherwise (a ZCA-space
+            set un-whitened: :func:`ddlnl.synthetic.display_images`); default ``syn.images``.
     """
     found = [skipped_warning(syn.meta), rising_warning(syn.meta.get("loss")),
-             saturation_warning(syn.images, mean, std)]
+             saturation_warning(syn.images if images is None else images, mean, std)]
     return [w for w in found if w]

@@ -726,6 +726,7 @@ def run_estimate(resolved: Any, n_models: int, *, record: RunRecord | None = Non
     from .pipeline import log
     from .noise import load_noisy_labels
     from .pipeline import fit_to_images, prepare_data
+    from .synthetic import to_set_space
     from .utils import atomic_write_json, derive_seed
 
     echo = echo or log
@@ -745,7 +746,7 @@ def run_estimate(resolved: Any, n_models: int, *, record: RunRecord | None = Non
     t0 = time.perf_counter()
     models = train_teachers(syn, resolved.train, n_models, seed=derive_seed(job.seed, "estimate"), device=device,
                             show_progress=show_progress)
-    teachers = teacher_outputs(models, ds.train.images, batch_size=resolved.train.eval_batch_size,
+    teachers = teacher_outputs(models, to_set_space(syn, ds.train.images), batch_size=resolved.train.eval_batch_size,
                                keep_features=False)
     labels = prepared.noisy.noisy.numpy()
     est = estimate_noise(teachers.probs, labels, ds.num_classes)

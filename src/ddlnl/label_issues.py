@@ -51,7 +51,7 @@ from .data import LabeledTensors
 from .errors import ConfigError, UserError
 from .estimate import DEFAULT_ANCHOR_FRACTION, NoiseEstimate, estimate_noise, sharpen
 from .pipeline import log
-from .synthetic import SyntheticSet
+from .synthetic import SyntheticSet, to_set_space
 from .train import BaselineConfig, EvalResult, TrainConfig, build_model, run_baseline, train
 from .utils import derive_seed
 
@@ -503,7 +503,7 @@ def score_labels(syn: SyntheticSet, data: LabeledTensors, cfg: IssuesConfig, tra
     if teachers is None:
         models = train_teachers(syn, train_cfg, cfg.n_models, seed=seed, device=device,
                                 show_progress=show_progress)
-        teachers = teacher_outputs(models, data.images, batch_size=train_cfg.eval_batch_size,
+        teachers = teacher_outputs(models, to_set_space(syn, data.images), batch_size=train_cfg.eval_batch_size,
                                    keep_features=cfg.neighbours > 0)
         teachers.seeds = teacher_seeds(seed, cfg.n_models)
         teachers.seconds = time.perf_counter() - t0

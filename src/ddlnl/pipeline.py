@@ -34,7 +34,6 @@ from typing import Any, Callable, Iterable, Sequence
 
 import torch
 
-from .augment import zca_space_for
 from .config import apply_overrides, identity
 from .data import Dataset, LabeledTensors, load_dataset
 from .diagnostics import degenerate_run_warnings
@@ -46,7 +45,7 @@ from .noise import NoisyLabels, make_noise, parse_noise_spec, summary_text
 from .progress import position as progress_position
 from .report import fmt_acc, fmt_delta, image_grid_png, markdown_table
 from .study import StudyCell, eval_facts
-from .synthetic import SyntheticSet, load_synthetic
+from .synthetic import SyntheticSet, display_images, load_synthetic, to_set_space
 from .train import (BaselineConfig, EvalResult, TrainConfig, dsa_strategy_for, evaluate, run_baseline,
                     stratified_split)
 from .utils import (atomic_write_json, atomic_write_text, clean_stale_tmp, code_version, derive_seed, json_key,
@@ -435,9 +434,8 @@ def evaluate_synthetic(syn: SyntheticSet | LabeledTensors, data: "Prepared | Dat
     cfg, train_data, lr = evaluation_recipe(syn, dataset, cfg, protocol)
     method = syn.meta.get("method") if isinstance(syn, SyntheticSet) else None
     test = dataset.test
-    space = zca_space_for(syn.meta, dataset.train.images) if isinstance(syn, SyntheticSet) else None
-    if space is not None:  # a set distilled in ZCA space is tested on test images whitened the same way
-        test = LabeledTensors(space.transform(test.images), test.labels)
+    # a set distilled in ZCA space is tested on test images whitened the same way
+    test = LabeledTensors(to_set_space(syn, test.images, dataset.train.images), test.labels)
     return evaluate(train_data, test, cfg, num_classes=dataset.num_classes, n_runs=n_runs, seed=seed,
                     device=device, lr=lr, show_progress=show_progress, desc=desc or f"evaluate {method or 'set'}")
 
@@ -743,13 +741,14 @@ def _run_cell(resolved: ResolvedJob, prepared: Prepared, method: str, ipc: int, 
     syn = distill_cached(prepared, method, ipc, mcfg, seed=derive_seed(job.seed, "distill", method, ipc), key=syn_key,
                          path=syn_path, device=device, show_progress=show_progress, echo=echo)
     distill_seconds = float(syn.meta.get("distill_seconds", time.perf_counter() - t0))
-    warnings = degenerate_run_warnings(syn, ds.mean, ds.std)
+    shown, space_note = display_images(syn, ds.train.images)  # a ZCA-space set un-whitened
+    warnings = degenerate_run_warnings(syn, ds.mean, ds.std, images=shown)
     for w in warnings:
         echo(f"{name}: warning: {w}")
     fig_path = out / "figures" / f"{syn_path.stem}.png"  # named as its set: one figure per synthetic set
-    image_grid_png(syn.images, syn.hard_labels, ds.classes, ds.mean, ds.std, fig_path,
+    image_grid_png(shown, syn.hard_labels, ds.classes, ds.mean, ds.std, fig_path,
                    title=f"{method}, IPC {ipc}, {ds.name}, {prepared.noisy.spec.label()}",
-                   soft=syn.labels.ndim == 2)
+                   soft=syn.labels.ndim == 2, space_note=space_note)
     seed = eval_seed(job.seed, method, ipc)
     res = evaluate_synthetic(syn, prepared, resolved.train, n_runs=job.n_runs, seed=seed, device=device,
                              show_progress=show_progress, protocol=job.protocol)

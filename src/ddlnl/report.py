@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -45,7 +45,7 @@ def display_pixels(images: torch.Tensor, mean: Sequence[float], std: Sequence[fl
 def image_grid_png(images: torch.Tensor, labels: torch.Tensor, classes: Sequence[str],
                    mean: Sequence[float], std: Sequence[float], path: str | Path, *,
                    title: str = "", max_per_class: int = 10, soft: bool = False,
-                   normalise: str = "auto") -> Path:
+                   normalise: str = "auto", space_note: str = "") -> Path:
     """A PNG with one row per class of synthetic images (the study's Figure 3 layout).
 
     Rows are the classes in index order, top to bottom; the caption under the title says so, how
@@ -59,6 +59,8 @@ def image_grid_png(images: torch.Tensor, labels: torch.Tensor, classes: Sequence
         max_per_class: columns shown per row.
         soft: the set has learned soft labels (rows are then sorted by argmax label).
         normalise: ``auto``, ``clamp`` or ``percentile`` (see :func:`display_pixels`).
+        space_note: how the images were taken to the normalised space, added to the caption
+            (:func:`ddlnl.synthetic.display_images`: a ZCA-space set un-whitened).
     """
     import textwrap
 
@@ -74,7 +76,7 @@ def image_grid_png(images: torch.Tensor, labels: torch.Tensor, classes: Sequence
     width = max(0.9 * cols + 1.6, 4.2)  # wide enough for the caption even at IPC 1
     rows_note = ("one row per class in class-index order (top to bottom); "
                  + ("learned soft labels: each image is in the row of its argmax label; " if soft else "")
-                 + display_note)
+                 + (f"{space_note}; " if space_note else "") + display_note)
     chars = int(width * 15)  # ~15 characters per inch at 7 pt
     caption = "\n".join(textwrap.wrap(title, int(width * 11))) if title else ""
     note = "\n".join(textwrap.wrap(rows_note, chars))
@@ -422,7 +424,7 @@ def write_report(root: str | Path, out: str | Path | None = None, grid=None) -> 
         written.append(curves_path)
     written.append(write_table(agg, out / "table.md"))
 
-    from .synthetic import load_synthetic
+    from .synthetic import display_images, load_synthetic
 
     best: dict[tuple, dict] = {}
     for r in records:
@@ -439,10 +441,30 @@ def write_report(root: str | Path, out: str | Path | None = None, grid=None) -> 
         syn = load_synthetic(root / syn_rel)
         classes = syn.meta.get("classes") or [str(c) for c in range(syn.num_classes)]
         p = out / "grids" / f"{ds}-{m}-{noise.replace(':', '-')}-ipc{r['cell']['ipc']}.png"
-        image_grid_png(syn.images, syn.hard_labels, classes, syn.meta.get("mean", [0.0]), syn.meta.get("std", [1.0]),
-                       p, title=f"{m}, IPC {r['cell']['ipc']}, {ds}, {noise}", soft=syn.labels.ndim == 2)
+        train_images = _training_images(root, r, grid) if syn.meta.get("image_space") == "zca" else None
+        shown, space_note = display_images(syn, train_images)
+        image_grid_png(shown, syn.hard_labels, classes, syn.meta.get("mean", [0.0]), syn.meta.get("std", [1.0]),
+                       p, title=f"{m}, IPC {r['cell']['ipc']}, {ds}, {noise}", soft=syn.labels.ndim == 2,
+                       space_note=space_note)
         written.append(p)
     return written
+
+
+def _training_images(root: Path, record: dict, grid=None) -> torch.Tensor | None:
+    """The training images of ``record``'s cell (to un-whiten a ZCA-space set), loaded through the
+    grid saved in ``root`` (or ``grid``); None when the grid or the data is not at hand."""
+    from .errors import UserError
+    from .pipeline import prepare_data
+    from .sweep import Cell, cell_job, grids_of_root
+
+    grids = (grid if isinstance(grid, (list, tuple)) else [grid]) if grid is not None else (grids_of_root(root) or [])
+    g = next((g for g in grids if g.name == record.get("grid")), None)
+    if g is None:
+        return None
+    try:
+        return prepare_data(cell_job(g, Cell(**record["cell"])).job).dataset.train.images
+    except (UserError, OSError, KeyError, TypeError):
+        return None
 
 
 def write_table(agg: dict[tuple, dict], path: str | Path) -> Path:

@@ -75,6 +75,50 @@ class SyntheticSet:
         return path
 
 
+def to_set_space(syn: Any, images: torch.Tensor, train_images: torch.Tensor | None = None) -> torch.Tensor:
+    """``images`` (ddlnl's normalised space) as a model trained on ``syn`` must see them.
+
+    A set distilled in a ZCA space (``meta["image_space"] == "zca"``: DATM, RCIG) trains models on
+    whitened images, so every real image such a model scores (test split, training labels to
+    check) is whitened the same way first; any other set (or plain labelled tensors) returns
+    ``images`` unchanged.
+
+    Args:
+        syn: the synthetic set the model was trained on.
+        images: ``N x C x H x W`` real images.
+        train_images: the training split ``syn`` was distilled from, on which the whitening is
+            refitted (checked against the set's record); default ``images`` itself.
+
+    Raises:
+        DataError: ``train_images`` are not the images the set's whitening was fitted on.
+    """
+    from .augment import zca_space_for
+
+    meta = getattr(syn, "meta", None)
+    if not isinstance(meta, dict):
+        return images
+    space = zca_space_for(meta, images if train_images is None else train_images)
+    return images if space is None else space.transform(images)
+
+
+def display_images(syn: SyntheticSet, train_images: torch.Tensor | None) -> tuple[torch.Tensor, str]:
+    """``syn``'s images in ddlnl's normalised space, for figures and pixel checks, and a note.
+
+    A ZCA-space set is un-whitened with the whitening refitted on ``train_images`` (the training
+    split it was distilled from); without them it is returned as it is and the note says that the
+    images are shown whitened. The note is empty for a set in the normalised space.
+    """
+    from .augment import zca_space_for
+
+    if syn.meta.get("image_space") != "zca":
+        return syn.images, ""
+    if train_images is None:
+        return syn.images, "shown in ZCA (whitened) space: the training split to un-whiten them is not available"
+    space = zca_space_for(syn.meta, train_images)
+    assert space is not None
+    return space.untransform(syn.images), "un-whitened from the ZCA space the set was distilled in"
+
+
 def _jsonable(obj: Any) -> Any:
     if hasattr(obj, "tolist"):
         return obj.tolist()
