@@ -205,6 +205,11 @@ def test_own_protocol_is_the_longer_schedule_without_cutout(tiny_dataset):
     assert cfg.dsa_strategy == "color_crop_flip_scale_rotate" and cfg.width == 32 and cfg.augment == "dsa"
     # IDC augmentation (flip + colour + one of crop/scale/rotate) and CutMix p 0.5, beta 1.
     assert (cfg.dsa_mode, cfg.cutmix_prob, cfg.cutmix_beta) == ("idc", 0.5, 1.0)
+    # lr x0.2 at epochs 1000 and 1250 (train.py's MultiStepLR at 2N//3 and 5N//6), not /10 at half
+    from ddlnl.train import _lr_at
+
+    assert [_lr_at(cfg, 1.0, e, 0.0) for e in (749, 750, 999, 1000, 1249, 1250)] == pytest.approx(
+        [1.0, 1.0, 1.0, 0.2, 0.2, 0.04])
     assert torch.equal(data.images, syn.images) and len(data) == 16
 
 

@@ -211,7 +211,9 @@ def test_config_show_names_evaluation_differences(capsys):
     desc = json.loads(out)
     assert desc["evaluation"]["epochs"] == 1500 and desc["evaluation"]["batch_size"] == 64  # arg_condense.py
     assert (desc["evaluation"]["cutmix_prob"], desc["evaluation"]["cutmix_beta"]) == (0.5, 1.0)  # mix_p, beta
-    assert any("schedule" in n for n in desc["notes"])  # MultiStepLR at 2/3 and 5/6: still a deviation
+    # lr x0.2 at 2/3 and 5/6 (train.py's MultiStepLR): applied, and sourced to the study's file
+    assert desc["evaluation"]["schedule"] == "multistep" and not any("schedule" in n for n in desc["notes"])
+    assert "DANCE+ours/train.py (MultiStepLR" in desc["sources"]["evaluation"]["schedule"]
 
 
 @pytest.mark.parametrize("args,match", [

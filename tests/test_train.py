@@ -92,6 +92,21 @@ def test_warmup_and_cosine_floor_schedule():
     assert _lr_at(cfg, 1.0, 9, 0.999999) == pytest.approx(0.01, abs=1e-4)
 
 
+@pytest.mark.parametrize("epochs", [12, 1500])
+def test_multistep_schedule_is_torchs_multisteplr_at_two_thirds_and_five_sixths(epochs):
+    """DANCE's evaluation (train.py): MultiStepLR(milestones=[2N//3, 5N//6], gamma=0.2), one step per epoch."""
+    from ddlnl.train import _lr_at
+
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.01)
+    sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=[2 * epochs // 3, 5 * epochs // 6], gamma=0.2)
+    cfg = TrainConfig(epochs=epochs, schedule="multistep")
+    for epoch in range(epochs):
+        assert _lr_at(cfg, 0.01, epoch, 0.5) == pytest.approx(opt.param_groups[0]["lr"], rel=1e-12)
+        opt.step()
+        sched.step()
+    assert _lr_at(cfg, 0.01, epochs - 1, 0.0) == pytest.approx(0.01 * 0.04)
+
+
 def test_adam_with_mse_on_label_vectors_learns(tiny_dataset):
     ds = tiny_dataset
     targets = torch.nn.functional.one_hot(ds.train.labels, 4).float() - 0.25  # centred, as RCIG's labels

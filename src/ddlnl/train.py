@@ -53,7 +53,9 @@ class TrainConfig:
     lr: float = 0.01  # initial learning rate (a synthetic set's learned lr overrides it when use_learned_lr)
     momentum: float = 0.9
     weight_decay: float = 5e-4
-    schedule: str = "step"  # step: lr x0.1 at epochs//2 | cosine | constant
+    # step: lr x0.1 at epochs//2 | multistep: lr x0.2 at epochs 2N//3 and again at 5N//6 (DANCE's
+    # evaluation, train.py: MultiStepLR stepped per epoch) | cosine | constant
+    schedule: str = "step"
     warmup_epochs: int = 0  # linear warm-up from 0 over this many epochs (RCIG's recipe)
     final_lr_fraction: float = 0.0  # cosine schedule decays to lr * this (RCIG: 0.01)
     optimizer: str = "sgd"  # sgd (momentum, weight_decay) | adam (weight_decay as L2)
@@ -87,8 +89,8 @@ class TrainConfig:
             raise ConfigError(f"epochs and batch_size must be >= 1 (got {self.epochs}, {self.batch_size})")
         if self.lr <= 0:
             raise ConfigError(f"lr must be > 0, got {self.lr}")
-        if self.schedule not in {"step", "cosine", "constant"}:
-            raise ConfigError(f"schedule {self.schedule!r}: use step, cosine or constant")
+        if self.schedule not in {"step", "multistep", "cosine", "constant"}:
+            raise ConfigError(f"schedule {self.schedule!r}: use step, multistep, cosine or constant")
         if self.augment not in {"dsa", "none"}:
             raise ConfigError(f"augment {self.augment!r}: use dsa or none")
         if self.dsa_mode not in {"single", "all", "idc"}:
@@ -187,6 +189,8 @@ def _lr_at(cfg: TrainConfig, base_lr: float, epoch: int, frac: float) -> float:
         return base_lr * t / cfg.warmup_epochs
     if cfg.schedule == "step":
         return base_lr * (0.1 if epoch >= cfg.epochs // 2 else 1.0)
+    if cfg.schedule == "multistep":
+        return base_lr * 0.2 ** sum(epoch >= m for m in (2 * cfg.epochs // 3, 5 * cfg.epochs // 6))
     if cfg.schedule == "cosine":
         span = max(cfg.epochs - cfg.warmup_epochs, 1e-9)
         progress_ = min(1.0, (t - cfg.warmup_epochs) / span)

@@ -54,8 +54,6 @@ labels, class-major; within a class tile-major: tile (0, 0) of every stored imag
 ``stored_images`` (``num_classes * ipc``) and ``images_per_class`` (``ipc * factor^2``).
 
 Not implemented / deviations (all documented in the config too):
-- The evaluation's lr schedule: ddlnl's ``step`` divides the lr by 10 at half of the epochs where
-  the reference multiplies it by 0.2 at 2/3 and 5/6 (:func:`dance_eval_config`).
 - Evaluation-time selection: the reference reports the best test accuracy over checkpoints every
   500 iterations; ddlnl returns the last iteration's set.
 - ``decode_type`` "multi"/"bound" (ImageNet only in the reference) and non-ConvNet encoders.
@@ -441,12 +439,12 @@ def dance_eval_config(base: TrainConfig, cfg: DANCEConfig = DANCEConfig()) -> Tr
     lr 0.01, momentum 0.9, weight decay 5e-4, on the decoded set; every batch gets the IDC
     augmentation (``DiffAug(batch=False)``, ddlnl DSA mode ``idc``): per-sample flip and colour,
     then one of crop / scale / rotate, with ``cutout`` removed (``arg_condense.py`` drops it when
-    ``--mixup cut``), then CutMix with ``cfg.cutmix_prob`` (0.5) and ``cfg.cutmix_beta`` (1).
-    Deviation: ddlnl's ``step`` schedule divides the lr by 10 at half, where the reference
-    multiplies it by 0.2 at 2/3 and again at 5/6 of training.
+    ``--mixup cut``), then CutMix with ``cfg.cutmix_prob`` (0.5) and ``cfg.cutmix_beta`` (1); the lr
+    is multiplied by 0.2 at epoch 2N//3 and again at 5N//6 (``train.py``: ``MultiStepLR`` stepped
+    once per epoch; ddlnl schedule ``multistep``).
     """
     strategy = "_".join(op for op in base.dsa_strategy.split("_") if op != "cutout")
-    return replace(base, epochs=1500, batch_size=64, lr=0.01, momentum=0.9, weight_decay=5e-4, schedule="step",
+    return replace(base, epochs=1500, batch_size=64, lr=0.01, momentum=0.9, weight_decay=5e-4, schedule="multistep",
                    augment="dsa", dsa_strategy=strategy, dsa_mode="idc", cutmix_prob=cfg.cutmix_prob,
                    cutmix_beta=cfg.cutmix_beta, optimizer="sgd", loss="ce", warmup_epochs=0,
                    final_lr_fraction=0.0)
