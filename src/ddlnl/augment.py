@@ -16,6 +16,19 @@ DATM with ``eps=0.1`` (``convention="kornia"``), or RCIG's ``ops.get_whitening_t
 (``convention="rcig"``). :class:`ZCASpace` is what a distiller that works in ZCA space (DATM, RCIG)
 fits on its training images and records in the synthetic set, so that evaluation whitens the test
 images the same way (:func:`zca_space_for`).
+
+Defining steps (pinned by ``tests/test_defining_dsa.py``, ``tests/test_augment.py``):
+
+1. DSA ops as the reference's ``rand_*``: scale factors ``U[1/1.2, 1.2]`` per axis, rotation
+   ``U[-15, 15]`` degrees, flip with probability 0.5, brightness ``+(u - 0.5)``, saturation ``u * 2``
+   around the channel mean, contrast ``u + 0.5`` around the image mean, crop = integer shift in
+   ``[-round(0.125 side), +round(0.125 side)]`` with zero fill, cutout = a zeroed square of half
+   the side whose centre is uniform;
+2. ``single`` mode: one strategy token per batch, uniformly; ``color`` applies brightness,
+   saturation, contrast in that order;
+3. siamese: one draw applied to the real and the synthetic batch;
+4. ZCA: the whitened training data have (about) identity covariance and the inverse recovers the
+   images; kornia's ``eps`` or RCIG's relative regulariser.
 """
 
 from __future__ import annotations

@@ -36,6 +36,16 @@ the most confident samples per class are right. Where (3) fails (a teacher confi
 shirt vs T-shirt), impure anchors move mass off the diagonal and the rate is over-estimated. With
 a perfect teacher (one-hot ``p_n`` equal to the true class) each row is a sample of the realized
 transition matrix's row.
+
+Defining steps (pinned by ``tests/test_estimate.py``):
+
+1. the corollaries' arithmetic (:func:`ipc_upper_bound`, :func:`noise_rate_lower_bound`);
+2. anchor points: row ``i`` of ``T`` is the given-label histogram of the samples ranked most
+   confidently as class ``i``;
+3. the class prior whose label marginal ``T^T pi`` matches the given labels; the rate
+   ``1 - sum_i pi_i T[i, i]``;
+4. one temperature fitted by maximum likelihood with ``T`` fixed (or on trusted labels);
+5. advice never uses a rate outside the valid range.
 """
 
 from __future__ import annotations

@@ -31,6 +31,15 @@ The key hashes the data fingerprint (images *and* noisy labels), the architectur
 settings and the seed, so experts trained on another noise draw can never be reused. Expert ``i``
 is a pure function of (key, i): the number of experts is not part of the key, so asking for more
 experts later trains only the new ones, and an interrupted run resumes where it stopped.
+
+Defining steps (pinned by ``tests/test_defining_experts.py``, ``tests/test_experts.py``):
+
+1. row 0 of a trajectory is the initial weights, row ``e + 1`` the weights after epoch ``e``
+   (``epochs + 1`` rows);
+2. each epoch is SGD on the NOISY labels at the epoch's lr with the reference's settings (lr 0.01,
+   no momentum, no weight decay, batch 256, DSA); with momentum one optimiser serves every epoch;
+3. ``lr_milestones`` multiply the lr by ``lr_gamma`` from their epoch on;
+4. the cache key covers data (images and noisy labels), architecture, training settings and seed.
 """
 
 from __future__ import annotations

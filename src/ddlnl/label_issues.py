@@ -32,6 +32,15 @@ Scores, flags, suggestions (:class:`IssuesConfig`, derivation in :func:`find_iss
 * suggested label: the argmax of the posterior.
 
 Transition matrices follow ``T[i, j] = P(noisy = j | true = i)`` (rows sum to 1).
+
+Defining steps (pinned by ``tests/test_label_issues.py``):
+
+1. teachers trained only on the synthetic set; neighbours never vote for themselves;
+2. the vote (evidence about the GIVEN label) is deconvolved through ``T`` before it is mixed with
+   the teachers;
+3. posterior ``P(true | x, given) ∝ pi_j T[j, given]``; suggested label = its argmax;
+4. ``estimated`` threshold: ``m_k`` flags in given class ``k``, the expected number of wrong labels;
+   ``per-class``: cleanlab's confident learning.
 """
 
 from __future__ import annotations

@@ -12,6 +12,19 @@ Conventions used throughout this module:
   spec and seed give the same labels, bit for bit.
 
 The test split is never corrupted: everything here acts on ``dataset.train`` only.
+
+Defining steps of each kind (pinned by ``tests/test_defining_noise.py``,
+``tests/test_reference_values.py``, ``tests/test_noise.py``):
+
+* symmetric: flip with probability ``rate`` to one of the OTHER classes, uniformly
+  (``symmetric-inclusive``: resample from all classes);
+* pairflip: class ``i`` flips to ``(i + 1) mod K`` with probability ``rate``;
+* asymmetric: the published class maps (CIFAR-10, MNIST/Fashion-MNIST), CIFAR-100 to the next
+  fine class within the true superclass;
+* instance (PTD): Xia et al.'s procedure on raw 0-255 pixels, flip rate from a truncated normal;
+* natural / file: labels read, checked, never drawn;
+* sampling: inverse-CDF of row ``T[true]`` with one uniform per sample; the realized rate and
+  transition are what the labels show.
 """
 
 from __future__ import annotations

@@ -8,6 +8,18 @@ Evaluation protocol: accuracy on the clean test split **at the end of training**
 :func:`train` can record the test-accuracy curve for reading, but nothing here ever selects an
 epoch, iteration or checkpoint by test accuracy. Model selection, where wanted (the early-stopping
 baseline), uses a validation split carved from the *noisy* training set.
+
+Defining steps (pinned by ``tests/test_defining_train.py``, ``tests/test_train.py``):
+
+1. one SGD step per batch of ``batch_size``, every sample once per epoch in a fresh order;
+2. SGD with momentum 0.9 and weight decay 5e-4 at lr 0.01 (the DC/DSA/DM ``evaluate_synset``
+   recipe); the ``step`` schedule multiplies the lr by 0.1 from epoch ``epochs // 2`` (0-based) on
+   (the reference decays after epoch ``Epoch // 2 + 1`` of ``Epoch + 1``: one epoch later, one more
+   epoch in all);
+3. every training batch is augmented (DSA, one draw per batch) unless ``augment="none"``;
+4. the accuracy reported is the end of training's; early stopping, where asked, returns the
+   earliest epoch with the best accuracy on a noisy validation split and never looks at the test
+   split.
 """
 
 from __future__ import annotations

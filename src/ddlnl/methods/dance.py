@@ -57,6 +57,18 @@ Not implemented / deviations (all documented in the config too):
 - Evaluation-time selection: the reference reports the best test accuracy over checkpoints every
   500 iterations; ddlnl returns the last iteration's set.
 - ``decode_type`` "multi"/"bound" (ImageNet only in the reference) and non-ConvNet encoders.
+
+Defining steps (pinned by ``tests/test_defining_dance.py``, ``tests/test_dance.py``):
+
+1. pre-trained models trained on the noisy labels (DANCE's pre-training recipe), their initial and
+   final weights only;
+2. inner-class view: the middle encoder ``lam * theta_init + (1 - lam) * theta_final``, ``lam ~
+   U(0, 1)``, one random model per iteration; per class, one SGD step on the class-mean embedding
+   distance of a real batch and the decoded synthetic images under ONE shared DSA draw;
+3. inter-class view: ``iter_calib`` SGD steps per class on the final model's cross-entropy of the
+   decoded synthetic images;
+4. multi-formation decoding (``factor x factor`` tiles upsampled);
+5. pixels in [0, 1] units, clipped every iteration, lr ``0.01 * ipc`` (momentum 0.5).
 """
 
 from __future__ import annotations

@@ -71,6 +71,18 @@ non-negative epoch to fix it independently of the length.
 
 Not implemented: the reference's evaluation-driven checkpoint choice (the last iteration's set is
 returned).
+
+Defining steps (pinned by ``tests/test_defining_datm.py``, ``tests/test_datm.py``):
+
+1. the student starts at expert epoch ``t`` and takes ``syn_steps`` SGD steps at the learnable lr
+   ``alpha`` on DSA-augmented synthetic mini-batches, against the soft targets ``softmax(Y)``;
+2. it is matched to the expert's epoch ``t + expert_epochs`` by the normalised squared distance;
+3. ``t`` is drawn from the difficulty-aligned window, which grows with the iteration;
+4. an iteration whose loss exceeds ``threshold`` updates nothing; otherwise images (SGD), label
+   logits (SGD, momentum 0.9) and ``alpha`` (SGD, momentum 0.5) take one step each;
+5. initialisation: images the experts' last epoch classifies as their noisy class, logits the mean
+   expert logits;
+6. TESLA: the gradient is the sum of per-step vector-Jacobian products, exact for one step.
 """
 
 from __future__ import annotations

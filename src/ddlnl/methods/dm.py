@@ -14,6 +14,16 @@ gradient is that of the summed loss (the classes' terms share no synthetic image
 Why this denoises: a class mean over many real images of a noisy class is dominated by the
 majority (clean) pattern when the noise is below the identifiability limit, so the synthetic set is
 pulled towards clean class statistics rather than towards individual mislabelled samples.
+
+Defining steps (pinned by ``tests/test_defining_dm.py``):
+
+1. synthetic images start as real images of their (noisy) class (``init="real"``); slot ``k`` has
+   the hard label ``k // ipc``, never learned;
+2. every iteration embeds with a FRESHLY initialised ConvNet (random weights, never trained);
+3. a class's real batch and its synthetic images are augmented with ONE shared DSA draw;
+4. the loss is the squared L2 distance between the class-mean embeddings, summed over classes, with
+   no gradient through the real side;
+5. one SGD step (lr ``lr_img`` 1, momentum 0.5) on the synthetic pixels per iteration.
 """
 
 from __future__ import annotations

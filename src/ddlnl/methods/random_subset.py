@@ -2,6 +2,13 @@
 
 If a distiller does not beat this at the same IPC, "distillation helped" cannot be told apart from
 "fewer samples helped".
+
+Defining steps (pinned by ``tests/test_defining_random.py``):
+
+1. ``ipc`` distinct images are drawn uniformly without replacement from every class of the
+   *noisy* labels (each image of a class equally likely), class-major;
+2. images and their noisy labels are returned unchanged (no learning of any kind);
+3. the draw is a function of the seed (same seed, same subset).
 """
 
 from __future__ import annotations

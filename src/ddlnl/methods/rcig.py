@@ -53,6 +53,18 @@ records ``image_space = "zca"``, so evaluation whitens the test images the same 
 
 The reference ConvNet doubles its width per block (``width_multiplier=2``: 128, 256, 512) and
 pads 1-channel 28x28 inputs by 3 in the first convolution (28x28 -> 32x32; :mod:`ddlnl.models`).
+
+Defining steps (pinned by ``tests/test_defining_rcig.py``, ``tests/test_rcig.py``):
+
+1. centred predictions of the linearised network plus the closed-form kernel-ridge final layer,
+   ridge ``l2_rate * N``;
+2. the inner problem solved for ``Delta`` from 0; the implicit gradient ``v = H^-1 dL/dDelta``,
+   clipped to the direct part's norm;
+3. outer loss: Platt-scaled cross-entropy MINUS the capped label margin;
+4. the model pool: a random network per outer step, trained on the current set afterwards and
+   re-initialised after ``pool_reinit_after`` steps;
+5. AdaBelief on the synthetic set (optax ``scale_by_belief``); the lr search at start-up and the
+   online inner-lr rule; centred one-hot initial labels.
 """
 
 from __future__ import annotations
