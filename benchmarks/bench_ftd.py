@@ -28,7 +28,8 @@ import numpy as np
 import torch
 
 from ddlnl.errors import DataError
-from ddlnl.experts import get_experts, job_experts
+from ddlnl.experts import get_experts
+from ddlnl.jobs import job_experts
 from ddlnl.report import fmt_acc, markdown_table, write_result
 from ddlnl.results import load_records
 from ddlnl.sweep import Cell, cell_job, load_grid, run_local, save_grid

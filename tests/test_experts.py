@@ -160,7 +160,7 @@ def test_batch_norm_is_refused():
 
 
 def test_experts_for_job_uses_the_job_data_and_the_key_distill_uses(tmp_path):
-    from ddlnl.experts import experts_for_job
+    from ddlnl.jobs import experts_for_job
     from ddlnl.pipeline import JobConfig, fit_to_images, prepare_data, resolve_job
 
     over = ["datm.num_experts=1", "datm.expert_train_epochs=1", "datm.max_start_epoch=1",

@@ -19,7 +19,7 @@ import sys
 import types
 from typing import Any
 
-__version__ = "0.1.0"
+from ._version import __version__
 
 # name -> (module, attribute): resolved on first access (PEP 562).
 _LAZY = {

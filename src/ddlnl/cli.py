@@ -90,7 +90,7 @@ def _common(p: argparse.ArgumentParser, *, data: bool = True) -> None:
 def build_parser() -> argparse.ArgumentParser:
     from .methods import METHODS
 
-    from . import __version__
+    from ._version import __version__
 
     parser = _Parser(prog="ddlnl", description="Dataset distillation as a label denoiser.",
                      epilog="exit status: 0 done, 1 sweep cells failed, 2 user error (one line, before any work), "
@@ -390,7 +390,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_experts(args: argparse.Namespace) -> int:
-    from .experts import experts_for_job
+    from .jobs import experts_for_job
     from .methods import get_method
 
     get_method(args.method)
@@ -543,8 +543,9 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_estimate(args: argparse.Namespace) -> int:
-    from .estimate import estimate_text, read_run, run_estimate
-    from .label_issues import default_out_dir, split_issues_overrides
+    from .estimate import estimate_text
+    from .jobs import default_out_dir, read_run, run_estimate
+    from .label_issues import split_issues_overrides
     from .utils import check_output_dir
 
     _check_inputs(args)
@@ -568,7 +569,8 @@ def cmd_estimate(args: argparse.Namespace) -> int:
 
 
 def cmd_issues(args: argparse.Namespace) -> int:
-    from .label_issues import default_out_dir, issues_text, run_issues, split_issues_overrides
+    from .jobs import default_out_dir, run_issues
+    from .label_issues import issues_text, split_issues_overrides
     from .utils import check_output_dir
 
     _check_inputs(args)
@@ -584,8 +586,9 @@ def cmd_issues(args: argparse.Namespace) -> int:
 
 
 def cmd_denoise(args: argparse.Namespace) -> int:
-    from .denoise import denoise_text, run_denoise, split_denoise_overrides
-    from .label_issues import default_out_dir, split_issues_overrides
+    from .denoise import denoise_text, split_denoise_overrides
+    from .jobs import default_out_dir, run_denoise
+    from .label_issues import split_issues_overrides
 
     from .utils import check_output_dir
 

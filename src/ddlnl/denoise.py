@@ -33,9 +33,9 @@ The student trains in ddlnl's one loop (:func:`ddlnl.train.train`) through its `
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -44,13 +44,12 @@ from torch import nn
 from .data import LabeledTensors
 from .errors import ConfigError, UserError
 from .label_issues import IssuesConfig, LabelIssues, score_labels, teacher_outputs, teacher_seeds, train_teachers
-from .pipeline import log
 from .synthetic import SyntheticSet, to_set_space
 from .train import TrainConfig, build_model, stratified_split, train
 from .utils import derive_seed
 
 __all__ = ["DenoiseConfig", "DenoiseTargets", "DenoiseResult", "denoise_targets", "weighted_soft_ce",
-           "score_with_teachers", "denoise", "run_denoise", "split_denoise_overrides", "GROUPS"]
+           "score_with_teachers", "denoise", "split_denoise_overrides", "GROUPS"]
 
 GROUPS = ("agree", "pseudo", "dropped")  # codes 0, 1, 2 of DenoiseTargets.group
 
@@ -254,56 +253,6 @@ def split_denoise_overrides(overrides: list[str] | None) -> tuple[list[str], Den
     cfg = apply_overrides(DenoiseConfig(), [m[len("denoise."):] for m in mine])
     cfg.check()
     return rest, cfg
-
-
-def run_denoise(resolved: Any, cfg: DenoiseConfig, issues_cfg: IssuesConfig, out: Path, *,
-                synthetic: str | Path | None = None, ipc: int = 10, device: torch.device,
-                show_progress: bool = True, echo: Callable[[str], None] = log) -> dict[str, Any]:
-    """``ddlnl denoise``: teachers from a synthetic set (given, or DM distilled here), a student on the
-    full noisy set with the job's full-data recipe (``baseline.*``), its clean-test accuracy beside
-    that of a model trained on the synthetic set alone (the privacy route).
-
-    Writes ``out/denoise.json`` (accuracies, counts, estimate, timings, configuration),
-    ``out/student.safetensors`` (the student's weights) and, when it distils,
-    ``out/synthetic-dm-ipc<k>.safetensors``.
-    """
-    from safetensors.torch import save_file
-
-    from .label_issues import obtain_synthetic
-    from .noise import summary_text
-    from .pipeline import fit_to_images, prepare_data
-    from .train import accuracy
-    from .utils import atomic_output, atomic_write_json
-
-    out = Path(out)
-    job = resolved.job
-    prepared = prepare_data(job)
-    resolved = fit_to_images(resolved, prepared.dataset.image_size)
-    ds = prepared.dataset
-    echo(summary_text(prepared.noisy, ds.classes))
-    syn = obtain_synthetic(prepared, resolved, synthetic=synthetic, ipc=ipc, out=out, device=device,
-                           show_progress=show_progress, echo=echo)
-    echo(f"denoise: {issues_cfg.n_models} teachers on {len(syn)} synthetic images, then a student on "
-         f"{len(ds.train)} noisy labels ({resolved.baseline.epochs} epochs, mix {cfg.mix}, threshold {cfg.threshold})")
-    res = denoise(prepared.noisy_train, syn, cfg, resolved.baseline, resolved.train, issues_cfg,
-                  seed=derive_seed(job.seed, "denoise"), device=device, show_progress=show_progress)
-    syn_test = LabeledTensors(to_set_space(syn, ds.test.images, ds.train.images), ds.test.labels)
-    summary = {"dataset": ds.name, "train_size": len(ds.train), "noise": prepared.noisy.spec.to_dict(),
-               "synthetic": str(synthetic) if synthetic else f"dm ipc {ipc} (distilled here)",
-               "accuracy": accuracy(res.model, ds.test),
-               "synthetic_only_accuracies": [accuracy(m, syn_test) for m in res.teachers],
-               **res.summary(), "denoise_config": asdict(cfg), "issues_config": asdict(issues_cfg),
-               "student_config": asdict(resolved.baseline), "teacher_config": asdict(resolved.train)}
-    wrong = prepared.noisy.is_noisy.numpy()
-    if wrong.any():
-        clean = prepared.noisy.clean.numpy()[res.train_index.numpy()]
-        kept = res.targets.group.numpy() < 2
-        summary["kept_labels_correct"] = float((res.targets.labels.numpy()[kept] == clean[kept]).mean())
-        summary["realized_rate"] = prepared.noisy.realized_rate
-    with atomic_output(out / "student.safetensors") as tmp:
-        save_file({k: v.detach().cpu().contiguous() for k, v in res.model.state_dict().items()}, str(tmp))
-    atomic_write_json(out / "denoise.json", summary)
-    return summary
 
 
 def denoise_text(summary: dict[str, Any], out: Path) -> str:

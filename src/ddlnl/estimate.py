@@ -52,7 +52,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -75,8 +74,6 @@ __all__ = [
     "advise_ipc",
     "advice_text",
     "RunRecord",
-    "read_run",
-    "run_estimate",
     "estimate_text",
 ]
 
@@ -663,120 +660,6 @@ class RunRecord:
     synthetic: dict[int, str] = field(default_factory=dict)
     run_dir: str = ""
     random_tried: tuple[tuple[int, float], ...] = ()
-
-
-def read_run(run_dir: str | Path) -> RunRecord:
-    """Read a (finished or partial) ``ddlnl run`` directory: config, noise, baseline and cells.
-
-    Raises:
-        UserError: not a run directory, or one without a noise record.
-    """
-    import json
-
-    from .pipeline import JobConfig
-
-    run = Path(run_dir)
-    config, noise = run / "config.json", run / "noise.json"
-    if not config.is_file() or not noise.is_file():
-        raise UserError(f"{run} is not a ddlnl run directory (no config.json / noise.json): give the --out of "
-                        "`ddlnl run`")
-    try:
-        stored = json.loads(config.read_text())
-        # One resolved configuration ("resolved"), or every configuration run in this directory
-        # ("runs"; they share the data, which is all that is read here): take the latest.
-        entry = stored["resolved"] if "resolved" in stored else stored["runs"][-1]
-        job_dict = dict(entry["job"])
-        noise_rec = json.loads(noise.read_text())
-    except (KeyError, IndexError, ValueError, TypeError) as exc:
-        raise UserError(f"{run}: unreadable run record ({type(exc).__name__}); re-run `ddlnl run`") from None
-    for key in ("methods", "ipcs"):
-        if key in job_dict:
-            job_dict[key] = tuple(job_dict[key])
-    job = JobConfig(**{k: v for k, v in job_dict.items() if k in JobConfig.__dataclass_fields__})
-    cells = [json.loads(p.read_text()) for p in sorted((run / "cells").glob("*.json"))]
-    best: dict[int, float] = {}
-    random: dict[int, float] = {}
-    for c in cells:
-        if "mean" not in c or "ipc" not in c:
-            continue
-        into = random if c.get("method") == "random" else best
-        into[int(c["ipc"])] = max(into.get(int(c["ipc"]), 0.0), float(c["mean"]))
-    baseline = None
-    if (run / "baseline.json").is_file():
-        baseline = float(json.loads((run / "baseline.json").read_text())["mean"])
-    synthetic = {}
-    for p in sorted((run / "synthetic").glob("dm-ipc*.safetensors")):
-        try:
-            synthetic[int(p.stem.split("ipc")[-1])] = str(p)
-        except ValueError:
-            continue
-    return RunRecord(job=job, tried=tuple(sorted(best.items())), baseline_accuracy=baseline,
-                     train_size=int(noise_rec["train_size"]), num_classes=int(noise_rec["num_classes"]),
-                     synthetic=synthetic, run_dir=str(run), random_tried=tuple(sorted(random.items())))
-
-
-def run_estimate(resolved: Any, n_models: int, *, record: RunRecord | None = None,
-                 synthetic: str | Path | None = None, ipc: int = 10, out: str | Path | None = None,
-                 device: Any = "cpu", show_progress: bool = True, echo: Any = None) -> dict[str, Any]:
-    """``ddlnl estimate``: direct noise estimate from a synthetic set, plus the corollaries' advice.
-
-    The synthetic set is ``synthetic`` if given, else the run's largest-IPC DM set (with
-    ``record``), else a DM set at ``ipc`` distilled here (kept in ``out`` for re-use).
-
-    Returns:
-        JSON-able dict: ``estimate`` (:meth:`NoiseEstimate.to_dict`), ``advice``
-        (:meth:`IPCAdvice.to_dict`), ``advice_text``, and ``known`` (realized rate and matrix)
-        when the noise was injected here.
-    """
-    import time
-
-    import torch
-
-    from .label_issues import obtain_synthetic, teacher_outputs, train_teachers
-    from .pipeline import log
-    from .noise import load_noisy_labels
-    from .pipeline import fit_to_images, prepare_data
-    from .synthetic import to_set_space
-    from .utils import atomic_write_json, derive_seed
-
-    echo = echo or log
-    job = resolved.job
-    prepared = prepare_data(job)
-    ds = prepared.dataset
-    resolved = fit_to_images(resolved, ds.image_size)
-    if record is not None and synthetic is None and record.synthetic:
-        synthetic = record.synthetic[max(record.synthetic)]
-    if record is not None:
-        saved = Path(record.run_dir) / "noise.npz"
-        if saved.is_file() and not torch.equal(load_noisy_labels(saved).noisy, prepared.noisy.noisy):
-            raise UserError(f"{saved} differs from the labels this job makes: was the data changed since the run?")
-    out_path = Path(out) if out is not None else None
-    syn = obtain_synthetic(prepared, resolved, synthetic=synthetic, ipc=ipc, out=out_path, device=device,
-                           show_progress=show_progress, echo=echo)
-    t0 = time.perf_counter()
-    models = train_teachers(syn, resolved.train, n_models, seed=derive_seed(job.seed, "estimate"), device=device,
-                            show_progress=show_progress)
-    teachers = teacher_outputs(models, to_set_space(syn, ds.train.images), batch_size=resolved.train.eval_batch_size,
-                               keep_features=False)
-    labels = prepared.noisy.noisy.numpy()
-    est = estimate_noise(teachers.probs, labels, ds.num_classes)
-    seconds = time.perf_counter() - t0
-    tried = record.tried if record is not None else ()
-    base = record.baseline_accuracy if record is not None else None
-    advice = advise_ipc(len(ds.train), ds.num_classes, direct_rate=est.noise_rate, results=tried,
-                        baseline_accuracy=base, random_results=record.random_tried if record is not None else ())
-    result: dict[str, Any] = {"dataset": ds.name, "train_size": len(ds.train), "noise": prepared.noisy.spec.to_dict(),
-                              "synthetic_size": len(syn), "teachers": n_models, "seconds": seconds,
-                              "estimate": est.to_dict(), "advice": advice.to_dict(), "advice_text": advice_text(advice),
-                              "teacher_agreement_with_given": float((teachers.probs.argmax(1) == labels).mean())}
-    if prepared.noisy.is_noisy.any():
-        realized = prepared.noisy.realized_T
-        result["known"] = {"realized_rate": prepared.noisy.realized_rate, "realized_T": realized.tolist(),
-                           "max_abs_T_error": float(np.abs(est.transition - realized).max())}
-    if out_path is not None:
-        out_path.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(out_path / "estimate.json", result)
-    return result
 
 
 def estimate_text(result: dict[str, Any]) -> str:

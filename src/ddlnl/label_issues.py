@@ -46,11 +46,10 @@ Defining steps (pinned by ``tests/test_label_issues.py``):
 from __future__ import annotations
 
 import csv
-import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -59,7 +58,6 @@ from torch import nn
 from .data import LabeledTensors
 from .errors import ConfigError, UserError
 from .estimate import DEFAULT_ANCHOR_FRACTION, NoiseEstimate, estimate_noise, sharpen
-from .pipeline import log
 from .synthetic import SyntheticSet, to_set_space
 from .train import BaselineConfig, EvalResult, TrainConfig, build_model, run_baseline, train
 from .utils import derive_seed
@@ -79,8 +77,6 @@ __all__ = [
     "cleaned_accuracy",
     "save_cleaned_labels",
     "train_on_cleaned",
-    "obtain_synthetic",
-    "run_issues",
 ]
 
 SCORES = ("self-confidence", "posterior")
@@ -651,96 +647,6 @@ def split_issues_overrides(overrides: list[str] | None) -> tuple[list[str], Issu
     return rest, cfg
 
 
-def obtain_synthetic(prepared: Any, resolved: Any, *, synthetic: str | Path | None, ipc: int,
-                     out: Path | None, device: torch.device, show_progress: bool,
-                     echo: Callable[[str], None] = log) -> SyntheticSet:
-    """The synthetic set to score with: ``synthetic`` if given (checked against the data), else a
-    DM set at ``ipc`` distilled from the noisy training data with the job's ``dm`` config (saved
-    in ``out`` and reused by a re-run with the same configuration)."""
-    from .pipeline import distill_cached, fit_to_images
-    from .synthetic import load_synthetic
-
-    ds = prepared.dataset
-    if synthetic is not None:
-        syn = load_synthetic(synthetic)
-        name = syn.meta.get("dataset")
-        if name is not None and name != ds.name:
-            raise UserError(f"{synthetic} was distilled from {name}, not {ds.name}: pass the matching --dataset")
-        if tuple(syn.images.shape[1:]) != tuple(ds.train.images.shape[1:]) or syn.num_classes != ds.num_classes:
-            raise UserError(f"{synthetic} holds {tuple(syn.images.shape[1:])} images of {syn.num_classes} "
-                            f"classes, but {ds.name} has {tuple(ds.train.images.shape[1:])} and "
-                            f"{ds.num_classes}: pass the right --dataset")
-        return syn
-    methods = fit_to_images(resolved, ds.image_size).methods
-    if "dm" not in methods:
-        raise UserError("no synthetic set given and the job has no dm config to distil one: pass --synthetic")
-    mcfg = methods["dm"]
-    job = resolved.job
-    key = json.dumps([job.data_identity(), ipc, asdict(mcfg)], sort_keys=True, default=str)
-    path = None if out is None else Path(out) / f"synthetic-dm-ipc{ipc}.safetensors"
-    echo(f"synthetic set: DM at IPC {ipc} ({mcfg.iterations} iterations) from the noisy labels"
-         + ("" if path is None else f", reused from {path} when it holds this configuration"))
-    syn = distill_cached(prepared, "dm", ipc, mcfg, seed=derive_seed(job.seed, "distill", "dm", ipc), key=key,
-                         path=path, device=device, show_progress=show_progress)
-    echo(f"synthetic set: {path or 'in memory'} (distilled in {syn.meta['distill_seconds']:.0f}s)")
-    return syn
-
-
-def run_issues(resolved: Any, cfg: IssuesConfig, out: Path, *, synthetic: str | Path | None = None,
-               ipc: int = 10, mode: str = "relabel", train_downstream: bool = True, n_runs: int = 1,
-               device: torch.device, show_progress: bool = True,
-               echo: Callable[[str], None] = log) -> dict[str, Any]:
-    """``ddlnl issues``: score every training label, write the table and the cleaned labels, and
-    (optionally) train the baseline recipe on the cleaned set.
-
-    Writes ``out/issues.csv``, ``out/pred_probs.npy`` (``N x K`` float64, rows = training samples
-    in order, out-of-sample ``P(true | x)`` for cleanlab / Datalab), ``out/cleaned_labels.npz``
-    (accepted by ``--noise file:PATH``),
-    ``out/issues.json`` (estimates, thresholds, counts, downstream accuracy) and, when it distils,
-    ``out/synthetic-dm-ipc<k>.safetensors``.
-    """
-    from .noise import summary_text
-    from .pipeline import fit_to_images, prepare_data
-    from .utils import atomic_write_json
-
-    if mode not in ("relabel", "filter"):
-        raise UserError(f"cleaning mode {mode!r}: use relabel or filter")
-    out = Path(out)  # created by the first file written, so a refused input leaves no empty folder
-    job = resolved.job
-    prepared = prepare_data(job)
-    resolved = fit_to_images(resolved, prepared.dataset.image_size)
-    ds = prepared.dataset
-    echo(summary_text(prepared.noisy, ds.classes))
-    syn = obtain_synthetic(prepared, resolved, synthetic=synthetic, ipc=ipc, out=out, device=device,
-                           show_progress=show_progress, echo=echo)
-    echo(f"scoring {len(ds.train)} labels with {cfg.n_models} teachers trained on {len(syn)} synthetic images"
-         + (f" and {cfg.neighbours}-neighbour votes" if cfg.neighbours else ""))
-    issues = score_labels(syn, prepared.noisy_train, cfg, resolved.train, seed=derive_seed(job.seed, "issues"),
-                          device=device, show_progress=show_progress)
-    issues.to_csv(out / "issues.csv")
-    issues.save_pred_probs(out / "pred_probs.npy")
-    save_cleaned_labels(issues, out / "cleaned_labels.npz", reference_labels=prepared.noisy.clean,
-                        dataset=ds.name, seed=job.seed)
-    summary = issues.summary()
-    summary.update({"dataset": ds.name, "train_size": len(ds.train), "noise": prepared.noisy.spec.to_dict(),
-                    "synthetic": str(synthetic) if synthetic else f"dm ipc {ipc} (distilled here)", "mode": mode})
-    wrong = prepared.noisy.is_noisy.numpy()
-    if wrong.any():  # labels were corrupted here, so the truth is known: say how well it did
-        summary["against_known_noise"] = {**detection_metrics(issues, wrong),
-                                          **cleaned_accuracy(issues, prepared.noisy.clean.numpy())}
-    if train_downstream:
-        echo(f"downstream: {resolved.baseline.epochs} epochs ({resolved.baseline_protocol.protocol}) on the "
-             f"{'relabelled' if mode == 'relabel' else 'filtered'} training set x {n_runs} run(s)")
-        res = train_on_cleaned(prepared.noisy_train, issues, ds.test, resolved.baseline, resolved.baseline_protocol,
-                               mode=mode, num_classes=ds.num_classes, n_runs=n_runs,
-                               seed=derive_seed(job.seed, "issues-downstream"), device=device,
-                               show_progress=show_progress)
-        summary["downstream"] = {"mode": mode, "protocol": resolved.baseline_protocol.protocol,
-                                 "config": asdict(resolved.baseline), **res.to_dict()}
-    atomic_write_json(out / "issues.json", summary)
-    return summary
-
-
 def issues_text(summary: dict[str, Any], out: Path) -> str:
     """What ``ddlnl issues`` prints."""
     lines = [f"{summary['flagged']} of {summary['samples']} labels flagged ({100 * summary['flagged_fraction']:.1f}%), "
@@ -762,10 +668,3 @@ def issues_text(summary: dict[str, Any], out: Path) -> str:
     return "\n".join(lines)
 
 
-def default_out_dir(resolved: Any, kind: str, root: str | Path = "runs") -> Path:
-    """``runs/<kind>-<dataset>-<noise>-seed<seed>[-n<subset>]`` for ``ddlnl issues`` / ``estimate``."""
-    from .noise import parse_noise_spec
-
-    job = resolved.job
-    subset = f"-n{job.train_subset}" if job.train_subset else ""
-    return Path(root) / f"{kind}-{job.dataset}-{parse_noise_spec(job.noise).label()}-seed{job.seed}{subset}"

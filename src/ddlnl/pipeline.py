@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -43,12 +42,13 @@ from .methods.common import check_ipc, class_indices
 from .models import fit_depth, resolve_model
 from .noise import NoisyLabels, make_noise, parse_noise_spec, summary_text
 from .progress import position as progress_position
-from .report import fmt_acc, fmt_delta, image_grid_png, markdown_table
+from .figures import image_grid_png
+from .formatting import fmt_acc, fmt_delta, markdown_table
 from .study import StudyCell, eval_facts
 from .synthetic import SyntheticSet, display_images, load_synthetic, to_set_space
 from .train import (BaselineConfig, EvalResult, TrainConfig, dsa_strategy_for, evaluate, run_baseline,
                     stratified_split)
-from .utils import (atomic_write_json, atomic_write_text, clean_stale_tmp, code_version, derive_seed, json_key,
+from .utils import (atomic_write_json, log, atomic_write_text, clean_stale_tmp, code_version, derive_seed, json_key,
                     read_json_checked, with_checksum)
 
 # Evaluation and baseline settings for a 2-core CPU. ConvNet width 64 trains ~3.6x faster than
@@ -483,10 +483,6 @@ def evaluate_file(path: str | Path, *, dataset: str | None = None, data_root: st
     return res, syn, resolved
 
 
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
-
-
 def _one_line(exc: BaseException) -> str:
     return (str(exc).splitlines() or [type(exc).__name__])[0]
 
@@ -554,7 +550,7 @@ def run_job(resolved: ResolvedJob, out: Path, *, device: torch.device,
 def _write_curves(out: Path, results: dict[str, Any], loggers: Sequence[str]) -> None:
     """The baselines' training-curve figure, and the curve logs asked for."""
     from .curves import write_csv, write_tensorboard
-    from .report import curves_figure
+    from .figures import curves_figure
 
     named = [(Path(str(r.get("file", f"baseline-{i}"))).stem, r) for i, r in enumerate(results["baselines"])]
     named += [(Path(c["synthetic"]).stem, c) for c in results["cells"]]

@@ -115,7 +115,7 @@ def rows_to_csv(rows: Sequence[dict[str, Any]]) -> str:
 
 def rows_table(rows: Sequence[dict[str, Any]]) -> str:
     """Markdown table of rows (accuracy in %)."""
-    from .report import fmt_acc, markdown_table
+    from .formatting import fmt_acc, markdown_table
 
     body = [[r["dataset"], r["noise"], f"{r['realized_rate']:.3f}" if r["realized_rate"] is not None else "-",
              r["seed"], r["method"], r["ipc"] or "all", fmt_acc(r["mean"], r["std"]), r["n_runs"],

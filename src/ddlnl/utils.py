@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import subprocess
+import sys
 import socket
 import tempfile
 import time
@@ -180,6 +181,11 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
+def log(msg: str) -> None:
+    """A progress or status line for people, on stderr (stdout stays for results)."""
+    print(msg, file=sys.stderr, flush=True)
+
+
 def progress(iterable: Iterable | None = None, *, total: int | None = None, desc: str = "",
              enabled: bool = True, unit: str = "it"):
     """A progress bar (rate and ETA) on a terminal, periodic log lines elsewhere, nothing when
@@ -191,7 +197,7 @@ def progress(iterable: Iterable | None = None, *, total: int | None = None, desc
 
 def code_version() -> str:
     """Package version plus the git commit of the source tree when available."""
-    from . import __version__
+    from ._version import __version__
 
     try:
         here = Path(__file__).resolve().parent
