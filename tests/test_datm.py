@@ -229,7 +229,7 @@ def test_ftd_experts_option(tiny_dataset):
 def test_zca_distils_in_the_whitened_space_and_evaluation_whitens_the_test_set(tiny_dataset, monkeypatch):
     # DATM --zca: experts and synthetic images live in ZCA space (kornia, fitted on the training
     # pixels); the set records it and ddlnl's evaluation feeds the test set through the same map.
-    from ddlnl import pipeline
+    from ddlnl import evaluation, pipeline
     from ddlnl.augment import zca_space_for
     from ddlnl.noise import make_noise, parse_noise_spec
 
@@ -250,7 +250,7 @@ def test_zca_distils_in_the_whitened_space_and_evaluation_whitens_the_test_set(t
         seen["test"] = test
         return pipeline.EvalResult(accs=[0.0], seeds=[0])
 
-    monkeypatch.setattr(pipeline, "evaluate", fake_evaluate)
+    monkeypatch.setattr(evaluation, "evaluate", fake_evaluate)  # the one evaluation path
     noisy = make_noise(parse_noise_spec("none"), tiny_dataset, 0)
     prepared = pipeline.Prepared(dataset=tiny_dataset, noisy=noisy, noisy_train=tiny_dataset.train)
     pipeline.evaluate_synthetic(syn, prepared, TrainConfig(), n_runs=1, seed=0, device=torch.device("cpu"))

@@ -57,7 +57,7 @@ def _train_split(dataset: Dataset | LabeledTensors, labels: NoisyLabels | torch.
 
 def _resolve(dataset: Dataset, *, methods: Sequence[str] = (), settings: Sequence[str] | None = None,
              preset: str = "auto", seed: int = 0, device: torch.device | None = None):
-    from .pipeline import JobConfig, fit_to_images, resolve_job
+    from .job import JobConfig, fit_to_images, resolve_job
 
     job = replace(JobConfig(), dataset=dataset.name, methods=tuple(m for m in methods if m != "random"),
                   preset=preset, seed=seed)
@@ -77,7 +77,8 @@ def distill(dataset: Dataset, method: str = "dm", ipc: int = 10, *, labels: Nois
         file as ``ddlnl distill``.
     """
     from .methods import get_method
-    from .pipeline import _with_provenance, Prepared
+    from .evaluation import _with_provenance
+    from .job import Prepared
 
     dev = resolve_device(device)
     resolved = _resolve(dataset, methods=(method,), settings=settings, preset=preset, seed=seed, device=dev)
@@ -102,7 +103,7 @@ def evaluate(syn: SyntheticSet | LabeledTensors, dataset: Dataset, *, n_runs: in
     The same path as ``ddlnl run`` and ``ddlnl evaluate``: ConvNet depth fitted to the images,
     no flips for digits, the set's learned lr; ``protocol="own"`` for the method's own recipe.
     """
-    from .pipeline import evaluate_set
+    from .evaluation import evaluate_set
 
     res, _ = evaluate_set(syn, dataset, overrides=settings, seed=seed, n_runs=n_runs, preset=preset,
                           protocol=protocol, device=resolve_device(device), show_progress=show_progress)
@@ -114,7 +115,7 @@ def train_model(syn: SyntheticSet | LabeledTensors, dataset: Dataset, *, setting
                 show_progress: bool = False) -> tuple[nn.Module, float]:
     """One model trained on ``syn`` as :func:`evaluate` trains its first run, and its clean-test
     accuracy: ``(model, accuracy)``; the model maps ``N x C x H x W`` to logits ``N x K``."""
-    from .pipeline import eval_seed, evaluation_recipe
+    from .evaluation import eval_seed, evaluation_recipe
     from .train import accuracy, build_model, train
 
     dev = resolve_device(device)

@@ -203,7 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _job_from_args(args: argparse.Namespace):
-    from .pipeline import JobConfig
+    from .job import JobConfig
 
     fields = {"dataset": args.dataset, "data_root": args.data_root, "noise": args.noise,
               "noise_file": args.noise_file, "seed": args.seed, "preset": args.preset,
@@ -215,7 +215,7 @@ def _job_from_args(args: argparse.Namespace):
 
 
 def _resolve(args: argparse.Namespace, job):
-    from .pipeline import resolve_job
+    from .job import resolve_job
     from .utils import resolve_device
 
     device = resolve_device(args.device)
@@ -277,7 +277,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_noise(args: argparse.Namespace) -> int:
     from .noise import summary_text
-    from .pipeline import prepare_data, resolve_job
+    from .job import prepare_data, resolve_job
     from .utils import check_output_file
 
     _check_inputs(args)
@@ -316,7 +316,7 @@ def cmd_baseline(args: argparse.Namespace) -> int:
 
 def cmd_distill(args: argparse.Namespace) -> int:
     from .methods import get_method
-    from .pipeline import distill_to_file
+    from .evaluation import distill_to_file
     from .utils import check_output_file
 
     get_method(args.method)
@@ -345,7 +345,7 @@ def evaluate_overrides(overrides: Sequence[str]) -> list[str]:
     """``ddlnl evaluate``'s ``--set`` items in ``ddlnl run``'s form: ``train.KEY=V`` (plain ``KEY=V``
     is a train key too) and the job keys ``n_runs=`` / ``protocol=``; every other key is refused,
     none is ignored."""
-    from .pipeline import split_overrides
+    from .job import split_overrides
 
     groups = split_overrides(overrides)
     train_keys, job_keys = groups.pop("train", []), []
@@ -361,14 +361,15 @@ def evaluate_config(overrides: Sequence[str], preset: str | None, device, datase
     """The TrainConfig ``ddlnl evaluate`` trains with (checked before any data are read): the
     preset, then the overrides of :func:`evaluate_overrides`, the depth fitted to the images and
     the dataset's augmentation, as in ``ddlnl run``."""
-    from .pipeline import JobConfig, resolve_job
+    from .job import JobConfig, resolve_job
 
     job = replace(JobConfig(), dataset=dataset, methods=(), **({"preset": preset} if preset else {}))
     return resolve_job(job, evaluate_overrides(overrides), device, image_size=image_size).train
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .pipeline import KNOWN_IMAGE_SIZES, evaluate_file
+    from .evaluation import evaluate_file
+    from .job import KNOWN_IMAGE_SIZES
     from .synthetic import load_synthetic
     from .utils import check_input_file, resolve_device
 
@@ -492,7 +493,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 def cmd_config(args: argparse.Namespace) -> int:
     import json
 
-    from .pipeline import JobConfig, describe_cell, describe_text
+    from .describe import describe_cell, describe_text
+    from .job import JobConfig
     from .utils import resolve_device
 
     job = JobConfig(dataset=args.dataset, noise=args.noise, preset=args.preset or "auto")

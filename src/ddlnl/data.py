@@ -1036,6 +1036,34 @@ DATASETS: dict[str, Callable[..., Dataset]] = {
 }
 
 
+@dataclass(frozen=True)
+class DatasetFacts:
+    """What is known of a registered dataset before any of its files are read."""
+
+    channels: int
+    image_size: tuple[int, int]  # height, width
+    num_classes: int
+    train_size: int  # images in the full training split
+
+    @property
+    def shape(self) -> tuple[int, int, int, int, int]:
+        """``(channels, height, width, classes, training images)``."""
+        return (self.channels, *self.image_size, self.num_classes, self.train_size)
+
+
+# The one table of dataset facts: configurations resolve (ConvNet depth, a method's own evaluation
+# recipe) and dry runs plan memory from it without loading the data. The file-based formats (npz,
+# imagefolder) are not listed: their facts are known only once they are read.
+DATASET_FACTS: dict[str, DatasetFacts] = {
+    "digits": DatasetFacts(1, (8, 8), 10, 1257),
+    "fashion-mnist": DatasetFacts(1, (28, 28), 10, 60000),
+    "cifar10": DatasetFacts(3, (32, 32), 10, 50000),
+    "cifar100": DatasetFacts(3, (32, 32), 100, 50000),
+    "cifar100-coarse": DatasetFacts(3, (32, 32), 20, 50000),
+    "tiny-imagenet": DatasetFacts(3, (64, 64), 200, 100000),
+}
+
+
 def load_dataset(name: str, root: str | Path | None = None) -> Dataset:
     """Load a registered dataset (see ``sorted(DATASETS)``) into memory.
 

@@ -31,7 +31,8 @@ from .label_issues import (IssuesConfig, cleaned_accuracy, detection_metrics, sa
 from .methods import method_config
 from .models import fit_depth
 from .noise import load_noisy_labels, parse_noise_spec, summary_text
-from .pipeline import JobConfig, distill_cached, fit_to_images, prepare_data
+from .evaluation import distill_cached
+from .job import JobConfig, fit_to_images, prepare_data
 from .synthetic import SyntheticSet, load_synthetic, to_set_space
 from .train import accuracy, dsa_strategy_for
 from .utils import atomic_output, atomic_write_json, derive_seed, log

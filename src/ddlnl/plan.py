@@ -48,14 +48,13 @@ from typing import Any
 
 import torch
 
+from .data import DATASET_FACTS
 from .models import create_model
 
 BYTES = 4  # float32
-# (channels, height, width, classes, training images) of the registered datasets, so that a grid
+# (channels, height, width, classes, training images) of the registered datasets (ddlnl.data.DATASET_FACTS), so that a grid
 # is planned without reading any data (digits: the fixed 70% training split of 1797 images).
-DATASET_SHAPES: dict[str, tuple[int, int, int, int, int]] = {
-    "digits": (1, 8, 8, 10, 1257), "fashion-mnist": (1, 28, 28, 10, 60000), "cifar10": (3, 32, 32, 10, 50000),
-    "cifar100": (3, 32, 32, 100, 50000), "tiny-imagenet": (3, 64, 64, 200, 100000)}
+DATASET_SHAPES: dict[str, tuple[int, int, int, int, int]] = {k: f.shape for k, f in DATASET_FACTS.items()}
 
 
 @dataclass(frozen=True)

@@ -274,7 +274,7 @@ def _training_images(root: Path, record: dict, grid=None) -> torch.Tensor | None
     """The training images of ``record``'s cell (to un-whiten a ZCA-space set), loaded through the
     grid saved in ``root`` (or ``grid``); None when the grid or the data is not at hand."""
     from .errors import UserError
-    from .pipeline import prepare_data
+    from .job import prepare_data
     from .sweep import Cell, cell_job, grids_of_root
 
     grids = (grid if isinstance(grid, (list, tuple)) else [grid]) if grid is not None else (grids_of_root(root) or [])

@@ -57,20 +57,21 @@ import re
 import socket
 import time
 import traceback
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 import torch
 
+from .cells import BASELINE_PROTOCOLS, distill_cell, evaluate_cell, run_baseline_cell
 from .config import identity, load_yaml
 from .errors import ConfigError, DamagedFile, DataError, UserError
 from .methods import METHODS, get_method
+from .job import JobConfig, fit_to_images, prepare_data, resolve_job
 from .noise import NoisyLabels, load_noisy_labels, parse_noise_spec
-from .utils import (CACHE_ENV, atomic_write_json, clean_stale_tmp, code_version, derive_seed, json_key, pid_alive,
+from .utils import (atomic_write_json, cache_at, clean_stale_tmp, code_version, json_key, pid_alive,
                     process_start_time, read_json_checked, resolve_device, with_checksum)
 
-BASELINE_PROTOCOLS = {"converged": "baseline", "early-stop": "baseline_early_stop"}
 # Exit status of `ddlnl sweep` when cells were left to other live workers (not run, not failed).
 HELD_EXIT = 3
 
@@ -407,8 +408,6 @@ def _entry(grid: Grid, dataset: str) -> DatasetEntry:
 
 def cell_job(grid: Grid, cell: Cell):
     """The resolved ``ddlnl run`` configuration of one cell."""
-    from .pipeline import JobConfig, resolve_job
-
     entry = _entry(grid, cell.dataset)
     base = grid.base_method(cell.method)
     job = JobConfig(dataset=cell.dataset, data_root=entry.data_root, noise=cell.noise, noise_file=entry.noise_file,
@@ -582,8 +581,6 @@ def release(root: Path, cell: Cell, key: str) -> None:
 
 def _prepare_cached(resolved, root: Path, echo: Callable[[str], None] | None = None):
     """Dataset + noisy labels, the labels cached under artifacts/noise by the data key."""
-    from .pipeline import prepare_data
-
     job = resolved.job
     key = json_key(data_key(resolved))
     path = Path(root) / "artifacts" / "noise" / f"{job.dataset}-{parse_noise_spec(job.noise).label()}-seed{job.seed}-{key}.npz"
@@ -607,11 +604,10 @@ def run_cell(grid: Grid, cell: Cell, root: str | Path, *, show_progress: bool = 
              echo: Callable[[str], None] | None = None) -> dict[str, Any] | None:
     """Run one cell unless its record exists or another worker holds it; return its record.
 
-    Returns None when the cell is held by another live worker.
+    The work is :mod:`ddlnl.cells`' (as for ``ddlnl run``); the methods' caches (experts,
+    pre-trained models) live under ``ROOT/artifacts/cache`` for the duration of the cell
+    (:func:`ddlnl.utils.cache_at`). Returns None when the cell is held by another live worker.
     """
-    from .pipeline import distill_cached, evaluate_synthetic, fit_to_images
-    from .train import run_baseline
-
     root = Path(root)
     resolved = cell_job(grid, cell)
     key = cell_key(grid, cell, resolved)
@@ -625,48 +621,46 @@ def run_cell(grid: Grid, cell: Cell, root: str | Path, *, show_progress: bool = 
         # why when a damaged record is replaced
         if (rec := _existing_record(out, cell, key, echo)) is not None:
             return rec
-        os.environ[CACHE_ENV] = str(root / "artifacts" / "cache")
-        t0 = time.perf_counter()
-        prepared, noise_path = _prepare_cached(resolved, root, echo)
-        resolved = fit_to_images(resolved, prepared.dataset.image_size)
-        ds = prepared.dataset
-        device = resolve_device("auto")
-        record: dict[str, Any] = {"cell": asdict(cell), "name": cell.name, "key": key, "grid": grid.name,
-                                  "noise": prepared.noisy.to_dict(), "code_version": code_version(),
-                                  "host": socket.gethostname(), "device": str(device),
-                                  "artifacts": {"noise": str(noise_path.relative_to(root))}}
-        if cell.is_baseline:
-            protocol = next(p for p, name in BASELINE_PROTOCOLS.items() if name == cell.method)
-            bcfg = replace(resolved.baseline_protocol, protocol=protocol)
-            res = run_baseline(prepared.noisy_train, ds.test, resolved.baseline, bcfg, num_classes=ds.num_classes,
-                               n_runs=resolved.job.runs_per_baseline,
-                               seed=derive_seed(cell.seed, cell.method), device=device, show_progress=show_progress)
-            record.update(config={"baseline": asdict(resolved.baseline), "protocol": asdict(bcfg)},
-                          seconds={"train": res.seconds})
-        else:
-            base = grid.base_method(cell.method)  # a variant: the same seeds as its base method
-            mcfg = resolved.methods[base]
-            syn_path = root / "artifacts" / "synthetic" / f"{cell.name}__{key[:10]}.safetensors"
-            t1 = time.perf_counter()
-            syn = distill_cached(prepared, base, cell.ipc, mcfg,
-                                 seed=derive_seed(cell.seed, "distill", base, cell.ipc), key=key,
-                                 path=syn_path, device=device, show_progress=show_progress, echo=echo)
-            distill_s = time.perf_counter() - t1
-            res = evaluate_synthetic(syn, prepared, resolved.train, n_runs=resolved.job.n_runs,
-                                     seed=derive_seed(cell.seed, "eval", base, cell.ipc), device=device,
-                                     show_progress=show_progress, protocol=resolved.job.protocol)
-            record.update(config={"method": asdict(mcfg), "train": asdict(resolved.train)}, base_method=base,
-                          seconds={"distill": distill_s, "evaluate": res.seconds}, learned_lr=syn.lr)
-            record["artifacts"]["synthetic"] = str(syn_path.relative_to(root))
-        record.update({k: v for k, v in res.to_dict().items() if k != "seconds"})
-        record["seconds"]["total"] = time.perf_counter() - t0
-        record["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        with cache_at(root / "artifacts" / "cache"):
+            record = _compute_cell(grid, cell, root, resolved, key, show_progress, echo)
         atomic_write_json(out, with_checksum(record))
         if echo:
             echo(f"{cell.name}: {100 * record['mean']:.2f} ± {100 * record['std']:.2f} ({record['seconds']['total']:.0f}s)")
         return record
     finally:
         release(root, cell, key)
+
+
+def _compute_cell(grid: Grid, cell: Cell, root: Path, resolved: Any, key: str, show_progress: bool,
+                  echo: Callable[[str], None] | None) -> dict[str, Any]:
+    """The record of one cell, computed by the cell runner (:mod:`ddlnl.cells`)."""
+    t0 = time.perf_counter()
+    prepared, noise_path = _prepare_cached(resolved, root, echo)
+    resolved = fit_to_images(resolved, prepared.dataset.image_size)
+    device = resolve_device("auto")
+    record: dict[str, Any] = {"cell": asdict(cell), "name": cell.name, "key": key, "grid": grid.name,
+                              "noise": prepared.noisy.to_dict(), "code_version": code_version(),
+                              "host": socket.gethostname(), "device": str(device),
+                              "artifacts": {"noise": str(noise_path.relative_to(root))}}
+    if cell.is_baseline:
+        bcfg, res = run_baseline_cell(resolved, prepared, cell.method, device=device, show_progress=show_progress)
+        record.update(config={"baseline": asdict(resolved.baseline), "protocol": asdict(bcfg)},
+                      seconds={"train": res.seconds})
+    else:
+        base = grid.base_method(cell.method)  # a variant: the same seeds as its base method
+        syn_path = root / "artifacts" / "synthetic" / f"{cell.name}__{key[:10]}.safetensors"
+        t1 = time.perf_counter()
+        syn = distill_cell(resolved, prepared, base, cell.ipc, key=key, path=syn_path, device=device,
+                           show_progress=show_progress, echo=echo)
+        distill_s = time.perf_counter() - t1
+        res = evaluate_cell(resolved, prepared, syn, base, cell.ipc, device=device, show_progress=show_progress)
+        record.update(config={"method": asdict(resolved.methods[base]), "train": asdict(resolved.train)},
+                      base_method=base, seconds={"distill": distill_s, "evaluate": res.seconds}, learned_lr=syn.lr)
+        record["artifacts"]["synthetic"] = str(syn_path.relative_to(root))
+    record.update({k: v for k, v in res.to_dict().items() if k != "seconds"})
+    record["seconds"]["total"] = time.perf_counter() - t0
+    record["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    return record
 
 
 def run_cells_worker(grid_dict: dict[str, Any], cell_dicts: Sequence[dict[str, Any]], root: str) -> list[str]:
@@ -718,8 +712,6 @@ def preflight(grid: Grid, only: Sequence[str] | None = None) -> None:
         UserError: the first problem, naming the data setting.
     """
     from .methods.common import check_ipc, class_indices
-    from .pipeline import prepare_data
-
     cells = select_cells(expand(grid), only)
     settings: dict[tuple[str, str], list[Cell]] = {}
     for c in cells:
@@ -756,7 +748,7 @@ def plan_grid(grid: Grid, root: str | Path, only: Sequence[str] | None = None, *
     :func:`ddlnl.plan.available_memory`); ``states``: the cells' :func:`status`, if already known.
     Returns the estimates and the budget used.
     """
-    from .pipeline import evaluation_config
+    from .describe import evaluation_config
     from .plan import DATASET_SHAPES, available_memory, plan_cell
 
     device = device or resolve_device("auto")

@@ -11,6 +11,7 @@ import socket
 import tempfile
 import time
 from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
@@ -213,10 +214,29 @@ def code_version() -> str:
 CACHE_ENV = "DDLNL_CACHE"
 
 
+# Set only inside :func:`cache_at` (one sweep cell), so no process-wide state changes.
+_CACHE_OVERRIDE: ContextVar[Path | None] = ContextVar("ddlnl_cache_root", default=None)
+
+
 def cache_root() -> Path:
     """Where shared artifacts (expert trajectories, pre-trained models, decoded datasets) are cached:
-    ``$DDLNL_CACHE`` if set, else ``~/.cache/ddlnl``."""
+    the folder of the enclosing :func:`cache_at` if any, else ``$DDLNL_CACHE`` if set, else
+    ``~/.cache/ddlnl``."""
+    override = _CACHE_OVERRIDE.get()
+    if override is not None:
+        return override
     return Path(os.environ.get(CACHE_ENV) or "~/.cache/ddlnl").expanduser()
+
+
+@contextmanager
+def cache_at(folder: str | Path) -> Iterator[Path]:
+    """Within the block, :func:`cache_root` is ``folder`` (for this thread of execution only; the
+    environment is not touched), e.g. a sweep root's shared artifact cache."""
+    token = _CACHE_OVERRIDE.set(Path(folder))
+    try:
+        yield Path(folder)
+    finally:
+        _CACHE_OVERRIDE.reset(token)
 
 
 def json_key(obj: Any) -> str:

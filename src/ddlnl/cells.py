@@ -1,0 +1,70 @@
+"""One cell of an experiment, run the same way by ``ddlnl run`` and ``ddlnl sweep``.
+
+A cell is a full-noisy baseline, or one method at one IPC, on one data setting (dataset, noise,
+seed, training subset) with one resolved configuration (:class:`ddlnl.job.ResolvedJob`). Its
+seeds derive from the job's seed and the cell alone, so the same cell gives the same accuracies
+in either command (and in ``ddlnl evaluate`` of its saved set):
+
+* baseline ``name`` (``baseline`` or ``baseline_early_stop``): trained with
+  ``derive_seed(seed, name)`` under the baseline protocol of that name;
+* ``method`` at ``ipc``: distilled with ``derive_seed(seed, "distill", method, ipc)``
+  (:func:`distill_cell`, cached by key), then evaluated with :func:`ddlnl.evaluation.eval_seed`
+  under the job's evaluation recipe (:func:`evaluate_cell`).
+
+The commands differ only in where they keep what a cell produced: ``ddlnl run`` in a run
+directory (``cells/``, ``synthetic/``), the sweep in per-cell records under its root.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from .evaluation import distill_cached, eval_seed, evaluate_synthetic
+from .job import Prepared, ResolvedJob
+from .synthetic import SyntheticSet
+from .train import BaselineConfig, EvalResult, run_baseline
+from .utils import derive_seed
+
+# Baseline protocol -> the cell (and record) name of its baseline.
+BASELINE_PROTOCOLS = {"converged": "baseline", "early-stop": "baseline_early_stop"}
+
+
+def baseline_config(resolved: ResolvedJob, name: str) -> BaselineConfig:
+    """The job's baseline protocol config for baseline cell ``name``."""
+    protocol = next(p for p, n in BASELINE_PROTOCOLS.items() if n == name)
+    return replace(resolved.baseline_protocol, protocol=protocol)
+
+
+def run_baseline_cell(resolved: ResolvedJob, prepared: Prepared, name: str, *, device: torch.device,
+                      show_progress: bool = False) -> tuple[BaselineConfig, EvalResult]:
+    """Train the full-noisy baseline ``name`` of the job: ``runs_per_baseline`` models on the noisy
+    training labels, each measured on the clean test split."""
+    bcfg = baseline_config(resolved, name)
+    ds = prepared.dataset
+    res = run_baseline(prepared.noisy_train, ds.test, resolved.baseline, bcfg, num_classes=ds.num_classes,
+                       n_runs=resolved.job.runs_per_baseline, seed=derive_seed(resolved.job.seed, name),
+                       device=device, show_progress=show_progress)
+    return bcfg, res
+
+
+def distill_cell(resolved: ResolvedJob, prepared: Prepared, method: str, ipc: int, *, key: str | None,
+                 path: Path | None, device: torch.device, show_progress: bool = False,
+                 echo: Callable[[str], None] | None = None) -> SyntheticSet:
+    """The cell's synthetic set: the one at ``path`` if it was made under ``key``, else distilled now
+    with the job's config of ``method`` at ``ipc`` and saved there (:func:`distill_cached`)."""
+    return distill_cached(prepared, method, ipc, resolved.method_cfg(method, ipc),
+                          seed=derive_seed(resolved.job.seed, "distill", method, ipc), key=key, path=path,
+                          device=device, show_progress=show_progress, echo=echo)
+
+
+def evaluate_cell(resolved: ResolvedJob, prepared: Prepared, syn: SyntheticSet, method: str, ipc: int, *,
+                  device: torch.device, show_progress: bool = False) -> EvalResult:
+    """``n_runs`` fresh models trained on the cell's set under the job's evaluation config and
+    protocol, each measured on the clean test split."""
+    job = resolved.job
+    return evaluate_synthetic(syn, prepared, resolved.train, n_runs=job.n_runs, seed=eval_seed(job.seed, method, ipc),
+                              device=device, show_progress=show_progress, protocol=job.protocol)

@@ -1,0 +1,73 @@
+"""One cell runner (ddlnl.cells) behind `ddlnl run` and `ddlnl sweep`."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+import torch
+
+from ddlnl import cells, utils
+from ddlnl.job import JobConfig, resolve_job
+from ddlnl.pipeline import collect_results, run_job
+from ddlnl.sweep import Cell, grid_from_dict, run_cell
+from ddlnl.train import EvalResult
+from ddlnl.utils import atomic_write_json, with_checksum
+
+TINY = ["train.epochs=3", "train.width=8", "baseline.epochs=2", "baseline.width=8"]
+
+
+def test_run_and_sweep_give_a_cell_the_same_accuracies(tmp_path):
+    # The same cell through both commands: same seeds, same distillation and evaluation path.
+    job = JobConfig(methods=(), ipcs=(1,), n_runs=2, baseline_runs=1, preset="cpu", early_stop_baseline=False)
+    resolved = resolve_job(job, TINY, torch.device("cpu"))
+    results = run_job(resolved, tmp_path / "run", device=torch.device("cpu"), show_progress=False, echo=lambda m: None)
+    grid = grid_from_dict({"name": "one", "datasets": ["digits"], "noises": ["symmetric:0.6"], "methods": [],
+                           "ipcs": [1], "baselines": ["converged"], "n_runs": 2, "baseline_runs": 1, "preset": "cpu",
+                           "set": TINY})
+    root = tmp_path / "sweep"
+    random = run_cell(grid, Cell("digits", "symmetric:0.6", 0, "random", 1), root)
+    baseline = run_cell(grid, Cell("digits", "symmetric:0.6", 0, "baseline"), root)
+    [run_random] = [c for c in results["cells"] if c["method"] == "random"]
+    assert random["accs"] == run_random["accs"] and len(random["accs"]) == 2
+    assert baseline["accs"] == results["baseline"]["accs"]
+
+
+def test_a_sweep_cell_caches_under_its_root_without_touching_the_environment(tmp_path, monkeypatch):
+    seen = {}
+
+    def fake_baseline(*args, **kwargs):
+        seen["cache"] = utils.cache_root()
+        return EvalResult(accs=[0.5], seeds=[0])
+
+    monkeypatch.setattr(cells, "run_baseline", fake_baseline)
+    monkeypatch.delenv(utils.CACHE_ENV, raising=False)
+    before = dict(os.environ)
+    grid = grid_from_dict({"name": "env", "datasets": ["digits"], "noises": ["none"], "methods": [], "ipcs": [1],
+                           "baselines": ["converged"], "preset": "cpu"})
+    rec = run_cell(grid, Cell("digits", "none", 0, "baseline"), tmp_path)
+    assert rec["accs"] == [0.5]
+    assert seen["cache"] == tmp_path / "artifacts" / "cache"
+    assert dict(os.environ) == before  # no process-wide change
+    assert utils.cache_root() != tmp_path / "artifacts" / "cache"  # only for the cell
+
+
+def test_a_damaged_run_record_is_reported_not_skipped_silently(tmp_path):
+    atomic_write_json(tmp_path / "noise.json", {"dataset": "digits", "spec": {"kind": "none"}, "realized_rate": 0.0})
+    good = with_checksum({"key": "k1", "method": "random", "ipc": 1, "mean": 0.5, "std": 0.0, "accs": [0.5]})
+    atomic_write_json(tmp_path / "cells" / "random-ipc1.json", good)
+    (tmp_path / "cells" / "random-ipc10.json").write_text('{"key": "k2", "mean": 0.')  # truncated
+    edited = dict(good, mean=0.9)  # its checksum no longer matches
+    (tmp_path / "cells" / "random-ipc50.json").write_text(json.dumps(edited))
+    said = []
+    results = collect_results(tmp_path, echo=said.append)
+    assert [c["ipc"] for c in results["cells"]] == [1]
+    assert len(said) == 2 and "random-ipc10.json" in said[0] and "random-ipc50.json" in said[1]
+    assert all("left out" in s for s in said)
+
+
+@pytest.mark.parametrize("name, protocol", [("baseline", "converged"), ("baseline_early_stop", "early-stop")])
+def test_baseline_cells_take_their_protocol_from_their_name(name, protocol):
+    resolved = resolve_job(JobConfig(methods=(), preset="cpu"), None, torch.device("cpu"))
+    assert cells.baseline_config(resolved, name).protocol == protocol
