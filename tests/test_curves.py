@@ -21,10 +21,21 @@ def test_csv_has_one_row_per_run_and_recorded_epoch(tmp_path):
     assert rows[1]["test_acc"] == "0.4" and rows[2]["test_acc"] == ""
 
 
-def test_tensorboard_event_files_when_installed(tmp_path):
-    pytest.importorskip("tensorboard")
+def test_tensorboard_event_files_hold_the_logged_scalars(tmp_path):
+    pytest.importorskip("tensorboard")  # the `tensorboard` extra; skipped cleanly without it
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
     curves.write_tensorboard(tmp_path / "tb", [("baseline", RECORD)])
-    assert list((tmp_path / "tb" / "baseline-run0").glob("events.out.tfevents.*"))
+    for run, history in enumerate(RECORD["histories"]):
+        folder = tmp_path / "tb" / f"baseline-run{run}"
+        assert len(list(folder.glob("events.out.tfevents.*"))) == 1
+        events = EventAccumulator(str(folder))
+        events.Reload()
+        keys = sorted({k for entry in history for k in entry} - {"epoch"})
+        assert sorted(events.Tags()["scalars"]) == keys
+        for key in keys:
+            logged = [(e.step, e.value) for e in events.Scalars(key)]
+            assert logged == [(entry["epoch"], pytest.approx(entry[key])) for entry in history if key in entry]
 
 
 def test_unknown_or_unavailable_loggers_are_refused_before_any_work(tmp_path, capsys, monkeypatch):
