@@ -244,7 +244,7 @@ def write_report(root: str | Path, out: str | Path | None = None, grid=None) -> 
         written.append(curves_path)
     written.append(write_table(agg, out / "table.md"))
 
-    from .synthetic import display_images, load_synthetic
+    from .synthetic import load_synthetic
 
     best: dict[tuple, dict] = {}
     for r in records:
@@ -259,15 +259,26 @@ def write_report(root: str | Path, out: str | Path | None = None, grid=None) -> 
         if not syn_rel or not (root / syn_rel).exists():
             continue
         syn = load_synthetic(root / syn_rel)
-        classes = syn.meta.get("classes") or [str(c) for c in range(syn.num_classes)]
-        p = out / "grids" / f"{ds}-{m}-{noise.replace(':', '-')}-ipc{r['cell']['ipc']}.png"
         train_images = _training_images(root, r, grid) if syn.meta.get("image_space") == "zca" else None
-        shown, space_note = display_images(syn, train_images)
-        image_grid_png(shown, syn.hard_labels, classes, syn.meta.get("mean", [0.0]), syn.meta.get("std", [1.0]),
-                       p, title=f"{m}, IPC {r['cell']['ipc']}, {ds}, {noise}", soft=syn.labels.ndim == 2,
-                       space_note=space_note)
-        written.append(p)
+        written.append(set_grid_png(syn, out / "grids" / grid_name(ds, m, noise, r["cell"]["ipc"]),
+                                    f"{m}, IPC {r['cell']['ipc']}, {ds}, {noise}", train_images))
     return written
+
+
+def grid_name(dataset: str, method: str, noise: str, ipc: int) -> str:
+    """File name of a set's image grid in a report's ``grids/``."""
+    return f"{dataset}-{method}-{noise.replace(':', '-')}-ipc{ipc}.png"
+
+
+def set_grid_png(syn, path: str | Path, title: str, train_images: torch.Tensor | None = None) -> Path:
+    """:func:`image_grid_png` of a synthetic set: its classes, labels and normalisation from its
+    ``meta``; a ZCA-space set un-whitened with ``train_images`` (:func:`ddlnl.synthetic.display_images`)."""
+    from .synthetic import display_images
+
+    classes = syn.meta.get("classes") or [str(c) for c in range(syn.num_classes)]
+    shown, space_note = display_images(syn, train_images)
+    return image_grid_png(shown, syn.hard_labels, classes, syn.meta.get("mean", [0.0]), syn.meta.get("std", [1.0]),
+                          path, title=title, soft=syn.labels.ndim == 2, space_note=space_note)
 
 
 def _training_images(root: Path, record: dict, grid=None) -> torch.Tensor | None:
