@@ -6,13 +6,16 @@ The model is deliberately simple, so that it can be read and checked:
   one forward pass with hooks, the elements every layer outputs for one image (``a``: what
   autograd keeps for the backward pass) and the multiply-adds of its convolutions and linear
   layers (``F`` FLOPs per image, forward).
-* **Peak memory** = fixed + ``4 a x B`` bytes, where ``B`` is the number of images whose
-  activations are alive at once (method by method, below; for DATM and DANCE the larger of that
-  and the batch their experts / pre-trained models are trained with) and the fixed part is
-  ``4 x 3 P`` (weights, gradients, optimizer state), the training images on the device
-  (``N x C x H x W x 4``; every method holds them there) and what the method holds besides
-  (the synthetic set and its optimizer state; one expert trajectory being trained, ``(E + 1) P``
-  floats; DANCE's pre-trained models; RCIG's pool of networks with Adam state).
+* **Peak memory** = fixed + ``4 a x B`` bytes + the backward buffers ``4 x 2 m x B'`` (the
+  gradients of the largest layer's output and input, ``m`` elements per image, for the ``B'``
+  images a backward pass runs on), where ``B`` is the number of images whose activations are
+  alive at once (method by method, below; for DATM and DANCE the larger of that and the batch
+  their experts / pre-trained models are trained with) and the fixed part is the runtime
+  (:data:`RUNTIME_BYTES`, measured), ``4 x 3 P`` (weights, gradients, optimizer state), the
+  training images on the device (``N x C x H x W x 4``; every method holds them there) and what
+  the method holds besides (the synthetic set and its optimizer state; one expert trajectory
+  being trained, ``(E + 1) P`` floats; DANCE's pre-trained models; RCIG's pool of networks with
+  Adam state and its support Jacobian, twice while it is built).
 * **Time** = images through a training step (forward + backward, in units of one image) x the
   seconds one such image costs on this device, *measured* here once per architecture (a few
   steps of batch 32); forward-only passes count 1/3.
@@ -23,13 +26,13 @@ The model is deliberately simple, so that it can be read and checked:
 method      images alive at once (``B``)                            training-step images
 ==========  =====================================================  ==========================================
 random      evaluation batch                                        evaluation only
-dm          ``S`` with graph + ``2 K batch_real`` inputs (all       ``iterations x (S + K batch_real / 3)``
-            classes in one pass) + one layer of ``K batch_real``
-datm        ``3 x batch_syn`` (TESLA: one step's double backward)   experts ``n E N (x2 FTD)`` + ``iterations x
+dm          ``ipc`` with graph + ``2 batch_real`` inputs (one       ``iterations x (S + K batch_real / 3)``
+            class at a time) + two layers of ``batch_real``
+datm        ``4 x batch_syn`` (TESLA: one step's double backward)   experts ``n E N (x2 FTD)`` + ``iterations x
                                                                     syn_steps x batch_syn x 3``
 dance       ``2 x batch_real + ipc factor^2`` per class             pre-training ``n E N`` + ``iterations x K x
                                                                     (2/3 batch_real + ipc factor^2)``
-rcig        ``2 x (batch_real + 2 S)`` (linearised: JVP)             ``iterations x (batch_real + 2 S) x
+rcig        ``3 x (batch_real + 2 S)`` (linearised: JVP)             ``iterations x (batch_real + 2 S) x
                                                                     (2 + inner_steps + hinv_steps)``
 baseline    its batch; the full training set on the device           ``runs x epochs x N``
 ==========  =====================================================  ==========================================
@@ -52,6 +55,11 @@ from .data import DATASET_FACTS
 from .models import create_model
 
 BYTES = 4  # float32
+# What a process holds once it has trained anything, beyond its imports and whatever the network:
+# kernels, thread pools, allocator arenas. Measured on the CPU by the calibration cell of
+# benchmarks/bench_memory_plan.py --calibrate (a width-8 ConvNet, batch 8, in a fresh process):
+# 99-105 MiB in two runs. A development measurement, not fitted to the benchmark's reported cells.
+RUNTIME_BYTES = 100 * 2 ** 20
 # (channels, height, width, classes, training images) of the registered datasets (ddlnl.data.DATASET_FACTS), so that a grid
 # is planned without reading any data (digits: the fixed 70% training split of 1797 images).
 DATASET_SHAPES: dict[str, tuple[int, int, int, int, int]] = {k: f.shape for k, f in DATASET_FACTS.items()}
@@ -85,11 +93,13 @@ def net_stats(net_kwargs: dict[str, Any], channels: int, image_size: tuple[int, 
     acts, flops, largest = [0], [0.0], [0]
 
     seen: set[int] = set()
+    kept: list[torch.Tensor] = []  # alive until the pass ends, so no freed buffer's address is reused
 
     def hook(module: torch.nn.Module, _inp: Any, out: Any) -> None:
         # A tensor counts once (an identity "norm" or an in-place op returns its input).
         if isinstance(out, torch.Tensor) and out.data_ptr() not in seen:
             seen.add(out.data_ptr())
+            kept.append(out)
             acts[0] += out.numel()
             largest[0] = max(largest[0], out.numel())
             if isinstance(module, torch.nn.Conv2d):
@@ -165,48 +175,68 @@ class CellPlan:
         return self.peak_bytes <= budget
 
 
+def _backward(stats: NetStats, batch: int) -> float:
+    """Bytes the backward pass allocates besides the saved activations: the gradient of the largest
+    layer's output and of its input, alive together (``2 x max_layer`` per image of ``batch``)."""
+    return 2 * stats.max_layer * batch * BYTES
+
+
 def _train_peak(stats: NetStats, batch: int, data_images: int, image_elems: int) -> dict[str, float]:
-    return {"network (weights, grads, optimizer)": 3 * stats.params * BYTES,
-            "activations": stats.activations * batch * BYTES,
+    return {"runtime": RUNTIME_BYTES, "network (weights, grads, optimizer)": 3 * stats.params * BYTES,
+            "activations": stats.activations * batch * BYTES, "backward buffers": _backward(stats, batch),
             "data": data_images * image_elems * BYTES}
 
 
 def method_plan(method: str, cfg: Any, *, ipc: int, num_classes: int, n_train: int, channels: int,
-                image_size: tuple[int, int]) -> tuple[dict[str, float], float, NetStats, dict[str, Any]]:
-    """The distillation part of a cell: peak parts (bytes), training-step images, the network."""
+                image_size: tuple[int, int], device: torch.device | str = "cpu",
+                ) -> tuple[dict[str, float], float, NetStats, dict[str, Any]]:
+    """The distillation part of a cell on ``device``: peak parts (bytes), training-step images, the network."""
     k, s = num_classes, ipc * num_classes
     img = channels * image_size[0] * image_size[1]
     net_kw = _net_kwargs(cfg)
     stats = net_stats(net_kw, channels, image_size, k)
     p, a = stats.params, stats.activations
-    data = {"training images": n_train * img * BYTES, "synthetic set (+ optimizer state)": 3 * s * img * BYTES}
+    data = {"runtime": RUNTIME_BYTES, "training images": n_train * img * BYTES,
+            "synthetic set (+ optimizer state)": 3 * s * img * BYTES}
     if method == "random":
         return {}, 0.0, stats, net_kw
     if method == "dm":
+        # one class at a time (methods/dm.py): its real batch without a graph, its ipc images with one
         real = k * cfg.batch_real
-        parts = {**data, "network": p * BYTES, "real batches (augmented copies)": 2 * real * img * BYTES,
-                 "activations": (s * a + 2 * real * stats.max_layer) * BYTES}
+        parts = {**data, "network": p * BYTES, "one class's real batch (augmented copy)": 2 * cfg.batch_real * img * BYTES,
+                 "activations": (ipc * a + 2 * cfg.batch_real * stats.max_layer) * BYTES,
+                 "backward buffers": _backward(stats, ipc)}
         return parts, cfg.iterations * (s + real / 3), stats, net_kw
     if method == "datm":
         batch = cfg.batch_syn or s
         e = cfg.expert_train_epochs
         parts = {**data, "network + expert endpoints": 4 * p * BYTES,
                  "expert trajectory being trained": (e + 1) * p * BYTES,
-                 # training the experts (batch expert_batch) or matching, whichever holds more
-                 "activations": max(3 * min(batch, s), cfg.expert_batch) * a * BYTES}
+                 # training the experts (batch expert_batch) or matching, whichever holds more; a
+                 # TESLA step's double backward keeps the forward activations, the first backward's
+                 # (with its graph) and the second's gradients of both: 4 copies (raised from 3 after
+                 # benchmarks/results/memory_plan.md measured 0.76-0.91x)
+                 "activations": max(4 * min(batch, s), cfg.expert_batch) * a * BYTES,
+                 "backward buffers": _backward(stats, max(min(batch, s), cfg.expert_batch))}
         experts = cfg.num_experts * e * n_train * (2 if cfg.expert_ftd else 1)
         return parts, experts + cfg.iterations * cfg.syn_steps * min(batch, s) * 3, stats, net_kw
     if method == "dance":
         decoded = ipc * cfg.factor ** 2
         parts = {**data, "pre-trained models": 2 * cfg.num_pretrained * p * BYTES,
-                 "activations": max(2 * cfg.batch_real + decoded, cfg.pretrain_batch) * a * BYTES}
+                 "activations": max(2 * cfg.batch_real + decoded, cfg.pretrain_batch) * a * BYTES,
+                 "backward buffers": _backward(stats, max(decoded, cfg.pretrain_batch))}
         pre = cfg.num_pretrained * cfg.pretrain_epochs * n_train
         return parts, pre + cfg.iterations * k * (2 * cfg.batch_real / 3 + decoded), stats, net_kw
     if method == "rcig":
+        from .methods.rcig import jacobian_budget_mb
+
         n = cfg.batch_real + (2 if cfg.use_flip else 1) * s
         parts = {**data, "network pool (+ Adam state)": 3 * cfg.pool_size * p * BYTES,
-                 "activations": 2 * n * a * BYTES,
-                 "support Jacobian": min(s * k * p * BYTES, cfg.jacobian_mb * 2 ** 20)}
+                 # the JVP's primal and tangent activations, and the reverse pass through it keeps
+                 # a third copy (raised from 2 after benchmarks/results/memory_plan.md measured 0.71x)
+                 "activations": 3 * n * a * BYTES, "backward buffers": _backward(stats, n),
+                 # materialised up to its budget; about two copies while it is built (methods/rcig.py)
+                 "support Jacobian": 2 * min(s * k * p * BYTES, jacobian_budget_mb(cfg.jacobian_mb, device) * 2 ** 20)}
         return parts, cfg.iterations * n * (2 + cfg.inner_steps + cfg.hinv_steps), stats, net_kw
     return {**data, "activations": s * a * BYTES}, 0.0, stats, net_kw  # an unknown method: the set itself
 
@@ -230,7 +260,7 @@ def plan_cell(resolved: Any, method: str, ipc: int, *, num_classes: int, n_train
         return CellPlan(int(sum(parts.values())), steps * per, parts, steps)
     mcfg = resolved.method_cfg(method, ipc)
     parts, steps, stats, net_kw = method_plan(method, mcfg, ipc=ipc, num_classes=num_classes, n_train=n_train,
-                                              channels=channels, image_size=image_size)
+                                              channels=channels, image_size=image_size, device=device)
     seconds = steps * seconds_per_image_step(net_kw, channels, image_size, num_classes, device) if steps else 0.0
     ecfg = eval_cfg or resolved.train
     s = ipc * num_classes
