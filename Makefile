@@ -29,9 +29,12 @@ test-all: env
 	$(PY) -m pytest -q -m ''
 
 # Mutation testing of the defining functions (benchmarks/mutate.py; long, not part of `make test`).
+# `make mutate` re-tests every mutant from scratch (--fresh); `make mutate MODULES="noise dm"` runs
+# some modules; MUTATE_ARGS= (empty) keeps earlier results and re-tests only the survivors.
+MUTATE_ARGS ?= --fresh
 mutate: env
 	$(PY) -m pip install --quiet -e '.[mutate]'
-	$(PY) benchmarks/mutate.py $(MODULES)
+	OMP_NUM_THREADS=1 nice -n 10 $(PY) benchmarks/mutate.py $(MUTATE_ARGS) $(MODULES)
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -1,17 +1,34 @@
 """Mutation testing of the defining functions (``make mutate``; not part of ``make test``).
 
-For each module in :data:`TARGETS`, the repository is copied to a scratch folder (mutmut edits
-files in place, so the working tree is never touched), a patch that marks only the listed
-functions' lines as changed is written, and ``mutmut run --use-patch-file`` mutates those lines
-and runs the module's tests against every mutant. The report lists per module: mutants, killed,
-survived, timed out, with the diff of each survivor, and is written to
-``benchmarks/results/mutation.md`` (``--out`` elsewhere).
+For each module in :data:`TARGETS` the repository's ``src/`` and ``tests/`` are copied to a work
+folder (mutmut edits files in place, so the working tree is never touched), a patch that marks
+only the listed functions' bodies as changed is written, and ``mutmut run --use-patch-file``
+mutates exactly those lines and runs the module's listed tests against every mutant. The report
+(``benchmarks/results/mutation.md``, ``--out`` elsewhere) lists per module: mutants, killed,
+survived, timed out, with the diff of every survivor and, where one is written down in
+:data:`EQUIVALENT`, why it is equivalent.
+
+Two things make this affordable on a small machine:
+
+* **a pre-forked pytest** (``--serve``): torch, numpy and pytest are imported once by a server
+  process; mutmut's runner is a tiny client that asks the server to fork and run pytest on the
+  module's tests. The child imports ``ddlnl`` afresh from the (mutated) work folder, so every
+  mutant is tested on its own code. This saves the 2-3 s of ``import torch`` per mutant.
+* **incremental reruns**: the work folder (``--work``, default ``$TMPDIR/ddlnl-mutate/<module>``)
+  and its ``.mutmut-cache`` are kept. A rerun copies the current sources and tests in and mutmut
+  re-tests only mutants that were not killed (mutmut's rule: a killed mutant stays killed when
+  tests are added). ``--fresh`` starts from an empty cache. Only mutants on the current lines of
+  the listed functions are counted.
+
+Exit status of a test run: mutmut 2.5.1 counts only exit code 1 as "tests failed", so a mutant
+that breaks collection (exit 2) or hangs would count as survived; the client maps every non-zero
+exit to 1 and kills a run after ``--timeout`` seconds (reported as killed by timeout in the log).
 
 Usage::
 
     python benchmarks/mutate.py                 # every module of TARGETS
     python benchmarks/mutate.py noise dm        # some modules
-    python benchmarks/mutate.py --list          # the targets and their functions
+    python benchmarks/mutate.py --list          # the targets, their functions and tests
 
 Needs the ``mutate`` extra (``pip install -e '.[mutate]'``: mutmut 2.5.1 and whatthepatch).
 """
@@ -21,9 +38,12 @@ from __future__ import annotations
 import argparse
 import ast
 import datetime as dt
+import json
 import os
 import platform
 import shutil
+import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -34,22 +54,66 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 RESULT = ROOT / "benchmarks" / "results" / "mutation.md"
 
-# module -> (source file, defining functions (top-level names or Class.method), tests that pin them)
+# name -> (source file, defining functions (top-level names or Class.method), tests that pin them).
+# Tests are files or pytest node ids; only fast, targeted tests, so that one mutant costs seconds.
 TARGETS: dict[str, tuple[str, list[str], list[str]]] = {
     "random_subset": ("src/ddlnl/methods/random_subset.py", ["distill"],
                       ["tests/test_defining_random.py"]),
     "common": ("src/ddlnl/methods/common.py", ["class_indices", "check_ipc", "sample_per_class"],
                ["tests/test_defining_random.py"]),
-    "dm": ("src/ddlnl/methods/dm.py", ["matching_loss", "distill"],
+    "dm": ("src/ddlnl/methods/dm.py", ["class_matching_loss", "distill"],
            ["tests/test_defining_dm.py"]),
     "noise": ("src/ddlnl/noise.py",
               ["symmetric_matrix", "pairflip_matrix", "asymmetric_map", "_next_within_group", "asymmetric_matrix",
                "_map_matrix", "_sample_from_rows", "apply_transition", "_truncated_normal", "truncated_normal_mean",
-               "instance_dependent_labels", "realized_transition", "realized_noise_rate"],
+               "_raw_pixels", "_class_flip_probabilities", "instance_dependent_labels", "realized_transition",
+               "realized_noise_rate"],
               ["tests/test_defining_noise.py", "tests/test_reference_values.py", "tests/test_noise.py"]),
-    "train": ("src/ddlnl/train.py", ["soft_cross_entropy", "_lr_at", "_loss", "_optimizer", "gsam_gradient"],
+    "train": ("src/ddlnl/train.py",
+              ["soft_cross_entropy", "_lr_at", "_loss", "make_optimizer", "train", "gsam_gradient", "cutmix_box",
+               "cutmix"],
               ["tests/test_defining_train.py", "tests/test_train.py"]),
+    "augment": ("src/ddlnl/augment.py",
+                ["_affine", "_scale", "_rotate", "_flip", "_brightness", "_saturation", "_contrast",
+                 "_quantile_to_index", "_translate", "_crop", "_cutout", "DSA.sample", "DSA._idc_tokens",
+                 "DSA._sample_op", "DSA.apply", "ZCA.transform", "ZCA.inverse_transform", "fit_zca"],
+                ["tests/test_defining_dsa.py", "tests/test_augment.py"]),
+    "experts": ("src/ddlnl/experts.py", ["train_expert", "ExpertConfig.epoch_lr", "ExpertConfig.train_config"],
+                ["tests/test_defining_experts.py"]),
+    "estimate": ("src/ddlnl/estimate.py",
+                 ["ipc_upper_bound", "noise_rate_lower_bound", "anchor_transition", "class_prior_from_labels",
+                  "_log_likelihood", "fit_temperature", "_posterior", "_em", "estimate_noise", "max_valid_rate"],
+                 ["tests/test_estimate.py"]),
+    "label_issues": ("src/ddlnl/label_issues.py",
+                     ["neighbour_votes", "deconvolve_votes", "_count_thresholds", "confident_learning_issues",
+                      "find_issues"],
+                     ["tests/test_label_issues.py::test_flags_follow_the_threshold_rule",
+                      "tests/test_label_issues.py::test_exact_votes_and_T_recover_the_true_label_of_wrong_labels",
+                      "tests/test_label_issues.py::test_deconvolved_exact_vote_is_the_true_class",
+                      "tests/test_label_issues.py::test_per_class_threshold_flags_almost_nothing_on_clean_labels",
+                      "tests/test_label_issues.py::test_per_class_rule_is_cleanlabs_confident_learning",
+                      "tests/test_label_issues.py::test_estimated_threshold_flags_the_expected_number_per_class",
+                      "tests/test_label_issues.py::test_neighbour_votes_exclude_the_sample_itself"]),
+    "dance": ("src/ddlnl/methods/dance.py", ["pixel_box", "decode", "interpolate", "inner_class_loss",
+                                             "inter_class_loss"],
+              ["tests/test_defining_dance.py"]),
+    "dance_dm": ("src/ddlnl/methods/dm.py", ["matching_loss"], ["tests/test_defining_dance.py"]),
+    "datm": ("src/ddlnl/methods/datm.py", ["DATMConfig.window_upper", "plan_steps", "_distance", "Student.loss",
+                                           "tesla_gradients"],
+             ["tests/test_defining_datm.py", "tests/test_datm.py"]),
+    "rcig": ("src/ddlnl/methods/rcig.py", ["outer_predictions", "label_margin", "outer_loss", "inner_loss",
+                                           "_AdaBelief.step", "_clip_to", "_monotone", "_diverged", "_search_lr"],
+             ["tests/test_defining_rcig.py"]),
 }
+
+# Survivors shown to be equivalent (or not part of the defining step), by module and the mutated
+# line's text after the mutation (stripped); the reason goes into the report.
+EQUIVALENT: dict[str, dict[str, str]] = {}
+
+
+# --------------------------------------------------------------------------------------------
+# Patch restricted to the defining functions
+# --------------------------------------------------------------------------------------------
 
 
 def function_lines(path: Path, names: list[str]) -> list[int]:
@@ -68,8 +132,7 @@ def function_lines(path: Path, names: list[str]) -> list[int]:
         raise SystemExit(f"{path}: no function(s) {missing}; update TARGETS in {Path(__file__).name}")
     lines: set[int] = set()
     for name in names:
-        node = found[name]
-        body = node.body
+        body = found[name].body
         if body and isinstance(body[0], ast.Expr) and isinstance(getattr(body[0], "value", None), ast.Constant) \
                 and isinstance(body[0].value.value, str):
             body = body[1:]
@@ -98,95 +161,241 @@ def write_patch(source: str, text: str, lines: list[int], out: Path) -> None:
     out.write_text("\n".join(body) + "\n")
 
 
-def copy_tree(dest: Path) -> None:
+def sync_tree(dest: Path) -> None:
+    """Copy the tracked and untracked (not ignored) ``src/``, ``tests/`` files into ``dest``."""
     files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
                            capture_output=True, text=True, check=True).stdout.split()
+    for sub in ("src", "tests"):
+        if (dest / sub).exists():
+            shutil.rmtree(dest / sub)
     for rel in files:
-        if rel.startswith(("src/", "tests/", "pyproject.toml")) and (ROOT / rel).is_file():
-            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / rel, dest / rel)
+        if rel.startswith(("src/", "tests/")) or rel == "pyproject.toml":
+            if (ROOT / rel).is_file():
+                (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(ROOT / rel, dest / rel)
 
 
-def counts(work: Path) -> dict[str, int]:
+# --------------------------------------------------------------------------------------------
+# Pre-forked pytest: server and client
+# --------------------------------------------------------------------------------------------
+
+
+def serve(sock_path: str, workdir: str, timeout: float, log_path: str) -> None:
+    """Import the heavy modules once, then fork one pytest per request (never imports ddlnl)."""
+    import numpy  # noqa: F401
+    import pytest
+    import torch
+
+    torch.set_num_threads(1)
+    sys.dont_write_bytecode = True
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(sock_path)
+    server.listen(4)
+    log = open(log_path, "a", buffering=1)
+    while True:
+        conn, _ = server.accept()
+        with conn:
+            request = json.loads(conn.makefile().readline())
+            if request.get("stop"):
+                return
+            start = time.perf_counter()
+            pid = os.fork()
+            if pid == 0:  # child: a fresh ddlnl import from the work folder, pytest, exit status
+                os.chdir(workdir)
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, 1)
+                os.dup2(devnull, 2)
+                try:
+                    rc = int(pytest.main(request["args"]))
+                except BaseException:  # noqa: BLE001 - any crash is a failed run
+                    rc = 3
+                os._exit(rc)
+            rc = _wait(pid, conn, timeout)
+            log.write(f"{time.strftime('%H:%M:%S')} rc={rc} {time.perf_counter() - start:.1f}s\n")
+            try:
+                conn.sendall(f"{rc}\n".encode())
+            except OSError:
+                pass
+
+
+def _wait(pid: int, conn: socket.socket, timeout: float) -> int:
+    """Exit status of the child, or "timeout"/"client gone" (child killed) as a failed run."""
+    import select
+
+    deadline = time.monotonic() + timeout
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        gone = select.select([conn], [], [], 0.05)[0] and not conn.recv(1, socket.MSG_PEEK)
+        if gone or time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            return 124 if not gone else 125
+
+
+def client(sock_path: str, args: list[str]) -> int:
+    """mutmut's runner: ask the server to run pytest; 1 if anything but a clean pass."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.connect(sock_path)
+        s.sendall((json.dumps({"args": args}) + "\n").encode())
+        rc = int(s.makefile().readline().strip() or 3)
+    print(f"pytest exit status {rc}")
+    return 0 if rc == 0 else 1
+
+
+def stop_server(sock_path: str) -> None:
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.connect(sock_path)
+            s.sendall(b'{"stop": true}\n')
+    except OSError:
+        pass
+
+
+# --------------------------------------------------------------------------------------------
+# One module
+# --------------------------------------------------------------------------------------------
+
+
+def current_mutants(work: Path, source: str, lines: list[int]) -> list[tuple[int, str, int]]:
+    """(id, status, line number) of the cache's mutants on the listed lines as they are now."""
+    text = (work / source).read_text().splitlines()
     con = sqlite3.connect(work / ".mutmut-cache")
-    rows = con.execute("SELECT status, COUNT(*) FROM Mutant GROUP BY status").fetchall()
+    rows = con.execute("SELECT m.id, m.status, l.line_number, l.line FROM Mutant m JOIN Line l ON m.line = l.id "
+                       "JOIN SourceFile f ON l.sourcefile = f.id WHERE f.filename = ?", (source,)).fetchall()
     con.close()
-    return dict(rows)
+    wanted = set(lines)
+    return [(i, status, n + 1) for i, status, n, line in rows
+            if n + 1 in wanted and n < len(text) and text[n] == line]
 
 
-def survivors(work: Path, env: dict[str, str], mutmut: str) -> list[tuple[int, str]]:
-    con = sqlite3.connect(work / ".mutmut-cache")
-    ids = [r[0] for r in con.execute("SELECT id FROM Mutant WHERE status IN ('bad_survived', 'bad_timeout', "
-                                     "'ok_suspicious') ORDER BY id")]
-    con.close()
-    out = []
-    for i in ids:
-        diff = subprocess.run([mutmut, "show", str(i)], cwd=work, env=env, capture_output=True, text=True).stdout
-        out.append((i, "\n".join(line for line in diff.splitlines() if line.startswith(("-", "+"))
-                                 and not line.startswith(("---", "+++")))))
-    return out
+def show(work: Path, env: dict[str, str], mutmut: str, mutant: int) -> str:
+    diff = subprocess.run([mutmut, "show", str(mutant)], cwd=work, env=env, capture_output=True, text=True).stdout
+    return "\n".join(line for line in diff.splitlines()
+                     if line.startswith(("-", "+")) and not line.startswith(("---", "+++")))
 
 
-def run_module(name: str, log) -> dict:
+def run_module(name: str, args: argparse.Namespace, log) -> dict:
     source, functions, tests = TARGETS[name]
-    tests = [t for t in tests if (ROOT / t).exists()]
+    missing = [t for t in tests if not (ROOT / t.split("::")[0]).exists()]
+    if missing:
+        raise SystemExit(f"{name}: test file(s) {missing} do not exist; update TARGETS")
     mutmut = str(Path(sys.executable).with_name("mutmut"))
-    with tempfile.TemporaryDirectory(prefix=f"ddlnl-mutate-{name}-") as tmp:
-        work = Path(tmp)
-        copy_tree(work)
-        lines = function_lines(work / source, functions)
-        write_patch(source, (work / source).read_text(), lines, work / "defining.patch")
-        env = dict(os.environ, PYTHONPATH=str(work / "src"), OMP_NUM_THREADS="1")
-        runner = f"{sys.executable} -m pytest -x -q -p no:cacheprovider {' '.join(tests)}"
-        start = time.perf_counter()
+    work = Path(args.work or Path(tempfile.gettempdir()) / "ddlnl-mutate") / name
+    if args.fresh and work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True, exist_ok=True)
+    sync_tree(work)
+    lines = function_lines(work / source, functions)
+    write_patch(source, (work / source).read_text(), lines, work / "defining.patch")
+    env = dict(os.environ, PYTHONPATH=str(work / "src"), OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    sock = str(work / "pytest.sock")
+    if os.path.exists(sock):
+        os.unlink(sock)
+    server = subprocess.Popen([sys.executable, __file__, "--serve", sock, "--serve-dir", str(work),
+                               "--timeout", str(args.timeout), "--serve-log", str(work / "runs.log")], env=env)
+    for _ in range(600):
+        if os.path.exists(sock):
+            break
+        time.sleep(0.1)
+    pytest_args = ["-x", "-q", "-p", "no:cacheprovider", *tests]
+    runner = f"{sys.executable} {__file__} --client {sock} -- {' '.join(pytest_args)}"
+    start = time.perf_counter()
+    try:
         proc = subprocess.run([mutmut, "run", "--paths-to-mutate", source, "--runner", runner,
                                "--use-patch-file", "defining.patch", "--no-progress", "--simple-output"],
                               cwd=work, env=env, capture_output=True, text=True)
-        seconds = time.perf_counter() - start
-        log.write(proc.stdout[-4000:] + proc.stderr[-4000:])
-        if not (work / ".mutmut-cache").exists():
-            raise SystemExit(f"mutmut did not run for {name}:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
-        c = counts(work)
-        return {"module": name, "source": source, "functions": functions, "tests": tests, "seconds": seconds,
-                "total": sum(c.values()), "killed": c.get("ok_killed", 0), "survived": c.get("bad_survived", 0),
-                "timeout": c.get("bad_timeout", 0), "suspicious": c.get("ok_suspicious", 0),
-                "untested": c.get("untested", 0), "survivors": survivors(work, env, mutmut)}
+    finally:
+        stop_server(sock)
+        server.wait(timeout=30)
+    seconds = time.perf_counter() - start
+    log.write(f"== {name}\n{proc.stdout[-4000:]}{proc.stderr[-4000:]}\n")
+    if not (work / ".mutmut-cache").exists() or "Traceback" in proc.stderr:
+        raise SystemExit(f"mutmut failed for {name}:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
+    mutants = current_mutants(work, source, lines)
+    if not mutants:
+        raise SystemExit(f"mutmut made no mutants for {name} (functions {functions}); see the log")
+    count = lambda *s: sum(1 for _, status, _ in mutants if status in s)  # noqa: E731
+    timeouts = (work / "runs.log").read_text().count("rc=124") if (work / "runs.log").exists() else 0
+    survivors = []
+    for i, status, line in sorted(mutants):
+        if status in ("bad_survived", "ok_suspicious"):
+            diff = show(work, env, mutmut, i)
+            after = next((d[1:].strip() for d in diff.splitlines() if d.startswith("+")), "")
+            survivors.append((i, line, diff, EQUIVALENT.get(name, {}).get(after)))
+    return {"module": name, "source": source, "functions": functions, "tests": tests, "seconds": seconds,
+            "total": len(mutants), "killed": count("ok_killed", "bad_timeout"), "untested": count("untested"),
+            "survived": count("bad_survived", "ok_suspicious"), "timeouts_logged": timeouts,
+            "survivors": survivors}
 
 
-def report(results: list[dict]) -> str:
+# --------------------------------------------------------------------------------------------
+# Report
+# --------------------------------------------------------------------------------------------
+
+
+def machine_line() -> str:
     load = os.getloadavg()
+    return (f"{platform.node() or 'host'} ({os.cpu_count()} CPUs, {platform.machine()}), "
+            f"load average {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}")
+
+
+def report(results: list[dict], header: str = "") -> str:
     lines = ["# Mutation testing of the defining functions", "",
-             f"`python benchmarks/mutate.py` (mutmut 2.5.1, mutations only on the listed functions' lines), "
-             f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.node() or 'host'} "
-             f"({os.cpu_count()} CPUs, {platform.machine()}), load average {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}, "
-             "tests with 1 torch thread.", "",
-             "A *killed* mutant made a test fail (or time out); a *survivor* left every listed test green.", "",
-             "| module | functions | mutants | killed | survived | timeout | killed % | minutes |",
-             "|---|---|---|---|---|---|---|---|"]
+             f"`python benchmarks/mutate.py {' '.join(r['module'] for r in results)}` (mutmut 2.5.1; mutations only "
+             f"on the listed functions' lines), finished {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC on "
+             f"{machine_line()}; tests with 1 torch thread.", ""]
+    if header:
+        lines += [header, ""]
+    lines += ["A mutant is *killed* when a listed test fails, errors or times out; a *survivor* left every listed "
+              "test green. *Equivalent* survivors (reason below each) cannot be told apart from the original by "
+              "any behaviour the step defines; killed % is killed / (mutants - equivalent).", "",
+              "| module | mutants | killed | survived | equivalent | killed % of non-equivalent | minutes (last run) |",
+              "|---|---|---|---|---|---|---|"]
     for r in results:
-        tested = r["total"] - r["untested"]
-        killed = r["killed"] + r["timeout"]
-        pct = 100.0 * killed / tested if tested else float("nan")
-        lines.append(f"| {r['module']} | {', '.join(r['functions'])} | {tested} | {r['killed']} | {r['survived']} | "
-                     f"{r['timeout']} | {pct:.1f} | {r['seconds'] / 60:.1f} |")
+        equivalent = sum(1 for s in r["survivors"] if s[3])
+        tested = r["total"] - r["untested"] - equivalent
+        pct = 100.0 * r["killed"] / tested if tested else float("nan")
+        lines.append(f"| {r['module']} | {r['total'] - r['untested']} | {r['killed']} | {r['survived'] - equivalent} | "
+                     f"{equivalent} | {pct:.1f} | {r['seconds'] / 60:.1f} |")
+    lines += ["", "## What was mutated and which tests ran", ""]
+    for r in results:
+        lines.append(f"- **{r['module']}** (`{r['source']}`): {', '.join(r['functions'])}; tests: "
+                     f"{', '.join(r['tests'])}" + (f"; {r['untested']} mutants not reached" if r["untested"] else ""))
     for r in results:
         if r["survivors"]:
-            lines += ["", f"## Survivors: {r['module']} (`{r['source']}`; tests: {', '.join(r['tests'])})", ""]
-            for i, diff in r["survivors"]:
-                lines += [f"mutant {i}:", "```diff", diff, "```"]
+            lines += ["", f"## Survivors: {r['module']}", ""]
+            for i, line, diff, why in r["survivors"]:
+                lines += [f"mutant {i} (line {line}){': equivalent: ' + why if why else ': NOT killed'}", "```diff",
+                          diff, "```"]
     return "\n".join(lines) + "\n"
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["--client"]:  # mutmut's runner: no argparse, no imports beyond the stdlib
+        sys.exit(client(sys.argv[2], sys.argv[4:]))
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("modules", nargs="*", help=f"subset of {', '.join(TARGETS)}")
-    ap.add_argument("--list", action="store_true")
-    ap.add_argument("--out", default=str(RESULT))
-    args = ap.parse_args()
+    ap.add_argument("--list", action="store_true", help="print the targets and exit")
+    ap.add_argument("--out", default=str(RESULT), help="report file (default: %(default)s)")
+    ap.add_argument("--work", default=None, help="folder of the per-module work copies and caches")
+    ap.add_argument("--fresh", action="store_true", help="forget earlier results (re-test every mutant)")
+    ap.add_argument("--timeout", type=float, default=120.0, help="seconds before one test run counts as killed")
+    ap.add_argument("--header", default="", help="a paragraph for the report (how it was run)")
+    ap.add_argument("--serve", help=argparse.SUPPRESS)
+    ap.add_argument("--serve-dir", help=argparse.SUPPRESS)
+    ap.add_argument("--serve-log", help=argparse.SUPPRESS)
+    args, rest = ap.parse_known_args()
+    if args.serve:
+        serve(args.serve, args.serve_dir, args.timeout, args.serve_log)
+        return
     if args.list:
         for k, (src, fns, tests) in TARGETS.items():
             print(f"{k}: {src}: {', '.join(fns)}  [{', '.join(tests)}]")
         return
+    if rest:
+        ap.error(f"unrecognized arguments: {' '.join(rest)}")
     names = args.modules or list(TARGETS)
     unknown = [n for n in names if n not in TARGETS]
     if unknown:
@@ -197,12 +406,12 @@ def main() -> None:
     with open(log_path, "a") as log:
         for name in names:
             print(f"mutating {name} ...", flush=True)
-            results.append(run_module(name, log))
+            results.append(run_module(name, args, log))
             r = results[-1]
-            print(f"  {r['total']} mutants, {r['killed']} killed, {r['survived']} survived, {r['timeout']} timeout "
+            print(f"  {r['total']} mutants, {r['killed']} killed, {r['survived']} survived, {r['untested']} untested "
                   f"in {r['seconds'] / 60:.1f} min", flush=True)
-            Path(args.out).write_text(report(results))
-    print(report(results))
+            Path(args.out).write_text(report(results, args.header))
+    print(report(results, args.header))
 
 
 if __name__ == "__main__":

@@ -43,7 +43,16 @@ def test_class_indices_and_ipc_limit():
     assert [i.tolist() for i in class_indices(labels, 4)] == [[1, 4], [3], [0, 2, 5], []]
     idx = class_indices(labels, 3)
     check_ipc(idx, 1)
-    with pytest.raises(ConfigError, match="ipc must be >= 1"):
+    with pytest.raises(ConfigError, match="^ipc must be >= 1, got 0$"):
         check_ipc(idx, 0)
-    with pytest.raises(ConfigError, match="ipc=2 exceeds the 1 images of \\(noisy\\) class 1"):
+    with pytest.raises(ConfigError, match="^ipc=2 exceeds the 1 images of \\(noisy\\) class 1: use ipc <= 1$"):
         check_ipc(idx, 2)
+
+
+def test_same_seed_same_subset_and_the_set_records_what_made_it(tiny_dataset):
+    t = _noisy(tiny_dataset)
+    a = random_subset.distill(t, 2, seed=9, num_classes=4)
+    b = random_subset.distill(t, 2, seed=9, num_classes=4)
+    assert a.meta["source_indices"] == b.meta["source_indices"] and torch.equal(a.images, b.images)
+    assert {k: a.meta[k] for k in ("method", "config", "ipc", "seed", "num_classes")} == \
+        {"method": "random", "config": {}, "ipc": 2, "seed": 9, "num_classes": 4}
