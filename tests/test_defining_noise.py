@@ -129,3 +129,32 @@ def test_ptd_rate_zero_keeps_the_labels_and_flips_depend_on_the_image():
     # Same draws, other images: other flips (the flip direction depends on the instance).
     other = noise.instance_dependent_labels(images.flip(-1), labels, 0.4, seed=0, num_classes=4)
     assert (other != noisy).any()
+
+
+def test_each_refused_rate_is_one_line_naming_the_kind_the_limit_and_why(caplog):
+    # Bad input is one clear line that names the problem and the limit: pinned word for word.
+    import re
+
+    from ddlnl.errors import UserError
+    from ddlnl.noise import asymmetric_map, asymmetric_matrix, pairflip_matrix, symmetric_matrix
+
+    cases = [
+        (lambda: symmetric_matrix(10, 1.0, inclusive=True), "symmetric-inclusive noise: rate must be < 1, got 1"),
+        (lambda: symmetric_matrix(10, 0.9),
+         "symmetric noise with K=10: rate must be < 0.9, got 0.9 (at (K-1)/K the clean class is no longer the "
+         "most likely label: not identifiable)"),
+        (lambda: pairflip_matrix(10, 0.5),
+         "pairflip noise: rate must be < 0.5, got 0.5 (from 0.5 on the flipped class dominates)"),
+        (lambda: asymmetric_matrix("cifar10", 10, 1.0), "asymmetric noise: rate must be < 1, got 1"),
+        (lambda: asymmetric_map("svhn", 10),
+         "no asymmetric map for svhn; use symmetric or pairflip, or a dataset with a map "
+         "(cifar10, cifar100, digits, fashion-mnist, mnist)"),
+        (lambda: asymmetric_map("cifar10", 100), "the asymmetric map for cifar10 is for 10 classes, got 100"),
+    ]
+    for call, message in cases:
+        with pytest.raises(UserError, match="^" + re.escape(message) + "$"):
+            call()
+    with caplog.at_level("WARNING"):
+        asymmetric_matrix("cifar10", 10, 0.6)
+    assert "warning: asymmetric noise 0.6 >= 0.5 on cifar10: the clean label is no longer the majority label " \
+           "of the 5 mapped classes" in caplog.text
