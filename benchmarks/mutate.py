@@ -103,7 +103,26 @@ TARGETS: dict[str, tuple[str, list[str], list[str]]] = {
 
 # Survivors shown to be equivalent (or not part of the defining step), by module and the mutated
 # line's text after the mutation (stripped); the reason goes into the report.
-EQUIVALENT: dict[str, dict[str, str]] = {}
+_SQUARE = "the transition matrix is validated square (K x K) just before, so t.shape[1] == t.shape[0]"
+_BOUND = ("a float64 normal draw equals the truncation bound exactly with probability 0, so < and <= (> and >=) "
+          "truncate to the same distribution")
+_SALT = ("a seed salt: another salt gives another, equally distributed, draw from the same seed; no behaviour "
+         "defines which draw a seed gives")
+EQUIVALENT: dict[str, dict[str, str]] = {
+    "noise": {
+        "return np.minimum(picked, probs.shape[1] + 1).astype(np.int64)":
+            "the clamp never acts: after the division cdf[:, -1] is exactly 1.0 and every uniform is < 1, so "
+            "picked <= K - 1 already",
+        "_check_range(clean, t.shape[1])": _SQUARE,
+        "row = np.broadcast_to(t[cls], (int(where.sum()), t.shape[1]))": _SQUARE,
+        "bad = (out <= low) | (out > high)": _BOUND,
+        "bad = (out < low) | (out >= high)": _BOUND,
+        "cdf = lambda z: 0.5 * (2 + math.erf(z / math.sqrt(2)))  # noqa: E731":
+            "the CDF's constant cancels: only cdf(b) - cdf(a) is used",
+    },
+    "random_subset": {'g = generator(derive_seed(seed, "XXrandom-subsetXX"))': _SALT},
+    "dm": {'g = generator(derive_seed(seed, "XXdmXX"))': _SALT},
+}
 
 
 # --------------------------------------------------------------------------------------------
@@ -353,6 +372,9 @@ def run_module(name: str, args: argparse.Namespace, log) -> dict:
                "defining.patch", "--no-progress", "--simple-output"]
     try:
         for attempt in range(args.restarts + 1):
+            # A stopped mutmut leaves its current mutant in the file: start from the pristine source.
+            shutil.copy2(ROOT / source, work / source)
+            Path(str(work / source) + ".bak").unlink(missing_ok=True)
             done = run_mutmut(command, work, env, log)
             if done:
                 break

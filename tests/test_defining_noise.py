@@ -18,6 +18,9 @@ def test_inverse_cdf_sampling_on_hand_made_rows():
     probs = np.array([[0.2, 0.0, 0.8]] * 6)
     u = np.array([0.0, 0.1999, 0.2, 0.5, 0.9999, 0.99999999])
     assert noise._sample_from_rows(probs, u).tolist() == [0, 0, 2, 2, 2, 2]  # class 1 (p = 0) never
+    # each cumulative row is divided by its total: weights 1 : 3 are probabilities 0.25 : 0.75
+    weights = np.array([[1.0, 3.0]] * 4)
+    assert noise._sample_from_rows(weights, np.array([0.0, 0.2499, 0.25, 0.9])).tolist() == [0, 0, 1, 1]
     t = np.array([[0.5, 0.5, 0.0], [0.0, 0.0, 1.0], [0.1, 0.2, 0.7]])
     labels = np.array([0] * 4000 + [1] * 100 + [2] * 4000)
     noisy = noise.apply_transition(labels, t, seed=3)
@@ -158,3 +161,19 @@ def test_each_refused_rate_is_one_line_naming_the_kind_the_limit_and_why(caplog)
         asymmetric_matrix("cifar10", 10, 0.6)
     assert "warning: asymmetric noise 0.6 >= 0.5 on cifar10: the clean label is no longer the majority label " \
            "of the 5 mapped classes" in caplog.text
+
+
+def test_ptd_on_normalised_images_scores_the_raw_pixels_they_came_from():
+    # make_noise passes normalised images with their (mean, std): PTD must see 0..255 pixels again.
+    g = torch.Generator().manual_seed(2)
+    raw = torch.randint(0, 256, (60, 3, 2, 2), generator=g).double()
+    mean, std = (0.49, 0.48, 0.45), (0.25, 0.24, 0.26)
+    m, s = torch.tensor(mean).view(1, 3, 1, 1), torch.tensor(std).view(1, 3, 1, 1)
+    normalised = ((raw / 255.0 - m) / s).float()
+    back = noise._raw_pixels(normalised, (mean, std))
+    assert torch.allclose(back, raw, atol=1e-3)
+    labels = np.repeat(np.arange(3), 20)
+    p_raw = noise.instance_flip_probabilities(raw, labels, 0.3, seed=4, num_classes=3)
+    p_norm = noise.instance_flip_probabilities(normalised, labels, 0.3, seed=4, num_classes=3,
+                                               normalization=(mean, std))
+    np.testing.assert_allclose(p_norm, p_raw, rtol=1e-3, atol=1e-12)

@@ -200,3 +200,16 @@ def test_labels_start_as_centred_one_hot_and_ridge_scales_with_the_set(tiny_data
     expected = F.one_hot(torch.arange(4).repeat_interleave(2), 4).float() - 0.25
     torch.testing.assert_close(torch.tensor(syn.meta["raw_labels"]), expected)
     assert syn.meta["l2"] == pytest.approx(0.0005 * 8)
+
+
+def test_monotone_diverged_and_implicit_clip_on_hand_values():
+    # monotone: every inner step strictly lowered the loss; diverged: it ended above its start.
+    assert rcig._monotone([3.0, 2.0, 1.0]) and not rcig._monotone([3.0, 3.0, 1.0])
+    assert not rcig._monotone([1.0]) and not rcig._monotone([])
+    assert rcig._diverged([1.0, 0.5, 1.5]) and not rcig._diverged([1.0, 2.0, 1.0]) and not rcig._diverged([1.0])
+    assert not rcig._diverged([1.0, 1.0])
+    # the implicit part is scaled down to the direct part's norm, never up
+    implicit, direct = torch.tensor([3.0, 4.0]), torch.tensor([0.6, 0.8])
+    torch.testing.assert_close(rcig._clip_to(implicit, direct), torch.tensor([0.6, 0.8]))
+    torch.testing.assert_close(rcig._clip_to(direct, implicit), direct)
+    torch.testing.assert_close(rcig._clip_to(torch.zeros(2), direct), torch.zeros(2))
