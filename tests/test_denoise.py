@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from conftest import make_blobs
-from ddlnl.denoise import DenoiseConfig, denoise, denoise_targets, weighted_soft_ce
+from ddlnl.denoise import DenoiseConfig, denoise, denoise_targets, posterior_targets, weighted_soft_ce
 from ddlnl.errors import ConfigError
 from ddlnl.label_issues import IssuesConfig
 from ddlnl.synthetic import SyntheticSet
@@ -43,6 +43,19 @@ def test_mix_zero_gives_hard_targets_and_threshold_one_drops_every_flag():
     np.testing.assert_allclose(t.targets.numpy(), P, rtol=1e-6)
 
 
+def test_posterior_targets_combine_the_teacher_with_the_noise_model():
+    # Symmetric noise at rate 0.6 over 3 classes: T[i, i] = 0.4, T[i, j] = 0.3.
+    T = np.full((3, 3), 0.3) + np.eye(3) * 0.1
+    joint = P * T[:, GIVEN].T  # pi_k(x_n) * T[k, given_n], by hand below for row 1
+    post = joint / joint.sum(1, keepdims=True)
+    np.testing.assert_allclose(post[1], np.array([0.1 * 0.3, 0.8 * 0.3, 0.1 * 0.4]) / (0.03 + 0.24 + 0.04))
+    t = posterior_targets(post, GIVEN)
+    np.testing.assert_allclose(t.targets.numpy(), post, rtol=1e-6)
+    assert t.weights.tolist() == [1.0] * 4  # nothing is dropped
+    assert t.labels.tolist() == post.argmax(1).tolist() == [0, 1, 0, 2]
+    assert t.group.tolist() == [0, 1, 1, 1]  # agree where the posterior keeps the given label
+
+
 def test_weighted_soft_ce_ignores_dropped_samples():
     g = torch.Generator().manual_seed(0)
     logits = torch.randn(4, 3, generator=g, requires_grad=True)
@@ -59,7 +72,7 @@ def test_weighted_soft_ce_ignores_dropped_samples():
 
 
 def test_config_refuses_bad_values():
-    for bad in (dict(mix=1.5), dict(threshold=-0.1), dict(val_fraction=0.6)):
+    for bad in (dict(mix=1.5), dict(threshold=-0.1), dict(val_fraction=0.6), dict(targets="soft")):
         with pytest.raises(ConfigError):
             DenoiseConfig(**bad).check()
 
@@ -89,6 +102,13 @@ def test_denoise_end_to_end_on_a_tiny_problem():
     assert res.summary()["selected_epoch"] in (1, 2, 3)
     # The teachers beat the given labels on the flipped samples (they never saw them).
     assert (res.issues.suggested[flip.numpy()] == data.labels.numpy()[flip.numpy()]).mean() > 0.5
+    # targets=posterior: the student learns the scores' posterior rows, every sample kept.
+    post = denoise(noisy, syn, DenoiseConfig(targets="posterior", val_fraction=0.2), cfg, tcfg,
+                   IssuesConfig(n_models=2, neighbours=5, embed_dim=0), seed=0, scored=(res.teachers, res.issues))
+    rows = res.issues.posterior[post.train_index.numpy()]
+    torch.testing.assert_close(post.targets.targets, torch.as_tensor(rows / rows.sum(1, keepdims=True)).float())
+    assert post.targets.counts()["dropped"] == 0
+    assert not torch.equal(post.targets.targets, res.targets.targets)
 
 
 CLI_TINY = ["--set", "dm.iterations=2", "--set", "dm.width=8", "--set", "dm.batch_real=8", "--set", "train.epochs=3",

@@ -21,6 +21,13 @@ synthetic set alone (the privacy route) or on the noisy labels alone. :func:`den
    the mixture of Reed et al.'s soft bootstrapping ("Training deep neural networks on noisy labels
    with bootstrapping", 2015) and Li et al.'s distillation target, with the teacher's (fixed)
    prediction in place of the network's own.
+   With ``targets="posterior"`` the student instead learns every sample's posterior over its true
+   label given the image *and* the given label, ``P(true = k | x, given) ∝ pi_k(x) T[k, given]``
+   (the teachers' prior ``pi`` and the estimated transition matrix ``T`` of
+   :func:`ddlnl.label_issues.score_labels`), nothing dropped: the E-step of Xiao et al., "Learning
+   from Massive Noisy Labeled Data for Image Classification" (CVPR 2015), with the teachers in place of
+   the network being trained. The given label keeps its weight where the noise model says it is
+   likely right, whatever the teacher's confidence.
 5. **Early stopping on a teacher-cleaned noisy validation split**: ``val_fraction`` of the training
    set (stratified by given label) is held out, its labels replaced by the teacher-cleaned ones
    (:meth:`~ddlnl.label_issues.LabelIssues.cleaned_labels`), and the epoch with the best accuracy on
@@ -48,10 +55,11 @@ from .synthetic import SyntheticSet, to_set_space
 from .train import TrainConfig, build_model, stratified_split, train
 from .utils import derive_seed
 
-__all__ = ["DenoiseConfig", "DenoiseTargets", "DenoiseResult", "denoise_targets", "weighted_soft_ce",
-           "score_with_teachers", "denoise", "split_denoise_overrides", "GROUPS"]
+__all__ = ["DenoiseConfig", "DenoiseTargets", "DenoiseResult", "denoise_targets", "posterior_targets",
+           "weighted_soft_ce", "score_with_teachers", "denoise", "split_denoise_overrides", "GROUPS"]
 
 GROUPS = ("agree", "pseudo", "dropped")  # codes 0, 1, 2 of DenoiseTargets.group
+TARGETS = ("mix", "posterior")  # DenoiseConfig.targets
 
 
 @dataclass(frozen=True)
@@ -65,8 +73,11 @@ class DenoiseConfig:
     mix: float = 0.3  # weight of the teacher's probabilities in each target (0 = hard labels)
     threshold: float = 0.5  # teacher confidence above which a flagged sample keeps the teacher's label
     val_fraction: float = 0.1  # share held out (labels teacher-cleaned) to choose the epoch; 0 = last epoch
+    targets: str = "mix"  # mix: selection + pseudo-labels + soft mix (steps 2-4); posterior: P(true | x, given)
 
     def check(self) -> None:
+        if self.targets not in TARGETS:
+            raise ConfigError(f"denoise.targets must be one of {', '.join(TARGETS)}, got {self.targets!r}")
         if not 0.0 <= self.mix <= 1.0:
             raise ConfigError(f"denoise.mix must be in [0, 1], got {self.mix}")
         if not 0.0 <= self.threshold <= 1.0:
@@ -124,6 +135,17 @@ def denoise_targets(pred_probs: np.ndarray, given: np.ndarray, is_issue: np.ndar
     group[pseudo] = 1
     group[dropped] = 2
     return DenoiseTargets(targets=targets.float(), weights=(~dropped).float(), group=group, labels=labels)
+
+
+def posterior_targets(posterior: np.ndarray, given: np.ndarray) -> DenoiseTargets:
+    """``targets="posterior"``: every sample kept, its target ``P(true | x, given)`` (rows of
+    ``posterior``); group ``agree`` where the posterior's argmax is the given label, else ``pseudo``."""
+    p = torch.as_tensor(np.asarray(posterior), dtype=torch.float64)
+    y = torch.as_tensor(np.asarray(given), dtype=torch.int64)
+    p = p / p.sum(dim=1, keepdim=True)
+    labels = p.argmax(dim=1)
+    group = (labels != y).long()
+    return DenoiseTargets(targets=p.float(), weights=torch.ones(len(y)), group=group, labels=labels)
 
 
 def weighted_soft_ce(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
@@ -218,8 +240,14 @@ def denoise(noisy: LabeledTensors, syn: SyntheticSet, cfg: DenoiseConfig, train_
     else:
         tr, va = torch.arange(n), torch.zeros(0, dtype=torch.int64)
     given = noisy.labels.cpu().numpy()
-    tg = denoise_targets(issues.pred_probs[tr.numpy()], given[tr.numpy()], issues.is_issue[tr.numpy()],
-                         mix=cfg.mix, threshold=cfg.threshold)
+    if cfg.targets == "posterior":
+        if issues.posterior is None:
+            raise ConfigError("denoise.targets=posterior needs scores with a posterior (ddlnl's label issues); "
+                              "use denoise.targets=mix")
+        tg = posterior_targets(issues.posterior[tr.numpy()], given[tr.numpy()])
+    else:
+        tg = denoise_targets(issues.pred_probs[tr.numpy()], given[tr.numpy()], issues.is_issue[tr.numpy()],
+                             mix=cfg.mix, threshold=cfg.threshold)
     student_data = LabeledTensors(noisy.images[tr], tg.targets)
     weights = tg.weights.to(device)
     monitor, select = None, None
