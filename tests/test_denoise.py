@@ -9,7 +9,7 @@ import torch
 from conftest import make_blobs
 from ddlnl.denoise import DenoiseConfig, denoise, denoise_targets, posterior_targets, weighted_soft_ce
 from ddlnl.errors import ConfigError
-from ddlnl.label_issues import IssuesConfig
+from ddlnl.label_issues import IssuesConfig, score_labels, teacher_outputs
 from ddlnl.synthetic import SyntheticSet
 from ddlnl.train import TrainConfig
 
@@ -72,7 +72,8 @@ def test_weighted_soft_ce_ignores_dropped_samples():
 
 
 def test_config_refuses_bad_values():
-    for bad in (dict(mix=1.5), dict(threshold=-0.1), dict(val_fraction=0.6), dict(targets="soft")):
+    for bad in (dict(mix=1.5), dict(threshold=-0.1), dict(val_fraction=0.6), dict(targets="soft"),
+                dict(rounds=0), dict(rounds=1.5)):
         with pytest.raises(ConfigError):
             DenoiseConfig(**bad).check()
 
@@ -109,6 +110,23 @@ def test_denoise_end_to_end_on_a_tiny_problem():
     torch.testing.assert_close(post.targets.targets, torch.as_tensor(rows / rows.sum(1, keepdims=True)).float())
     assert post.targets.counts()["dropped"] == 0
     assert not torch.equal(post.targets.targets, res.targets.targets)
+    # rounds=2: the round-1 student re-scores the labels and a fresh student trains on its targets.
+    two = denoise(noisy, syn, DenoiseConfig(mix=0.3, threshold=0.5, val_fraction=0.2, rounds=2), cfg, tcfg,
+                  IssuesConfig(n_models=2, neighbours=5, embed_dim=0), seed=0, scored=(res.teachers, res.issues))
+    outs = teacher_outputs([res.model], noisy.images)
+    rescored = score_labels(syn, noisy, IssuesConfig(n_models=2, neighbours=5, embed_dim=0), tcfg, seed=0,
+                            teachers=outs)
+    np.testing.assert_allclose(two.issues.pred_probs, rescored.pred_probs, rtol=1e-6)
+    tr = two.train_index.numpy()
+    expected = denoise_targets(rescored.pred_probs[tr], y.numpy()[tr], rescored.is_issue[tr], mix=0.3, threshold=0.5)
+    torch.testing.assert_close(two.targets.targets, expected.targets)
+    assert not np.allclose(two.issues.pred_probs, res.issues.pred_probs)
+    # Its epoch is still chosen on the labels the synthetic set's teachers cleaned, not on its own scores.
+    val = res.val_index.numpy()
+    student_val_acc = [h["cleaned_val_acc"] for h in two.history]
+    with torch.no_grad():
+        pred = two.model(noisy.images[val]).argmax(1).numpy()
+    assert (pred == res.issues.cleaned_labels()[val]).mean() == pytest.approx(max(student_val_acc))
 
 
 CLI_TINY = ["--set", "dm.iterations=2", "--set", "dm.width=8", "--set", "dm.batch_real=8", "--set", "train.epochs=3",

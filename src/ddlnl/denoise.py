@@ -30,8 +30,17 @@ synthetic set alone (the privacy route) or on the noisy labels alone. :func:`den
    likely right, whatever the teacher's confidence.
 5. **Early stopping on a teacher-cleaned noisy validation split**: ``val_fraction`` of the training
    set (stratified by given label) is held out, its labels replaced by the teacher-cleaned ones
-   (:meth:`~ddlnl.label_issues.LabelIssues.cleaned_labels`), and the epoch with the best accuracy on
-   it is returned. The test set is never looked at.
+   (:meth:`~ddlnl.label_issues.LabelIssues.cleaned_labels`, the synthetic set's teachers in every
+   round), and the epoch with the best accuracy on it is returned. The test set is never looked at.
+
+With ``rounds = 2`` (or more) the trained student becomes the next round's teacher: its
+predictions re-score every given label (same scoring, flags and neighbour vote, in its feature
+space) and a fresh student trains on the new targets. The student never saw the given label of a
+sample its teachers flagged (it learnt the teacher's label there), so its opinion of those labels
+stays independent of their flips; this is the iterated relabelling of Tanaka et al., "Joint
+Optimization Framework for Learning with Noisy Labels" (CVPR 2018) and of self-training
+(Xie et al., "Self-training with Noisy Student", CVPR 2020), with the distilled set's teachers as
+the first round.
 
 The student trains in ddlnl's one loop (:func:`ddlnl.train.train`) through its ``loss_fn`` hook
 (weighted soft cross-entropy), with the same model, schedule and budget as every baseline.
@@ -70,12 +79,15 @@ class DenoiseConfig:
     ``benchmarks/results/denoise.md``).
     """
 
-    mix: float = 0.3  # weight of the teacher's probabilities in each target (0 = hard labels)
+    mix: float = 0.6  # weight of the teacher's probabilities in each target (0 = hard labels)
     threshold: float = 0.5  # teacher confidence above which a flagged sample keeps the teacher's label
     val_fraction: float = 0.1  # share held out (labels teacher-cleaned) to choose the epoch; 0 = last epoch
     targets: str = "mix"  # mix: selection + pseudo-labels + soft mix (steps 2-4); posterior: P(true | x, given)
+    rounds: int = 2  # >= 2: each trained student re-scores the labels as the next round's teacher
 
     def check(self) -> None:
+        if not isinstance(self.rounds, int) or isinstance(self.rounds, bool) or not 1 <= self.rounds <= 10:
+            raise ConfigError(f"denoise.rounds must be an integer in 1..10, got {self.rounds!r}")
         if self.targets not in TARGETS:
             raise ConfigError(f"denoise.targets must be one of {', '.join(TARGETS)}, got {self.targets!r}")
         if not 0.0 <= self.mix <= 1.0:
@@ -239,31 +251,48 @@ def denoise(noisy: LabeledTensors, syn: SyntheticSet, cfg: DenoiseConfig, train_
         tr, va = stratified_split(noisy.labels.cpu(), cfg.val_fraction, derive_seed(seed, "denoise-val"))
     else:
         tr, va = torch.arange(n), torch.zeros(0, dtype=torch.int64)
-    given = noisy.labels.cpu().numpy()
+    # Every round chooses its epoch on the same yardstick: the validation labels the synthetic set's
+    # teachers cleaned (a later round's own scores would favour a student that agrees with its predecessor).
+    val_labels = torch.from_numpy(issues.cleaned_labels()[va.numpy()])
+    for r in range(cfg.rounds):
+        if r:  # the previous student is this round's teacher
+            outs = teacher_outputs([model], noisy.images, batch_size=teacher_cfg.eval_batch_size,
+                                   keep_features=issues_cfg.neighbours > 0)
+            issues = score_labels(syn, noisy, issues_cfg, teacher_cfg, seed=seed, device=device, teachers=outs)
+        tg = _targets(cfg, issues, noisy.labels.cpu().numpy(), tr.numpy())
+        model, history = _train_student(noisy, tr, va, val_labels, tg, train_cfg, num_classes=syn.num_classes,
+                                        seed=derive_seed(seed, "denoise-student", *([r] if r else [])),
+                                        device=device, show_progress=show_progress)
+    seconds = {"teacher": t_teacher, "student": time.perf_counter() - t1, "total": time.perf_counter() - t0}
+    return DenoiseResult(model=model, teachers=teachers, issues=issues, targets=tg, train_index=tr, val_index=va,
+                         history=history, seconds=seconds)
+
+
+def _targets(cfg: DenoiseConfig, issues: LabelIssues, given: np.ndarray, tr: np.ndarray) -> DenoiseTargets:
     if cfg.targets == "posterior":
         if issues.posterior is None:
             raise ConfigError("denoise.targets=posterior needs scores with a posterior (ddlnl's label issues); "
                               "use denoise.targets=mix")
-        tg = posterior_targets(issues.posterior[tr.numpy()], given[tr.numpy()])
-    else:
-        tg = denoise_targets(issues.pred_probs[tr.numpy()], given[tr.numpy()], issues.is_issue[tr.numpy()],
-                             mix=cfg.mix, threshold=cfg.threshold)
+        return posterior_targets(issues.posterior[tr], given[tr])
+    return denoise_targets(issues.pred_probs[tr], given[tr], issues.is_issue[tr], mix=cfg.mix,
+                           threshold=cfg.threshold)
+
+
+def _train_student(noisy: LabeledTensors, tr: torch.Tensor, va: torch.Tensor, val_labels: torch.Tensor,
+                   tg: DenoiseTargets, train_cfg: TrainConfig, *, num_classes: int, seed: int,
+                   device: torch.device | str, show_progress: bool) -> tuple[nn.Module, list[dict[str, float]]]:
+    """One student on ``tg`` (the training part ``tr``), the epoch chosen on ``va`` with ``val_labels``."""
     student_data = LabeledTensors(noisy.images[tr], tg.targets)
     weights = tg.weights.to(device)
     monitor, select = None, None
     if va.numel():
-        cleaned = torch.from_numpy(issues.cleaned_labels()[va.numpy()])
-        monitor, select = {"cleaned_val": LabeledTensors(noisy.images[va], cleaned)}, "cleaned_val"
+        monitor, select = {"cleaned_val": LabeledTensors(noisy.images[va], val_labels)}, "cleaned_val"
     c, h, w = noisy.images.shape[1:]
-    student_seed = derive_seed(seed, "denoise-student")
-    model = build_model(train_cfg, channels=c, num_classes=syn.num_classes, image_size=(h, w), seed=student_seed,
-                        device=device)
-    res = train(model, student_data, train_cfg, seed=student_seed, monitor=monitor, record_every=1 if monitor else 0,
+    model = build_model(train_cfg, channels=c, num_classes=num_classes, image_size=(h, w), seed=seed, device=device)
+    res = train(model, student_data, train_cfg, seed=seed, monitor=monitor, record_every=1 if monitor else 0,
                 select=select, show_progress=show_progress, desc="denoise student",
                 loss_fn=lambda logits, target, idx, epoch: weighted_soft_ce(logits, target, weights[idx]))
-    seconds = {"teacher": t_teacher, "student": time.perf_counter() - t1, "total": time.perf_counter() - t0}
-    return DenoiseResult(model=model, teachers=teachers, issues=issues, targets=tg, train_index=tr, val_index=va,
-                         history=res.history, seconds=seconds)
+    return model, res.history
 
 
 # ---------------------------------------------------------------------------------------------
