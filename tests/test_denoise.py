@@ -89,7 +89,7 @@ def test_denoise_end_to_end_on_a_tiny_problem():
     syn = SyntheticSet(data.images[idx], data.labels[idx], None, meta={})
     cfg = TrainConfig(depth=1, width=8, epochs=3, batch_size=16, lr=0.05, augment="none")
     tcfg = TrainConfig(depth=1, width=8, epochs=30, batch_size=16, lr=0.05, augment="none")
-    res = denoise(noisy, syn, DenoiseConfig(mix=0.3, threshold=0.5, val_fraction=0.2), cfg, tcfg,
+    res = denoise(noisy, syn, DenoiseConfig(mix=0.3, threshold=0.5, val_fraction=0.2, rounds=1), cfg, tcfg,
                   IssuesConfig(n_models=2, neighbours=5, embed_dim=0), seed=0)
     tr, va = set(res.train_index.tolist()), set(res.val_index.tolist())
     assert not tr & va and len(tr) + len(va) == len(noisy)

@@ -79,11 +79,11 @@ class DenoiseConfig:
     ``benchmarks/results/denoise.md``).
     """
 
-    mix: float = 0.6  # weight of the teacher's probabilities in each target (0 = hard labels)
+    mix: float = 0.3  # weight of the teacher's probabilities in each target (0 = hard labels)
     threshold: float = 0.5  # teacher confidence above which a flagged sample keeps the teacher's label
     val_fraction: float = 0.1  # share held out (labels teacher-cleaned) to choose the epoch; 0 = last epoch
     targets: str = "mix"  # mix: selection + pseudo-labels + soft mix (steps 2-4); posterior: P(true | x, given)
-    rounds: int = 2  # >= 2: each trained student re-scores the labels as the next round's teacher
+    rounds: int = 1  # >= 2: each trained student re-scores the labels as the next round's teacher
 
     def check(self) -> None:
         if not isinstance(self.rounds, int) or isinstance(self.rounds, bool) or not 1 <= self.rounds <= 10:
