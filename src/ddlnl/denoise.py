@@ -254,8 +254,9 @@ def denoise(noisy: LabeledTensors, syn: SyntheticSet, cfg: DenoiseConfig, train_
     # Every round chooses its epoch on the same yardstick: the validation labels the synthetic set's
     # teachers cleaned (a later round's own scores would favour a student that agrees with its predecessor).
     val_labels = torch.from_numpy(issues.cleaned_labels()[va.numpy()])
+    model: nn.Module | None = None
     for r in range(cfg.rounds):
-        if r:  # the previous student is this round's teacher
+        if model is not None:  # the previous student is this round's teacher
             outs = teacher_outputs([model], noisy.images, batch_size=teacher_cfg.eval_batch_size,
                                    keep_features=issues_cfg.neighbours > 0)
             issues = score_labels(syn, noisy, issues_cfg, teacher_cfg, seed=seed, device=device, teachers=outs)
