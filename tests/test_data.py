@@ -44,7 +44,7 @@ def isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """No user DDLNL_DATA, no default roots, caches under tmp_path."""
     monkeypatch.delenv("DDLNL_DATA", raising=False)
     monkeypatch.setenv("DDLNL_CACHE", str(tmp_path / "user-cache"))
-    monkeypatch.setattr(data, "DEFAULT_DATA_ROOTS", {})
+    monkeypatch.setattr(data.common, "DEFAULT_DATA_ROOTS", {})
 
 
 def raises_data_error(match: str):
@@ -295,7 +295,7 @@ def test_real_fashion_mnist(monkeypatch) -> None:
     if not REAL_FASHION_MNIST.is_dir():
         pytest.skip(f"{REAL_FASHION_MNIST} absent (apt-get install dataset-fashion-mnist)")
     # Found through the default root, as a user without configuration would.
-    monkeypatch.setattr(data, "DEFAULT_DATA_ROOTS", {"fashion-mnist": (REAL_FASHION_MNIST,)})
+    monkeypatch.setattr(data.common, "DEFAULT_DATA_ROOTS", {"fashion-mnist": (REAL_FASHION_MNIST,)})
     ds = load_dataset("fashion-mnist")
     check_dataset(ds, 60000, 10000, (1, 28, 28))
     assert int(ds.train.labels[0]) == 9  # the first training image is an ankle boot
@@ -344,14 +344,14 @@ def test_tiny_imagenet_reads_folder_and_caches(tmp_path: Path, monkeypatch) -> N
 
 def test_tiny_imagenet_cache_falls_back_when_folder_read_only(tmp_path: Path, monkeypatch) -> None:
     written = write_tiny_imagenet(tmp_path)
-    real_save = data._atomic_save_npz
+    real_save = data.tiny_imagenet._atomic_save_npz
 
     def read_only_data_folder(path: Path, **arrays):
         if path.parent == written["folder"]:
             raise PermissionError(13, "Permission denied", str(path))
         real_save(path, **arrays)
 
-    monkeypatch.setattr(data, "_atomic_save_npz", read_only_data_folder)
+    monkeypatch.setattr(data.tiny_imagenet, "_atomic_save_npz", read_only_data_folder)
     ds = load_dataset("tiny-imagenet", root=tmp_path)
     assert Path(ds.meta["cache"]).parent == tmp_path / "user-cache"
     monkeypatch.setattr(Image, "open", lambda *a, **k: pytest.fail("cache not reused"))
