@@ -75,7 +75,7 @@ def test_records_are_skipped_when_present_and_rerun_when_config_changes(tmp_path
 
 WORKER = """
 import sys, time
-import ddlnl.sweep as sweep
+import ddlnl.sweep.execute as sweep  # where run_cell writes its records
 import ddlnl.train as train
 from ddlnl.sweep import grid_from_dict, Cell
 grid = grid_from_dict({grid!r})
@@ -379,7 +379,7 @@ def test_a_lock_naming_a_reused_pid_is_stale_but_a_live_holder_keeps_its_cell(tm
 
 SLOW_WRITE = """
 import os, sys, time
-import ddlnl.sweep as sweep
+import ddlnl.sweep.execute as sweep  # where run_cell writes its records
 from ddlnl.sweep import grid_from_dict
 real = sweep.atomic_write_json
 def slow_write(path, obj):

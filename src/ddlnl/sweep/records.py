@@ -1,0 +1,167 @@
+"""The cells of a grid, the key of each (a hash of everything that determines its result), its
+record's path and the checked reading of a record."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+from ..cells import BASELINE_PROTOCOLS
+from ..config import identity
+from ..errors import ConfigError, DamagedFile, UserError
+from ..job import JobConfig, resolve_job
+from ..noise import parse_noise_spec
+from ..utils import json_key, read_json_checked, resolve_device
+
+from .grid import DatasetEntry, Grid
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One independent unit of work: a baseline, or one method at one IPC, for one data setting."""
+
+    dataset: str
+    noise: str
+    seed: int
+    method: str  # a METHODS name, a grid variant name, or "baseline" / "baseline_early_stop"
+    ipc: int = 0  # 0 for baselines
+
+    @property
+    def is_baseline(self) -> bool:
+        return self.method in BASELINE_PROTOCOLS.values()
+
+    @property
+    def name(self) -> str:
+        what = self.method if self.is_baseline else f"{self.method}-ipc{self.ipc}"
+        return f"{self.dataset}__{parse_noise_spec(self.noise).label()}__seed{self.seed}__{what}"
+
+
+def expand(grid: Grid) -> list[Cell]:
+    """All cells of a grid, baselines first within each data setting (they are the slowest)."""
+    cells = []
+    for entry in grid.datasets:
+        for noise in grid.noises:
+            for seed in grid.seeds:
+                cells += [Cell(entry.name, noise, seed, BASELINE_PROTOCOLS[b]) for b in grid.baselines]
+                for method in ("random", *grid.methods):
+                    cells += [Cell(entry.name, noise, seed, method, ipc) for ipc in grid.ipcs]
+    return cells
+
+
+CELL_FIELDS = ("dataset", "noise", "seed", "method", "ipc")
+
+
+def select_cells(cells: Iterable[Cell], only: Sequence[str] | None) -> list[Cell]:
+    """Cells matching every ``field=v1,v2`` filter (fields: dataset, noise, seed, method, ipc;
+    baselines have ipc 0), in grid order."""
+    cells = list(cells)
+    for item in only or []:
+        key, sep, values = item.partition("=")
+        if not sep or key not in CELL_FIELDS:
+            raise UserError(f"--only {item!r}: expected FIELD=V1,V2 with FIELD one of {', '.join(CELL_FIELDS)}")
+        allowed = set(values.split(","))
+        cells = [c for c in cells if str(getattr(c, key)) in allowed]
+    return cells
+
+
+def _entry(grid: Grid, dataset: str) -> DatasetEntry:
+    return next(e for e in grid.datasets if e.name == dataset)
+
+
+def cell_job(grid: Grid, cell: Cell):
+    """The resolved ``ddlnl run`` configuration of one cell."""
+    entry = _entry(grid, cell.dataset)
+    base = grid.base_method(cell.method)
+    job = JobConfig(dataset=cell.dataset, data_root=entry.data_root, noise=cell.noise, noise_file=entry.noise_file,
+                    methods=() if cell.is_baseline else (base,), ipcs=(cell.ipc or 1,), n_runs=grid.n_runs,
+                    seed=cell.seed, preset=grid.preset, train_subset=grid.train_subset,
+                    baseline_runs=grid.baseline_runs, protocol=grid.protocol)
+    overrides = list(grid.overrides)
+    for method, items in grid.method_overrides.items():
+        if method == base or (method == "random" and not cell.is_baseline):
+            overrides += [f"{method}.{item}" for item in items]
+    if cell.method in grid.variants:  # the base's method_set, then the variant's own, then its method_set
+        overrides += [f"{base}.{item}" for item in grid.variants[cell.method][1]]
+        overrides += [f"{base}.{item}" for item in grid.method_overrides.get(cell.method, ())]
+    # Overrides for the grid's other methods would be refused by resolve_job; keep only those whose
+    # prefix this cell knows. A prefix that no cell of the grid knows is a typo, refused by name
+    # (dropping it would run every cell without the setting).
+    grid_prefixes = {"train", "baseline", "baseline_protocol", "random", *grid.methods,
+                     *(grid.base_method(m) for m in grid.methods)}
+    for o in overrides:
+        key = o.split("=", 1)[0]
+        if "." in key and key.split(".", 1)[0] not in grid_prefixes:
+            raise ConfigError(f"grid {grid.name!r}: set {o!r} names {key.split('.', 1)[0]!r}, which is no method of the "
+                              f"grid; use one of {', '.join(sorted(grid_prefixes))}")
+    known = {"train", "baseline", "baseline_protocol", "random", base}
+    overrides = [o for o in overrides if "." not in o.split("=", 1)[0] or o.split(".", 1)[0] in known]
+    device = resolve_device("auto")
+    return resolve_job(job, overrides, device)
+
+
+def data_key(resolved) -> dict[str, Any]:
+    return resolved.job.data_identity()
+
+
+def cell_key(grid: Grid, cell: Cell, resolved=None) -> str:
+    """Hash of everything that determines a cell's result (not the code version, which is recorded)."""
+    resolved = resolved or cell_job(grid, cell)
+    parts: dict[str, Any] = {"data": data_key(resolved), "cell": asdict(cell)}
+    if cell.is_baseline:
+        parts.update(baseline=identity(resolved.baseline), protocol=identity(resolved.baseline_protocol),
+                     runs=resolved.job.runs_per_baseline)
+    else:
+        parts.update(method=identity(resolved.methods[grid.base_method(cell.method)]), train=identity(resolved.train),
+                     runs=resolved.job.n_runs)
+        if resolved.job.protocol != "common":  # keeps the keys of existing common-protocol records
+            parts["protocol"] = resolved.job.protocol
+    return json_key(parts)
+
+
+def record_path(root: Path, cell: Cell, key: str) -> Path:
+    return Path(root) / "records" / f"{cell.name}__{key[:10]}.json"
+
+
+RECORD_FIELDS = ("cell", "name", "key", "mean", "std", "accs")
+
+
+def check_record(rec: dict[str, Any], path: Path, cell: Cell | None = None, key: str | None = None) -> dict[str, Any]:
+    """``rec`` if it is a sound ddlnl record (of ``cell`` under ``key`` when given); else DamagedFile."""
+    c = rec.get("cell")
+    if not isinstance(c, dict) or set(c) != set(CELL_FIELDS):
+        raise DamagedFile(path, "its 'cell' is not a ddlnl cell")
+    accs = rec.get("accs")
+    if not isinstance(accs, list) or not accs or not all(isinstance(a, (int, float)) and 0.0 <= a <= 1.0 for a in accs):
+        raise DamagedFile(path, "its accuracies are missing or outside [0, 1]")
+    for f in ("mean", "std"):
+        if isinstance(rec.get(f), bool) or not isinstance(rec.get(f), (int, float)):
+            raise DamagedFile(path, f"its {f!r} is not a number")
+    if not isinstance(rec.get("key"), str) or not path.stem.endswith(rec["key"][:10]):
+        raise DamagedFile(path, "its key does not match its file name")
+    if cell is not None and (c != asdict(cell) or rec.get("name") != cell.name):
+        raise DamagedFile(path, f"it holds cell {rec.get('name')!r}, not {cell.name!r}")
+    if key is not None and rec["key"] != key:
+        raise DamagedFile(path, "its key differs from its cell's configuration")
+    return rec
+
+
+def read_record(path: Path, cell: Cell | None = None, key: str | None = None) -> dict[str, Any]:
+    """A record read back and checked: JSON, its checksum, its fields (see :func:`check_record`).
+
+    Raises:
+        DamagedFile: truncated, edited, or not a ddlnl record.
+    """
+    return check_record(read_json_checked(path, required=RECORD_FIELDS, checksum=True), Path(path), cell, key)
+
+
+def _existing_record(path: Path, cell: Cell, key: str, echo: Callable[[str], None] | None) -> dict[str, Any] | None:
+    """The cell's record if present and sound; a damaged one is reported and counts as missing."""
+    if not path.exists():
+        return None
+    try:
+        return read_record(path, cell, key)
+    except DamagedFile as exc:
+        if echo:
+            echo(f"{exc}; recomputing {cell.name}")
+        return None
