@@ -122,7 +122,7 @@ def _spy_outer(monkeypatch, script=None):
             step = step._replace(inner_losses=script[len(calls) - 1])
         return step
 
-    monkeypatch.setattr(rcig, "outer_step", spy)
+    monkeypatch.setattr(rcig.loop, "outer_step", spy)
     return calls
 
 
@@ -186,7 +186,7 @@ def test_online_inner_lr_rule(tiny_dataset, monkeypatch, script, factor):
         return rcig.OuterStep(0.0, 0.0, z(images), z(labels), z(log_temp), z(images), z(images), z(labels),
                               z(labels), script[(len(used) - 1) % len(script)], [], {})
 
-    monkeypatch.setattr(rcig, "outer_step", fake_outer_step)
+    monkeypatch.setattr(rcig.loop, "outer_step", fake_outer_step)
     syn = rcig.distill(tiny_dataset.train, 1, _cfg(iterations=13, adapt_every=10, pool_size=1, width=4), seed=0,
                        num_classes=4)
     start, end = syn.meta["inner_lr"]

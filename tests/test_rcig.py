@@ -223,14 +223,14 @@ def test_rcig_evaluation_recipe():
 def test_jacobian_budget_follows_the_free_memory(monkeypatch):
     lin = _lin()
     x, y, _, _ = _problem()
-    monkeypatch.setattr(rcig, "free_memory_bytes", lambda device: 4 * 2 ** 30)
+    monkeypatch.setattr(rcig.losses, "free_memory_bytes", lambda device: 4 * 2 ** 30)
     assert rcig.jacobian_budget_mb(None, "cpu") == pytest.approx(rcig.JACOBIAN_FREE_FRACTION * 4096)
     assert rcig.jacobian_budget_mb(7.0, "cpu") == 7.0 and rcig.jacobian_budget_mb(0.0, "cpu") == 0.0
     assert rcig._Support(lin, x, y, 0.05, None).jacobian is not None
     assert rcig._Support(lin, x, y, 0.05, 0.0).jacobian is None  # 0 still forces JVP/VJP
-    monkeypatch.setattr(rcig, "free_memory_bytes", lambda device: 1024)  # nearly nothing free
+    monkeypatch.setattr(rcig.losses, "free_memory_bytes", lambda device: 1024)  # nearly nothing free
     assert rcig._Support(lin, x, y, 0.05, None).jacobian is None
-    monkeypatch.setattr(rcig, "free_memory_bytes", lambda device: None)
+    monkeypatch.setattr(rcig.losses, "free_memory_bytes", lambda device: None)
     assert rcig.jacobian_budget_mb(None, "cpu") == 512.0
 
 
