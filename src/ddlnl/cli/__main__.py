@@ -1,0 +1,7 @@
+"""``python -m ddlnl.cli``: the ``ddlnl`` command line."""
+
+import sys
+
+from . import main
+
+sys.exit(main())
