@@ -18,11 +18,11 @@ PACKAGE = SRC / "ddlnl"
 LAYERS: list[tuple[str, set[str]]] = [
     ("foundations", {"errors", "_version", "progress", "utils", "config", "formatting"}),
     ("data", {"data"}),
-    ("ingredients", {"noise", "models", "augment", "curves"}),
+    ("ingredients", {"noise", "models", "augment", "curves", "correction", "longtail"}),
     ("training", {"train", "synthetic", "diagnostics", "study", "figures"}),
     ("methods", {"methods", "experts"}),
     ("analysis", {"estimate", "label_issues", "compare", "robust", "denoise"}),
-    ("experiment setup", {"job", "evaluation", "describe", "plan"}),
+    ("experiment setup", {"job", "evaluation", "describe", "plan", "remedy"}),
     ("cells", {"cells"}),
     ("runs", {"pipeline", "sweep", "jobs"}),
     ("results", {"results", "report"}),

@@ -24,6 +24,7 @@ from typing import Callable
 import torch
 
 from .evaluation import distill_cached, eval_seed, evaluate_synthetic
+from .remedy import noise_model_for_job
 from .job import Prepared, ResolvedJob
 from .synthetic import SyntheticSet
 from .train import BaselineConfig, EvalResult, run_baseline
@@ -55,10 +56,15 @@ def distill_cell(resolved: ResolvedJob, prepared: Prepared, method: str, ipc: in
                  path: Path | None, device: torch.device, show_progress: bool = False,
                  echo: Callable[[str], None] | None = None) -> SyntheticSet:
     """The cell's synthetic set: the one at ``path`` if it was made under ``key``, else distilled now
-    with the job's config of ``method`` at ``ipc`` and saved there (:func:`distill_cached`)."""
-    return distill_cached(prepared, method, ipc, resolved.method_cfg(method, ipc),
+    with the job's config of ``method`` at ``ipc`` and saved there (:func:`distill_cached`). A
+    ``noise_correction`` config gets its ``T`` from :func:`ddlnl.remedy.noise_model_for_job` (only
+    when the set is distilled; the estimated route's teacher set is kept beside ``path``)."""
+    mcfg = resolved.method_cfg(method, ipc)
+    out = None if path is None else Path(path).parent / "correction"
+    return distill_cached(prepared, method, ipc, mcfg,
                           seed=derive_seed(resolved.job.seed, "distill", method, ipc), key=key, path=path,
-                          device=device, show_progress=show_progress, echo=echo)
+                          device=device, show_progress=show_progress, echo=echo,
+                          noise_model=lambda: noise_model_for_job(resolved, prepared, mcfg, device=device, out=out))
 
 
 def evaluate_cell(resolved: ResolvedJob, prepared: Prepared, syn: SyntheticSet, method: str, ipc: int, *,

@@ -17,6 +17,7 @@ from .data import Dataset, LabeledTensors, load_dataset
 from .errors import ConfigError, DataError, UserError
 from .job import JobConfig, Prepared, ResolvedJob, _fit, fit_to_images, prepare_data, resolve_job
 from .methods import METHODS, get_method
+from .remedy import noise_model_for_job
 from .synthetic import SyntheticSet, load_synthetic, to_set_space
 from .train import EvalResult, TrainConfig, evaluate
 from .utils import code_version, derive_seed, log
@@ -137,17 +138,20 @@ def distill_to_file(resolved: ResolvedJob, method: str, ipc: int, path: Path, *,
     prepared = prepare_data(resolved.job)
     mcfg = fit_to_images(resolved, prepared.dataset.image_size).method_cfg(method, ipc)
     distill_cached(prepared, method, ipc, mcfg, seed=derive_seed(resolved.job.seed, "distill", method, ipc),
-                   key=None, path=path, device=device, show_progress=show_progress)
+                   key=None, path=path, device=device, show_progress=show_progress,
+                   noise_model=lambda: noise_model_for_job(resolved, prepared, mcfg, device=device))
     return Path(path)
 
 
 def distill_cached(prepared: Prepared, method: str, ipc: int, mcfg: Any, *, seed: int, key: str | None,
                    path: Path | None, device: torch.device, show_progress: bool = False,
-                   echo: Callable[[str], None] | None = None) -> SyntheticSet:
+                   echo: Callable[[str], None] | None = None, noise_model: Any = None) -> SyntheticSet:
     """The synthetic set at ``path`` if it was made under ``key``; otherwise distil it, attach its
     provenance (``key``, and the seconds it took as ``distill_seconds``) and save it there
     atomically. ``key=None`` always distils; ``path=None`` keeps the set in memory. A damaged file
-    at ``path`` is reported through ``echo`` and distilled again."""
+    at ``path`` is reported through ``echo`` and distilled again. ``noise_model``: the ``T`` of a
+    method's ``noise_correction`` (:mod:`ddlnl.correction`), or a function making it (called only
+    when the set is distilled), passed to the distiller when not None."""
     echo = echo or log
     if key is not None and path is not None and Path(path).exists():
         try:
@@ -158,8 +162,11 @@ def distill_cached(prepared: Prepared, method: str, ipc: int, mcfg: Any, *, seed
             if syn.meta.get("key") == key:
                 return syn
     t0 = time.perf_counter()
+    noise_model = noise_model() if callable(noise_model) else noise_model
+    extra = {} if noise_model is None else {"noise_model": noise_model}
     syn = get_method(method).distill(prepared.noisy_train, ipc, mcfg, seed=seed,
-                                     num_classes=prepared.dataset.num_classes, device=device, progress=show_progress)
+                                     num_classes=prepared.dataset.num_classes, device=device, progress=show_progress,
+                                     **extra)
     syn = _with_provenance(syn, prepared, key, distill_seconds=time.perf_counter() - t0)
     if path is not None:
         syn.save(path)

@@ -54,7 +54,9 @@ def method_config(name: str, preset: str | None = None, overrides: Any = None, *
     CIFAR-10 settings). The ``cpu`` preset never reads the study tables.
     """
     from ..config import apply_overrides
+    from ..correction import refuse_unsupported
 
+    refuse_unsupported(name, overrides)
     cls = get_method(name).config
     cfg = cls()
     if preset == "paper" and cell is not None:

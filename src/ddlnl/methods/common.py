@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import torch
 
 from ..errors import ConfigError
@@ -12,11 +14,20 @@ def class_indices(labels: torch.Tensor, num_classes: int) -> list[torch.Tensor]:
     return [torch.nonzero(labels == c).flatten() for c in range(num_classes)]
 
 
-def check_ipc(indices: list[torch.Tensor], ipc: int) -> None:
-    """Refuse an IPC that some class cannot supply from real images."""
+def check_ipc(indices: list[torch.Tensor], ipc: int | Sequence[int]) -> None:
+    """Refuse an IPC that some class cannot supply from real images (``ipc``: one value for every
+    class, or one per class)."""
+    counts = [int(i.numel()) for i in indices]
+    if not isinstance(ipc, int):
+        per = [int(n) for n in ipc]
+        if len(per) != len(indices) or min(per, default=0) < 1:
+            raise ConfigError(f"per-class ipc must give one value >= 1 for each of the {len(indices)} classes, got {per}")
+        for c, (n, have) in enumerate(zip(per, counts)):
+            if n > have:
+                raise ConfigError(f"ipc {n} for (noisy) class {c} exceeds its {have} images: lower that class's budget")
+        return
     if ipc < 1:
         raise ConfigError(f"ipc must be >= 1, got {ipc}")
-    counts = [int(i.numel()) for i in indices]
     smallest = min(counts)
     if ipc > smallest:
         c = counts.index(smallest)
@@ -25,8 +36,10 @@ def check_ipc(indices: list[torch.Tensor], ipc: int) -> None:
         )
 
 
-def sample_per_class(indices: list[torch.Tensor], ipc: int, g: torch.Generator) -> torch.Tensor:
-    """``ipc`` distinct indices from every class, class-major order (class 0 first)."""
+def sample_per_class(indices: list[torch.Tensor], ipc: int | Sequence[int], g: torch.Generator) -> torch.Tensor:
+    """``ipc`` distinct indices from every class (or ``ipc[c]`` from class ``c``), class-major
+    order (class 0 first)."""
     check_ipc(indices, ipc)
-    picks = [idx[torch.randperm(idx.numel(), generator=g)[:ipc]] for idx in indices]
+    per = [ipc] * len(indices) if isinstance(ipc, int) else [int(n) for n in ipc]
+    picks = [idx[torch.randperm(idx.numel(), generator=g)[:n]] for idx, n in zip(indices, per)]
     return torch.cat(picks)

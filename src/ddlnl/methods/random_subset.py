@@ -14,7 +14,7 @@ Defining steps (pinned by ``tests/test_defining_random.py``):
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import ClassVar
+from typing import ClassVar, Sequence
 
 import torch
 
@@ -31,9 +31,9 @@ class RandomConfig:
     PRESETS: ClassVar[dict[str, dict]] = {"cpu": {}}
 
 
-def distill(train: LabeledTensors, ipc: int, cfg: RandomConfig = RandomConfig(), *, seed: int,
+def distill(train: LabeledTensors, ipc: int | Sequence[int], cfg: RandomConfig = RandomConfig(), *, seed: int,
             num_classes: int, device: torch.device | str = "cpu", progress: bool = False) -> SyntheticSet:
-    """``ipc`` random real images per noisy class, with their noisy labels.
+    """``ipc`` random real images per noisy class (or ``ipc[c]`` of class ``c``), with their noisy labels.
 
     Raises:
         ConfigError: ``ipc`` larger than the smallest noisy class.

@@ -1,0 +1,170 @@
+"""Structured-noise remedy: correct what a distiller learns from with a transition matrix ``T``.
+
+Conventions (as :mod:`ddlnl.estimate`): ``T[i, j] = P(noisy = j | true = i)``, rows sum to 1;
+``pi[i] = P(true = i)``.
+
+Why class-conditional matching absorbs structured noise, and the correction. Under
+class-conditional noise the samples *labelled* ``y`` are a mixture of the true classes,
+
+    E[f(x) | given = y] = sum_j A[y, j] E[f(x) | true = j],   A[y, j] = P(true = j | given = y)
+                                                                    = pi_j T[j, y] / sum_i pi_i T[i, y],
+
+for any feature map ``f`` (a random ConvNet's embedding in DM). Symmetric noise spreads the
+wrong mass over every class, so each given-class mean stays closest to its own clean mean;
+asymmetric (pair) noise puts it all on one other class, and a given-class mean is a fixed blend of
+two clean means that no amount of averaging undoes (the study's Observation II). When ``A`` is
+invertible, ``B = A^{-1}`` undoes the blend exactly in expectation:
+
+    E[f(x) | true = c] = sum_y B[c, y] E[f(x) | given = y].
+
+This is the backward correction of Patrini et al. (CVPR 2017, "Making deep neural networks robust
+to label noise: a loss correction approach") applied to class means instead of to a loss. The rows
+of ``B`` sum to 1 (``A 1 = 1``), so each target is an affine blend of the given-class means; its
+negative weights amplify the sampling noise of the batch means, by ``||B[c]||_2`` (about 3.6 for a
+0.4 swap between two equally frequent classes), which is why :func:`unmixing_matrix` refuses a
+nearly singular ``A``.
+
+Where ``T`` comes from (:class:`NoiseModel.source`):
+
+* ``estimated``: :func:`ddlnl.estimate.estimate_noise` on teachers trained *only on a synthetic set*
+  (they never saw a noisy label), scoring the given labels (:func:`ddlnl.remedy.estimated_noise_model`;
+  in a job :func:`ddlnl.remedy.noise_model_for_job`). This is the remedy a user can run.
+* ``true``: the realized transition matrix and class prior of noise injected here (an oracle: it
+  needs the clean labels). For tests and for the oracle rows of benchmarks, labelled as such.
+
+Which distillers take it: DM (``--set dm.noise_correction=estimated|true``): its per-class matching
+targets become the unmixed means above. The others refuse the option with one line
+(:func:`refuse_unsupported`): DANCE's inter-class view trains on a model fitted to the noisy labels
+and DATM/RCIG learn from trajectories/kernels on those labels, whose corrections (forward-corrected
+expert training, corrected targets) are not implemented here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from .errors import ConfigError, UserError
+
+__all__ = [
+    "CORRECTION_SOURCES",
+    "SUPPORTED_METHODS",
+    "NoiseModel",
+    "given_posterior",
+    "unmixing_matrix",
+    "unmix_means",
+    "true_noise_model",
+    "refuse_unsupported",
+]
+
+# Values of a method's ``noise_correction`` field: "none" (off, the default), or the source of T.
+CORRECTION_SOURCES = ("none", "estimated", "true")
+# Methods with a ``noise_correction`` field.
+SUPPORTED_METHODS = ("dm",)
+# A given-class blend whose inverse weights exceed this norm in some row is refused: the corrected
+# target would be mostly sampling noise (the norm is 3.6 at a 0.4 swap and 9.5 at 0.45; 10 keeps
+# every rate < 0.45 of a two-class swap).
+MAX_UNMIXING_NORM = 10.0
+
+
+@dataclass(frozen=True)
+class NoiseModel:
+    """A class-conditional noise model.
+
+    Attributes:
+        transition: ``K x K`` float64, ``T[i, j] = P(noisy = j | true = i)``.
+        class_prior: ``K`` float64, ``P(true = i)``.
+        source: ``"estimated"`` (from synthetic-set teachers) or ``"true"`` (oracle).
+    """
+
+    transition: np.ndarray
+    class_prior: np.ndarray
+    source: str
+
+    def __post_init__(self) -> None:
+        t = np.asarray(self.transition, dtype=np.float64)
+        p = np.asarray(self.class_prior, dtype=np.float64)
+        if t.ndim != 2 or t.shape[0] != t.shape[1] or p.shape != (t.shape[0],):
+            raise UserError(f"noise model: transition must be K x K and the prior K long, got {t.shape} and {p.shape}")
+        if np.any(t < -1e-9) or not np.allclose(t.sum(1), 1.0, atol=1e-6):
+            raise UserError("noise model: transition rows must be probability vectors (T[i, j] = P(noisy = j | true = i))")
+        if np.any(p < -1e-9) or not np.isclose(p.sum(), 1.0, atol=1e-6):
+            raise UserError("noise model: the class prior must be a probability vector")
+        if self.source not in CORRECTION_SOURCES[1:]:
+            raise UserError(f"noise model source {self.source!r}: use estimated or true")
+        object.__setattr__(self, "transition", t)
+        object.__setattr__(self, "class_prior", p)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"source": self.source, "transition": self.transition.tolist(),
+                "class_prior": self.class_prior.tolist(), "convention": "T[i, j] = P(noisy = j | true = i)"}
+
+
+def given_posterior(model: NoiseModel) -> np.ndarray:
+    """``K x K`` float64 ``A[y, j] = P(true = j | given = y)`` (a given class nobody carries keeps
+    an identity row: it has no samples whose mean would be blended)."""
+    joint = model.class_prior[:, None] * model.transition  # Q[i, y] = P(true = i, given = y)
+    given = joint.sum(0)
+    k = joint.shape[0]
+    return np.where(given[:, None] > 0, joint.T / np.maximum(given[:, None], 1e-300), np.eye(k))
+
+
+def unmixing_matrix(model: NoiseModel, max_norm: float = MAX_UNMIXING_NORM) -> np.ndarray:
+    """``B = A^{-1}`` (:func:`given_posterior`): ``B @ given-class means = true-class means``.
+
+    Raises:
+        UserError: ``A`` is singular or so ill-conditioned that some row of ``B`` has an L2 norm
+            above ``max_norm`` (e.g. a two-class swap at rate >= 0.45: not identifiable enough).
+    """
+    a = given_posterior(model)
+    singular = UserError(f"noise_correction: P(true | given) from this {model.source} T is singular (some class "
+                         "is never the true class of a given label): use noise_correction=none")
+    try:
+        with np.errstate(all="ignore"):
+            b = np.linalg.inv(a)
+    except np.linalg.LinAlgError:
+        raise singular from None
+    norm = float(np.linalg.norm(b, axis=1).max())
+    if not np.isfinite(norm):
+        raise singular
+    if norm > max_norm:
+        raise UserError(f"noise_correction: unmixing the class means would amplify their noise {norm:.1f}x "
+                        f"(limit {max_norm:g}; T is too close to singular): use noise_correction=none")
+    return b
+
+
+def unmix_means(given_means: torch.Tensor, unmixing: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """Corrected per-class means ``B @ given_means``.
+
+    Args:
+        given_means: ``K x D`` tensor, row ``y`` the mean feature of samples labelled ``y``.
+        unmixing: ``K x K`` ``B`` from :func:`unmixing_matrix`.
+    Returns:
+        ``K x D`` tensor (same dtype and device as ``given_means``), row ``c`` the estimate of the
+        mean feature of samples truly of class ``c``.
+    """
+    b = torch.as_tensor(unmixing, dtype=given_means.dtype, device=given_means.device)
+    return b @ given_means
+
+
+def true_noise_model(noisy: Any) -> NoiseModel:
+    """The oracle model of noise injected here: realized ``T`` and the clean labels' class
+    frequencies (``noisy`` is a :class:`ddlnl.noise.NoisyLabels`)."""
+    k = noisy.num_classes
+    prior = np.bincount(noisy.clean.numpy(), minlength=k).astype(np.float64)
+    t = np.asarray(noisy.realized_T, dtype=np.float64)
+    t = np.where(t.sum(1, keepdims=True) > 0, t, np.eye(k))  # a class without samples: identity row
+    return NoiseModel(t, prior / prior.sum(), "true")
+
+
+def refuse_unsupported(method: str, overrides: Mapping[str, Any] | Sequence[str] | None) -> None:
+    """One clear line when ``noise_correction`` is set for a method without it."""
+    if not overrides or method in SUPPORTED_METHODS:
+        return
+    keys = overrides.keys() if isinstance(overrides, Mapping) else [str(o).split("=", 1)[0].strip() for o in overrides]
+    if "noise_correction" in keys:
+        raise ConfigError(f"{method} does not support noise_correction (implemented for: {', '.join(SUPPORTED_METHODS)}): "
+                          f"remove {method}.noise_correction")

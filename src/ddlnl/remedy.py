@@ -1,0 +1,84 @@
+"""Where a job's noise remedy gets its ``T`` (:mod:`ddlnl.correction` holds the correction itself).
+
+``estimated``: :data:`N_TEACHERS` models trained only on the job's *unremedied* DM set at
+:data:`TEACHER_IPC` (same data, the job's ``dm`` config with ``noise_correction=none``) score the
+given labels, and :func:`ddlnl.estimate.estimate_noise` reads ``T`` and the class prior off them
+(anchor points). ``true``: the realized ``T`` of the injected noise (an oracle).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .correction import NoiseModel, true_noise_model
+from .errors import DataError
+
+__all__ = ["TEACHER_IPC", "N_TEACHERS", "estimated_noise_model", "noise_model_for_job"]
+
+# Estimated route inside a job: teachers trained on the job's unremedied DM set at this IPC. Not
+# tuned: the IPC at which the estimate benchmark (ddlnl estimate) distils its set, and 3 teachers.
+TEACHER_IPC = 10
+N_TEACHERS = 3
+
+
+def estimated_noise_model(teacher_set: Any, noisy_train: Any, train_cfg: Any, *, num_classes: int,
+                          n_teachers: int = N_TEACHERS, seed: int, device: torch.device | str = "cpu") -> NoiseModel:
+    """``T`` and ``pi`` estimated from ``n_teachers`` models trained only on ``teacher_set`` (a
+    :class:`~ddlnl.synthetic.SyntheticSet`), scoring the given labels of ``noisy_train``
+    (:func:`ddlnl.estimate.estimate_noise`, anchor points)."""
+    from .estimate import estimate_noise
+    from .label_issues import teacher_outputs, train_teachers
+
+    models = train_teachers(teacher_set, train_cfg, n_teachers, seed=seed, device=device)
+    probs = teacher_outputs(models, noisy_train.images, batch_size=train_cfg.eval_batch_size,
+                            keep_features=False).probs
+    est = estimate_noise(probs, noisy_train.labels.numpy(), num_classes)
+    return NoiseModel(np.asarray(est.transition), np.asarray(est.class_prior), "estimated")
+
+
+def noise_model_for_job(resolved: Any, prepared: Any, mcfg: Any, *, device: torch.device | str = "cpu",
+                        out: Path | None = None) -> NoiseModel | None:
+    """The noise model a method config asks for in a job (None when ``noise_correction`` is off).
+
+    The estimated route's DM teacher set is saved in ``out`` (when given) and reused while it was
+    made under the same data and DM config.
+    """
+    from .job import fit_to_images
+    from .methods import dm
+    from .synthetic import load_synthetic
+    from .utils import derive_seed
+
+    source = getattr(mcfg, "noise_correction", "none")
+    if source == "none":
+        return None
+    if source == "true":
+        return true_noise_model(prepared.noisy)
+    resolved = fit_to_images(resolved, prepared.dataset.image_size)
+    dm_cfg = resolved.methods.get("dm") or dm.DMConfig()
+    dm_cfg = replace(dm_cfg, noise_correction="none")
+    job = resolved.job
+    key = json.dumps([job.data_identity(), TEACHER_IPC, asdict(dm_cfg)], sort_keys=True, default=str)
+    path = None if out is None else Path(out) / f"teacher-dm-ipc{TEACHER_IPC}.safetensors"
+    syn = None
+    if path is not None and path.exists():
+        try:
+            syn = load_synthetic(path)
+        except DataError:
+            syn = None
+        if syn is not None and syn.meta.get("key") != key:
+            syn = None
+    if syn is None:
+        syn = dm.distill(prepared.noisy_train, TEACHER_IPC, dm_cfg, seed=derive_seed(job.seed, "distill", "dm", TEACHER_IPC),
+                         num_classes=prepared.dataset.num_classes, device=device)
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            syn.meta["key"] = key
+            syn.save(path)
+    return estimated_noise_model(syn, prepared.noisy_train, resolved.train, num_classes=prepared.dataset.num_classes,
+                                 seed=derive_seed(job.seed, "correction-teachers"), device=device)
