@@ -643,6 +643,9 @@ class EvalResult:
     seeds: list[int]
     seconds: float = 0.0
     histories: list[list[dict[str, float]]] = field(default_factory=list)
+    # Per run, the accuracy on each true class of the test split (ddlnl.longtail.per_class_accuracy;
+    # records written before it existed have none).
+    per_class: list[list[float]] = field(default_factory=list)
 
     @property
     def mean(self) -> float:
@@ -654,7 +657,7 @@ class EvalResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {"accs": self.accs, "seeds": self.seeds, "mean": self.mean, "std": self.std,
-                "seconds": self.seconds, "histories": self.histories}
+                "seconds": self.seconds, "histories": self.histories, "per_class": self.per_class}
 
     def __str__(self) -> str:
         return f"{100 * self.mean:.2f} +- {100 * self.std:.2f}"
@@ -692,9 +695,14 @@ def evaluate(train_data: LabeledTensors, test: LabeledTensors, cfg: TrainConfig,
         results = [train(model, train_data, cfg, seed=s, lr=lr, monitor=monitor, record_every=record_every,
                          select=select, show_progress=show_progress, desc=f"{desc} run {r + 1}/{n_runs}")
                    for r, (model, s) in enumerate(zip(models, seeds))]
-    accs = [accuracy(model, test, cfg.eval_batch_size) for model in models]
+    from .longtail import per_class_accuracy
+
+    target = test.labels if test.labels.ndim == 1 else test.labels.argmax(1)
+    preds = [predict_logits(model, test.images, cfg.eval_batch_size).argmax(1) for model in models]
+    accs = [float((p == target.cpu()).float().mean()) for p in preds]  # as accuracy(), from the same logits
+    per_class = [per_class_accuracy(p.numpy(), target.cpu().numpy(), num_classes) for p in preds]
     return EvalResult(accs=accs, seeds=seeds, seconds=time.perf_counter() - start,
-                      histories=[res.history for res in results])
+                      histories=[res.history for res in results], per_class=per_class)
 
 
 def use_together(cfg: TrainConfig, *, n_runs: int, n_images: int, device: torch.device | str) -> bool:
