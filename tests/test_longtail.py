@@ -65,3 +65,22 @@ def test_per_class_accuracy_and_thirds():
     assert head == [1, 3, 5, 7] and middle == [2, 8, 9] and tail == [0, 4, 6]
     acc = group_accuracy([0.1, 0.9, 0.5, 0.9, 0.1, 0.9, 0.1, 0.9, 0.5, 0.5], [5, 500, 50, 100, 7, 300, 10, 200, 20, 30])
     assert acc == pytest.approx({"head": 0.9, "middle": 0.5, "tail": 0.1})
+
+
+def test_evaluation_records_per_class_accuracy_consistent_with_overall(tiny_dataset):
+    from ddlnl.train import TrainConfig, evaluate
+
+    cfg = TrainConfig(epochs=2, width=8, depth=2, augment="none")
+    res = evaluate(tiny_dataset.train, tiny_dataset.test, cfg, num_classes=4, n_runs=1, seed=0)
+    per = np.asarray(res.to_dict()["per_class"][0])
+    counts = torch.bincount(tiny_dataset.test.labels, minlength=4).numpy()
+    # Overall accuracy is the count-weighted mean of the per-class accuracies.
+    assert float((per * counts).sum() / counts.sum()) == pytest.approx(res.accs[0], abs=1e-6)
+
+
+def test_thirds_text_reads_records_old_and_new():
+    from ddlnl.longtail import thirds_text
+
+    assert thirds_text({"mean": 0.5}) == "-"  # a record written before per-class accuracy existed
+    rec = {"per_class": [[1.0, 1.0, 1.0, 1.0, 0.5, 0.5, 0.5, 0.0, 0.0, 0.0], [1.0] * 4 + [0.5] * 3 + [0.2] * 3]}
+    assert thirds_text(rec) == "100.0/50.0/10.0"

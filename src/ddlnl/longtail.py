@@ -39,7 +39,7 @@ import torch
 
 from .errors import ConfigError
 
-__all__ = ["BUDGET_RULES", "longtail_counts", "longtail_indices", "ipc_budget", "per_class_accuracy",
+__all__ = ["BUDGET_RULES", "thirds_text", "longtail_counts", "longtail_indices", "ipc_budget", "per_class_accuracy",
            "class_thirds", "group_accuracy"]
 
 BUDGET_RULES = ("uniform", "proportional", "clean")
@@ -166,3 +166,16 @@ def group_accuracy(per_class: Sequence[float], train_counts: Sequence[int]) -> d
     head, middle, tail = class_thirds(train_counts)
     return {name: float(np.nanmean(acc[g])) if len(g) else float("nan")
             for name, g in (("head", head), ("middle", middle), ("tail", tail))}
+
+
+def thirds_text(record: dict, train_counts: Sequence[int] | None = None) -> str:
+    """``"head/middle/tail"`` accuracies (%) of a result record's ``per_class`` (mean over its runs),
+    or ``"-"`` for a record written before per-class accuracy was kept. Without ``train_counts``
+    the classes are taken in index order (class 0 the head: :func:`longtail_indices`' order)."""
+    runs = record.get("per_class") or []
+    if not runs:
+        return "-"
+    per = np.nanmean(np.asarray(runs, dtype=np.float64), axis=0)
+    counts = train_counts if train_counts is not None else list(range(len(per), 0, -1))
+    g = group_accuracy(per, counts)
+    return "/".join(f"{100 * g[k]:.1f}" for k in ("head", "middle", "tail"))

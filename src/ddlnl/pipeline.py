@@ -41,6 +41,7 @@ from .errors import DamagedFile, UserError
 from .evaluation import (check_compatible, distill_cached, distill_to_file, eval_seed,  # noqa: F401 (re-exported)
                          evaluate_file, evaluate_set, evaluate_synthetic, evaluation_recipe)
 from .figures import image_grid_png
+from .longtail import thirds_text
 from .formatting import fmt_acc, fmt_delta, markdown_table
 from .job import (BASELINE_PRESETS, KNOWN_IMAGE_SIZES, TRAIN_PRESETS, JobConfig, Prepared,  # noqa: F401 (re-exported)
                   ResolvedJob, fit_to_images, fit_train_config, prepare_data, resolve_job, split_overrides,
@@ -425,7 +426,7 @@ def comparison_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
         rows.append({"method": c["method"] + tag_of[id(c)], "ipc": c["ipc"], "mean": c["mean"], "std": c["std"],
                      "vs_baseline": c["mean"] - base_mean,
                      "vs_random": (c["mean"] - rnd) if c["method"] != "random" and rnd is not None else float("nan"),
-                     "warnings": list(c.get("warnings") or [])})
+                     "warnings": list(c.get("warnings") or []), "thirds": thirds_text(c)})
     return rows
 
 
@@ -440,14 +441,16 @@ def render_table(results: dict[str, Any]) -> str:
     for protocol, label in labels.items():
         group = [b for b in baselines if b.get("protocol", "converged") == protocol]
         for b, tag in zip(group, _tags(group, _baseline_setting)):
-            rows.append([label + tag, "all", fmt_acc(b["mean"], b["std"]), "-", "-"])
+            rows.append([label + tag, "all", fmt_acc(b["mean"], b["std"]), "-", "-", thirds_text(b)])
     notes = []
     for r in results["table"]:
-        rows.append([r["method"], r["ipc"], fmt_acc(r["mean"], r["std"]), fmt_delta(r["vs_baseline"]), fmt_delta(r["vs_random"])])
+        rows.append([r["method"], r["ipc"], fmt_acc(r["mean"], r["std"]), fmt_delta(r["vs_baseline"]), fmt_delta(r["vs_random"]),
+                     r.get("thirds", "-")])
         if r.get("warnings"):
             notes.append(f"warning: {r['method']} IPC {r['ipc']} is a degenerate run: {'; '.join(r['warnings'])}")
     noise = results["noise"]
     head = (f"{results['dataset']}, noise {noise['spec'].get('kind')} requested {noise['spec'].get('rate')}, "
             f"realized {noise['realized_rate']:.3f}; clean-test accuracy (%) at the end of training, mean ± std")
-    table = head + "\n\n" + markdown_table(["method", "IPC", "accuracy", "Δ baseline", "Δ random"], rows)
+    head += "; head/middle/tail: mean accuracy of the class thirds (class 0 first)"
+    table = head + "\n\n" + markdown_table(["method", "IPC", "accuracy", "Δ baseline", "Δ random", "head/middle/tail (%)"], rows)
     return table + ("\n\n" + "\n".join(notes) if notes else "")
