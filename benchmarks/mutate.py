@@ -122,6 +122,13 @@ EQUIVALENT: dict[str, dict[str, str]] = {
         "cdf = lambda z: 0.5 * (2 + math.erf(z / math.sqrt(2)))  # noqa: E731":
             "the CDF's constant cancels: only cdf(b) - cdf(a) is used",
     },
+    "experts": {
+        'expert_seed = derive_seed(seed, "XXexpertXX", index)': _SALT,
+        'train_module.train(model, train, tcfg, seed=derive_seed(expert_seed, "XXepochXX", epoch),': _SALT,
+        "optimizer = train_module.make_optimizer(tcfg, model, cfg.epoch_lr(1))":
+            "train() sets every parameter group's lr (here the epoch's lr) before each step, so the lr the "
+            "optimiser is built with is never used",
+    },
     "random_subset": {'g = generator(derive_seed(seed, "XXrandom-subsetXX"))': _SALT},
     "dm": {'g = generator(derive_seed(seed, "XXdmXX"))': _SALT},
 }
@@ -396,13 +403,14 @@ def run_module(name: str, args: argparse.Namespace, log) -> dict:
     timeouts = (work / "runs.log").read_text().count("rc=124") if (work / "runs.log").exists() else 0
     survivors = []
     for i, status, line in sorted(mutants):
-        if status in ("bad_survived", "ok_suspicious"):
+        if status == "bad_survived":
             diff = show(work, env, mutmut, i)
             after = next((d[1:].strip() for d in diff.splitlines() if d.startswith("+")), "")
             survivors.append((i, line, diff, EQUIVALENT.get(name, {}).get(after)))
     return {"module": name, "source": source, "functions": functions, "tests": tests, "seconds": seconds,
-            "total": len(mutants), "killed": count("ok_killed", "bad_timeout"), "untested": count("untested"),
-            "survived": count("bad_survived", "ok_suspicious"), "timeouts_logged": timeouts,
+            "total": len(mutants), "untested": count("untested"),
+            # mutmut's ok_suspicious: the tests FAILED, only slowly (under load): a kill
+            "killed": count("ok_killed", "bad_timeout", "ok_suspicious"), "survived": count("bad_survived"), "timeouts_logged": timeouts,
             "survivors": survivors}
 
 

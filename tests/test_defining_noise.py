@@ -177,3 +177,32 @@ def test_ptd_on_normalised_images_scores_the_raw_pixels_they_came_from():
     p_norm = noise.instance_flip_probabilities(normalised, labels, 0.3, seed=4, num_classes=3,
                                                normalization=(mean, std))
     np.testing.assert_allclose(p_norm, p_raw, rtol=1e-3, atol=1e-12)
+
+
+def test_realized_statistics_edge_cases_and_their_messages():
+    import re
+
+    from ddlnl.errors import DataError
+
+    # a class with a single sample still has its measured row; a class with none an all-zero row
+    t = noise.realized_transition(np.array([0, 0, 1]), np.array([0, 1, 2]), 3)
+    np.testing.assert_allclose(t, [[0.5, 0.5, 0.0], [0.0, 0.0, 1.0], [0.0, 0.0, 0.0]])
+    assert noise.realized_noise_rate(np.array([], dtype=np.int64), np.array([], dtype=np.int64)) == 0.0
+    for fn in (noise.realized_transition, noise.realized_noise_rate):
+        args = (3,) if fn is noise.realized_transition else ()
+        for which, clean, noisy in (("clean", [[0, 1]], [0, 1]), ("noisy", [0, 1], [[0, 1]])):
+            msg = f"{which} labels must be a 1-D array of class indices, got shape (1, 2)"
+            with pytest.raises(DataError, match="^" + re.escape(msg) + "$"):
+                fn(np.array(clean), np.array(noisy), *args)
+    for which, clean, noisy in (("clean", [0, 5], [0, 1]), ("noisy", [0, 1], [0, 7])):
+        bad = max(clean + noisy)
+        msg = f"{which} labels must lie in [0, 2], found 0..{bad}"
+        with pytest.raises(DataError, match="^" + re.escape(msg) + "$"):
+            noise.realized_transition(np.array(clean), np.array(noisy), 3)
+
+
+def test_ptd_flips_a_single_sample_too():
+    images = torch.randint(0, 256, (1, 1, 3, 3), generator=torch.Generator().manual_seed(0)).float()
+    flipped = [int(noise.instance_dependent_labels(images, np.array([1]), 0.9, seed=s, num_classes=3)[0]) != 1
+               for s in range(20)]
+    assert sum(flipped) >= 10  # flip rate ~ 0.9
