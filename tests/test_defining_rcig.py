@@ -85,6 +85,10 @@ def test_label_margin_is_capped_and_subtracted_from_the_platt_cross_entropy():
     without, _ = rcig.outer_loss(lin, x, labels, log_temp, delta, q, yq, l2, margin=False)
     assert float(without) == pytest.approx(ce, rel=1e-10)
     assert float(with_margin) == pytest.approx(ce - margin, rel=1e-10)
+    _, acc = rcig.outer_loss(lin, x, labels, log_temp, delta, q, yq, l2)
+    assert float(acc) == pytest.approx(float((preds.argmax(1) == yq.argmax(1)).double().mean()))
+    # two classes: the cap is 1/4
+    assert float(rcig.label_margin(torch.tensor([[0.5, -0.5], [0.1, 0.0]]))) == pytest.approx((0.25 + 0.1) / 2)
 
 
 def _optax_adabelief(param, grads, lr, b1=0.9, b2=0.999, eps=1e-16, eps_root=1e-16):
@@ -207,9 +211,11 @@ def test_monotone_diverged_and_implicit_clip_on_hand_values():
     assert rcig._monotone([3.0, 2.0, 1.0]) and not rcig._monotone([3.0, 3.0, 1.0])
     assert not rcig._monotone([1.0]) and not rcig._monotone([])
     assert rcig._diverged([1.0, 0.5, 1.5]) and not rcig._diverged([1.0, 2.0, 1.0]) and not rcig._diverged([1.0])
-    assert not rcig._diverged([1.0, 1.0])
+    assert not rcig._diverged([1.0, 1.0]) and rcig._diverged([1.0, 2.0]) and rcig._diverged([1.0, 2.0, 1.5])
+    assert rcig._monotone([2.0, 1.0])
     # the implicit part is scaled down to the direct part's norm, never up
     implicit, direct = torch.tensor([3.0, 4.0]), torch.tensor([0.6, 0.8])
     torch.testing.assert_close(rcig._clip_to(implicit, direct), torch.tensor([0.6, 0.8]))
     torch.testing.assert_close(rcig._clip_to(direct, implicit), direct)
     torch.testing.assert_close(rcig._clip_to(torch.zeros(2), direct), torch.zeros(2))
+    torch.testing.assert_close(rcig._clip_to(direct, 0.5 * direct), 0.5 * direct)  # implicit of norm exactly 1
