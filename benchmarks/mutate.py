@@ -136,6 +136,33 @@ EQUIVALENT: dict[str, dict[str, str]] = {
             "train() sets every parameter group's lr (here the epoch's lr) before each step, so the lr the "
             "optimiser is built with is never used",
     },
+    "estimate": {
+        "k = t.shape[1]": "T is square (K x K), so t.shape[1] == t.shape[0]",
+        "q *= q.sum()": "the EM update is homogeneous in q and renormalised: any positive scale of q gives the same "
+                        "priors",
+        "pi = np.full(k, 2.0 / k)": "the update is invariant to the scale of pi (it is renormalised); only the first "
+                                    "convergence check sees the scale, at the cost of at most one more iteration",
+        "pi = np.full(k, 1.0 * k)": "the update is invariant to the scale of pi (it is renormalised); only the first "
+                                    "convergence check sees the scale, at the cost of at most one more iteration",
+        "model = np.maximum(t.T @ pi, 2e-300)": "where the floor acts (a label no class can produce) that term "
+                                                 "dominates the update by ~1e300 and the factor 2 cancels in the "
+                                                 "renormalisation",
+        "if np.abs(new - pi).max() <= tol:": "< and <= differ only when the change equals tol exactly",
+        "if loglik - previous < tol * abs(loglik):": "< and <= differ only when the gain equals the tolerance exactly",
+        "if fa > fb:": "only exact ties of the likelihood differ, and then both points are equally good",
+        "for _ in range(21):": "one more golden-section step moves log t by < 1e-4 (the bracket is already "
+                               "0.618^20 of its width): below the resolution the search promises",
+        "lo, hi = logs[max(i - 2, 0)], logs[min(i + 1, len(logs) - 1)]":
+            "a wider bracket around the best grid point: the likelihood is unimodal in log t there and the search "
+            "converges to the same maximum (within 1e-4 in log t)",
+        "lo, hi = logs[max(i - 1, 0)], logs[min(i + 2, len(logs) - 1)]":
+            "a wider bracket around the best grid point: the likelihood is unimodal in log t there and the search "
+            "converges to the same maximum (within 1e-4 in log t)",
+        "rate = float(np.clip(1.0 - float(np.sum(prior * np.diag(t_mat))), 0.0, 2.0))":
+            "1 - sum_i pi_i T[i, i] <= 1 because pi and T are non-negative, so the upper clip never acts",
+        "it = 1": "_em's iteration count is discarded by its only caller (estimate_noise)",
+        "it = None": "_em's iteration count is discarded by its only caller (estimate_noise)",
+    },
     "datm": {
         "x = images if step.draw is None and self.dsa is None else self.dsa.apply(images, step.draw)":
             "plan_steps gives a step a DSA draw exactly when the student has a DSA, so draw is None iff dsa is "

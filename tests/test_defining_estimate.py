@@ -107,3 +107,81 @@ def test_corollaries_and_the_valid_range_on_hand_numbers():
         max_valid_rate(1)
     b = noise_rate_lower_bound([(20, 0.9), (5, 0.8), (10, 0.8)], 0.8, 1000, 10)
     assert (b.ipc, b.accuracy, b.baseline_accuracy) == (5, 0.8, 0.8) and b.lower_bound == pytest.approx(0.95)
+
+
+def test_class_prior_em_steps_by_hand():
+    # pi <- pi * T (q / T^T pi), renormalised, from the uniform prior; q the label histogram.
+    t = np.array([[0.8, 0.2, 0.0], [0.1, 0.9, 0.0], [0.0, 0.3, 0.7]])
+    labels = np.array([0] * 5 + [1] * 3 + [2] * 2)
+    q = np.array([0.5, 0.3, 0.2])
+    pi = np.full(3, 1 / 3)
+    for steps in (1, 2, 3):
+        pi = pi * (t @ (q / (t.T @ pi)))
+        pi /= pi.sum()
+        got, its = class_prior_from_labels(t, labels, max_iter=steps, tol=0.0)
+        np.testing.assert_allclose(got, pi, rtol=1e-12)
+        assert its == steps
+    _, its = class_prior_from_labels(t, labels, max_iter=0)
+    assert its == 0
+    _, its = class_prior_from_labels(t, labels)
+    assert 1 < its < 5000  # stops once converged
+
+
+def test_anchor_fraction_one_is_allowed_and_above_one_refused():
+    probs, labels = np.eye(2)[[0, 1, 0, 1]], np.array([0, 1, 1, 1])
+    assert anchor_transition(probs, labels, 2, anchor_fraction=1.0, min_anchors=1)[1] == (2, 2)
+    with pytest.raises(UserError, match=r"^anchor_fraction must be in \(0, 1\], got 1.5$"):
+        anchor_transition(probs, labels, 2, anchor_fraction=1.5)
+
+
+@pytest.mark.parametrize("best", [0.03, 16.0])
+def test_temperature_search_finds_an_optimum_between_the_last_two_grid_points(best):
+    # A calibrated teacher (right w.p. 0.8 with confidence 0.8) distorted by p^(1/best): the
+    # likelihood is maximal at temperature ~best, between the first (last) two grid points.
+    rng = np.random.default_rng(8)
+    k, n = 3, 3000
+    true = rng.integers(0, k, n)
+    pred = np.where(rng.random(n) < 0.8, true, (true + rng.integers(1, k, n)) % k)
+    calibrated = np.full((n, k), 0.1)
+    calibrated[np.arange(n), pred] = 0.8
+    probs = sharpen(calibrated, 1.0 / best)
+    t = np.eye(k)
+    temp, ll = fit_temperature(probs, true, t)
+    dense = np.exp(np.linspace(math.log(best / 2), math.log(min(best * 2, 20.0)), 2001))
+    values = [_loglik(probs, true, t, g) for g in dense]
+    assert temp == pytest.approx(dense[int(np.argmax(values))], rel=0.01)
+    assert ll >= max(values) - 1e-6
+
+
+def test_posterior_keeps_the_prior_where_the_label_has_no_mass():
+    from ddlnl.estimate import _posterior
+
+    probs = np.array([[0.7, 0.3], [0.4, 0.6]])
+    t = np.array([[1.0, 0.0], [1.0, 0.0]])  # label 1 is never given
+    post = _posterior(probs, np.array([0, 1]), t)
+    np.testing.assert_allclose(post, [[0.7, 0.3], [0.4, 0.6]])
+
+
+def test_calibrated_em_steps_by_hand():
+    from ddlnl.estimate import _em
+
+    prior = np.array([[0.6, 0.3, 0.1], [0.2, 0.7, 0.1], [0.1, 0.2, 0.7], [0.5, 0.4, 0.1]])
+    labels = np.array([0, 1, 1, 2])
+    t = 0.5 * np.eye(3) + 0.5 / 3
+    for steps in (1, 2):
+        joint = prior * t[:, labels].T
+        post = joint / joint.sum(axis=1, keepdims=True)
+        counts = post.T @ np.eye(3)[labels]
+        t_hand = counts / counts.sum(axis=1, keepdims=True)
+        got, got_post, ll, _ = _em(prior, labels, 3, 0.5 * np.eye(3) + 0.5 / 3, steps, 0.0)
+        np.testing.assert_allclose(got, t_hand, rtol=1e-12)
+        np.testing.assert_allclose(got_post, post, rtol=1e-12)
+        assert ll == pytest.approx(float(np.log(joint.sum(axis=1)).sum()))
+        t = t_hand
+    # no iteration: the start, the priors, no likelihood
+    got, got_post, ll, _ = _em(prior, labels, 3, np.eye(3), 0, 0.0)
+    np.testing.assert_allclose(got, np.eye(3))
+    assert got_post is prior and ll == -np.inf
+    # a class no posterior mass reaches keeps an identity row
+    got, *_ = _em(np.array([[1.0, 0.0], [1.0, 0.0]]), np.array([0, 1]), 2, np.full((2, 2), 0.5), 1, 0.0)
+    np.testing.assert_allclose(got, [[0.5, 0.5], [0.0, 1.0]])
