@@ -102,3 +102,20 @@ def test_count_thresholds_flag_the_m_lowest_of_each_given_class():
     # ties at the cut: the threshold is the tied value, so neither tied sample is flagged
     th = _count_thresholds(np.array([0.1, 0.3, 0.3, 0.9]), np.zeros(4, dtype=int), np.array([2.0]), 1)
     assert th[0] == pytest.approx(0.3)
+
+
+def test_neighbour_vote_in_chunks_caps_k_and_refuses_one_sample():
+    from ddlnl.errors import UserError
+
+    g = torch.Generator().manual_seed(3)
+    f = torch.randn(11, 4, generator=g)
+    labels = np.arange(11) % 3
+    whole = neighbour_votes(f, labels, 3, 4, embed_dim=0)
+    np.testing.assert_allclose(neighbour_votes(f, labels, 3, 4, embed_dim=0, chunk=3), whole)
+    # k beyond N - 1: every other sample votes once
+    everyone = neighbour_votes(f, labels, 3, 50, embed_dim=0)
+    expected = np.stack([np.bincount(np.delete(labels, n), minlength=3) / 10 for n in range(11)])
+    np.testing.assert_allclose(everyone, expected)
+    with pytest.raises(UserError, match="^the neighbour vote needs at least 2 samples$"):
+        neighbour_votes(f[:1], labels[:1], 3, 4, embed_dim=0)
+    assert neighbour_votes(f[:2], labels[:2], 3, 4, embed_dim=0).tolist() == [[0, 1, 0], [1, 0, 0]]
