@@ -147,6 +147,8 @@ EQUIVALENT: dict[str, dict[str, str]] = {
         "model = np.maximum(t.T @ pi, 2e-300)": "where the floor acts (a label no class can produce) that term "
                                                  "dominates the update by ~1e300 and the factor 2 cancels in the "
                                                  "renormalisation",
+        "new *= new.sum()": "new.sum() is exactly 1 before this line: sum_j pi_j sum_i T[j, i] q_i / (T^T pi)_i "
+                            "= sum_i q_i = 1, so dividing and multiplying by it agree (up to round-off)",
         "if np.abs(new - pi).max() <= tol:": "< and <= differ only when the change equals tol exactly",
         "if loglik - previous < tol * abs(loglik):": "< and <= differ only when the gain equals the tolerance exactly",
         "if fa > fb:": "only exact ties of the likelihood differ, and then both points are equally good",
