@@ -57,12 +57,16 @@ RESULT = ROOT / "benchmarks" / "results" / "mutation.md"
 # name -> (source file, defining functions (top-level names or Class.method), tests that pin them).
 # Tests are files or pytest node ids; only fast, targeted tests, so that one mutant costs seconds.
 TARGETS: dict[str, tuple[str, list[str], list[str]]] = {
-    "noise": ("src/ddlnl/noise.py",
-              ["symmetric_matrix", "pairflip_matrix", "asymmetric_map", "_next_within_group", "asymmetric_matrix",
-               "_map_matrix", "_sample_from_rows", "apply_transition", "_truncated_normal", "truncated_normal_mean",
-               "_raw_pixels", "_class_flip_probabilities", "instance_dependent_labels", "realized_transition",
-               "realized_noise_rate"],
+    "noise": ("src/ddlnl/noise/sampling.py",
+              ["_sample_from_rows", "apply_transition", "_truncated_normal", "truncated_normal_mean",
+               "_raw_pixels", "_class_flip_probabilities", "instance_dependent_labels"],
               ["tests/test_defining_noise.py", "tests/test_reference_values.py", "tests/test_noise.py"]),
+    "noise_matrices": ("src/ddlnl/noise/matrices.py",
+                       ["symmetric_matrix", "pairflip_matrix", "asymmetric_map", "_next_within_group",
+                        "asymmetric_matrix", "_map_matrix"],
+                       ["tests/test_defining_noise.py", "tests/test_reference_values.py", "tests/test_noise.py"]),
+    "noise_labels": ("src/ddlnl/noise/labels.py", ["realized_transition", "realized_noise_rate"],
+                     ["tests/test_defining_noise.py", "tests/test_reference_values.py", "tests/test_noise.py"]),
     "experts": ("src/ddlnl/experts.py", ["train_expert", "ExpertConfig.epoch_lr", "ExpertConfig.train_config"],
                 ["tests/test_defining_experts.py"]),
     "estimate": ("src/ddlnl/estimate.py",
