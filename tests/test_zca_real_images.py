@@ -79,15 +79,15 @@ def test_display_images_un_whitens_a_zca_set(digits, convention):
 def test_label_scores_use_whitened_training_images(digits, monkeypatch):
     x, y = digits.train.images, digits.train.labels
     syn = _zca_set(x, y)
-    spy = _Spy(li.teacher_outputs)
-    monkeypatch.setattr(li, "teacher_outputs", spy)
+    spy = _Spy(li.teachers.teacher_outputs)
+    monkeypatch.setattr(li.teachers, "teacher_outputs", spy)  # where it is defined
     cfg = li.IssuesConfig(n_models=1, neighbours=0)
     issues = li.score_labels(syn, LabeledTensors(x, y), cfg, TINY_TRAIN, seed=0)
     white = fit_zca_space(x, "kornia", 0.1).transform(x)
     torch.testing.assert_close(spy.seen[0], white)
     # the scores are those of the teachers asked about the whitened images (independent computation)
     models = li.train_teachers(syn, TINY_TRAIN, 1, seed=0)
-    probs = li.teacher_outputs.real(models, white, keep_features=False).probs
+    probs = li.teachers.teacher_outputs.real(models, white, keep_features=False).probs
     expected = li.find_issues(probs, y.numpy(), 10, cfg)
     np.testing.assert_allclose(issues.quality, expected.quality)
 
@@ -105,8 +105,8 @@ def test_denoise_teachers_see_whitened_images(digits, monkeypatch):
 def test_estimate_and_issues_commands_whiten_for_a_zca_set(digits, tmp_path, monkeypatch, capsys):
     x, y = digits.train.images, digits.train.labels
     path = _zca_set(x, y).save(tmp_path / "datm-zca.safetensors")
-    spy = _Spy(li.teacher_outputs)
-    monkeypatch.setattr(li, "teacher_outputs", spy)
+    spy = _Spy(li.teachers.teacher_outputs)
+    monkeypatch.setattr(li.teachers, "teacher_outputs", spy)  # where it is defined
     tiny = ["--set", "train.epochs=1", "--set", "train.width=8", "--set", "baseline.epochs=1", "--set",
             "baseline.width=8", "--set", "issues.n_models=1", "--quiet"]
     assert main(["estimate", "--noise", "symmetric:0.4", "--synthetic", str(path), "--out", str(tmp_path / "e"),

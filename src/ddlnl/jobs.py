@@ -187,7 +187,7 @@ def run_estimate(resolved: Any, n_models: int, *, record: RunRecord | None = Non
         (:meth:`IPCAdvice.to_dict`), ``advice_text``, and ``known`` (realized rate and matrix)
         when the noise was injected here.
     """
-    from .label_issues import teacher_outputs, train_teachers  # looked up at call time (tests spy on them)
+    from .label_issues.teachers import teacher_outputs, train_teachers  # looked up at call time (tests spy on them)
 
     echo = echo or log
     job = resolved.job
