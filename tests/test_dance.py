@@ -129,7 +129,7 @@ def test_pretrained_models_are_cached_and_reused(tiny_dataset, tmp_path, monkeyp
     def boom(*a, **k):
         raise AssertionError("pre-trained models were trained again")
 
-    monkeypatch.setattr(ex, "train_expert", boom)
+    monkeypatch.setattr(ex.cache, "train_expert", boom)
     again = METHODS["dance"].distill(tiny_dataset.train, 1, cfg, seed=0, num_classes=4)
     assert torch.equal(first.images, again.images)
 

@@ -29,7 +29,7 @@ def _count_training(monkeypatch):
         calls.append(kwargs["index"])
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(ex, "train_expert", counting)
+    monkeypatch.setattr(ex.cache, "train_expert", counting)
     return calls
 
 
@@ -37,7 +37,7 @@ def _forbid_training(monkeypatch):
     def boom(*args, **kwargs):
         raise AssertionError("an expert was retrained although the cache was complete")
 
-    monkeypatch.setattr(ex, "train_expert", boom)
+    monkeypatch.setattr(ex.cache, "train_expert", boom)
 
 
 def test_trajectory_rows_are_initial_then_per_epoch_parameters(blobs):
@@ -117,7 +117,7 @@ def test_interrupted_training_resumes_with_the_missing_experts(blobs, tmp_path, 
             raise Interrupted
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(ex, "train_expert", dies_on_second)
+    monkeypatch.setattr(ex.cache, "train_expert", dies_on_second)
     with pytest.raises(Interrupted):
         get_experts(blobs, TINY, seed=0, num_classes=4, cache_dir=tmp_path)
     status = expert_status(blobs, TINY, seed=0, num_classes=4, cache_dir=tmp_path)
@@ -210,10 +210,10 @@ def test_ftd_experts_are_trained_with_gsam_under_their_own_key(blobs, tmp_path):
 
 def test_each_expert_file_is_hashed_once_per_process_until_it_changes(blobs, tmp_path, monkeypatch):
     tr = get_experts(blobs, TINY, seed=0, num_classes=4, cache_dir=tmp_path)
-    monkeypatch.setattr(ex, "_VERIFIED", set())  # as a fresh process
+    monkeypatch.setattr(ex.cache, "_VERIFIED", set())  # as a fresh process
     digests = []
     real = ex._digest
-    monkeypatch.setattr(ex, "_digest", lambda t, meta: digests.append(1) or real(t, meta))
+    monkeypatch.setattr(ex.cache, "_digest", lambda t, meta: digests.append(1) or real(t, meta))
     _forbid_training(monkeypatch)
     get_experts(blobs, TINY, seed=0, num_classes=4, cache_dir=tmp_path)
     assert len(digests) == 2
