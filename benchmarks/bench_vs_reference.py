@@ -33,13 +33,16 @@ Patches the reference needs to run here (none touches its algorithm):
 
 1. ``wandb`` is a stub: ``init`` keeps the config (the scripts read their arguments back from
    ``wandb.config``), ``log`` records the time of ``Progress``, nothing is uploaded.
-2. Where ``torchvision``, ``kornia`` or ``yacs`` are not installed, minimal stand-ins: torchvision's
+2. Where ``torchvision``, ``kornia``, ``yacs`` or ``efficientnet_pytorch`` are not installed, minimal stand-ins: torchvision's
    ``ToTensor`` / ``Normalize`` / ``Compose`` / ``ConvertImageDtype`` and a ``CIFAR10`` reader of
    the official pickle batches (data loading only); kornia (ZCA only; ZCA is off here, see below)
-   and yacs's ``CfgNode`` (a dict with attribute access: the DATM config defaults).
+   and efficientnet_pytorch (imported by DANCE's ``common.py``, unused by its ConvNet) are empty, and
+   yacs's ``CfgNode`` (a dict with attribute access: the DATM config defaults).
 3. CPU: ``Tensor.cuda()`` / ``Module.cuda()`` return the object on the CPU, and every default
    argument ``device='cuda'`` of a function in the reference's files becomes ``'cpu'``; DATM runs
-   with ``parall_eva=True`` so its ``torch.device("cuda:0")`` branch is not taken.
+   with ``parall_eva=True`` so its ``torch.device("cuda:0")`` branch is not taken; while the
+   reference's modules are imported (not in the timed loop), ``device='cuda'`` in a torch call
+   means the CPU (DANCE's ``train.py`` creates CUDA tensors at import).
 4. The data set's MD5 check (``CIFAR10m._check_integrity``) accepts the fixture batches, and its
    ``download`` does nothing.
 5. The ConvNet width is the ``--width`` argument (``get_default_convnet_setting`` returns it;
@@ -144,7 +147,7 @@ class Clock:
     def __init__(self) -> None:
         self.marks: list[float] = []
         self.spans: list[float] = []
-        self.peak = 0
+        self.peak = self.start = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -161,7 +164,7 @@ class Clock:
         if self._thread is None:
             import torch
 
-            self.peak = self.rss()
+            self.peak = self.start = self.rss()
             if torch.cuda.is_available():
                 torch.cuda.reset_peak_memory_stats()
             self._thread = threading.Thread(target=self._sample, daemon=True)
@@ -180,7 +183,7 @@ class Clock:
         peak = self.peak
         if torch.cuda.is_available():
             peak = torch.cuda.max_memory_allocated()
-        return {"times": times, "peak_bytes": peak, "threads": torch.get_num_threads()}
+        return {"times": times, "peak_bytes": peak, "start_bytes": self.start, "threads": torch.get_num_threads()}
 
 
 def timed_iter(clock: Clock):
@@ -229,7 +232,14 @@ def _importable(name: str) -> bool:
         return False
 
 
-class _Anything:
+class _AnyMeta(type):
+    def __getattr__(cls, attr):
+        if attr.startswith("__"):
+            raise AttributeError(attr)
+        return cls
+
+
+class _Anything(metaclass=_AnyMeta):
     """A stand-in class for names a reference module imports but the benchmark never uses."""
 
     def __init__(self, *a, **k):
@@ -346,9 +356,10 @@ def install_stubs(clock: Clock) -> list[str]:
         tv.utils = _module("torchvision.utils", save_image=lambda *a, **k: None, make_grid=lambda x, *a, **k: x)
         tv.models = _module("torchvision.models")
         tv.transforms.functional = _module("torchvision.transforms.functional")
-    if not _importable("kornia"):
-        used.append("kornia")
-        _module("kornia")
+    for name in ("kornia", "efficientnet_pytorch"):  # ZCA only (off here); DANCE's unused EfficientNet
+        if not _importable(name):
+            used.append(name)
+            _module(name)
     if not _importable("yacs"):
         used.append("yacs")
 
@@ -394,6 +405,37 @@ def cpu_patches(reference: Path) -> None:
                 for member in vars(obj).values():
                     if isinstance(member, (types.FunctionType, staticmethod, classmethod)):
                         fix(member)
+
+
+class _CpuAtImport:
+    """While the reference's modules are imported, ``device='cuda'`` in a torch call means the CPU
+    (DANCE's ``train.py`` builds CUDA tensors at import). Not active in the timed loop (a torch
+    function mode costs every operation some Python)."""
+
+    def __enter__(self):
+        import torch
+        from torch.overrides import TorchFunctionMode
+
+        if torch.cuda.is_available():
+            self.mode = None
+            return self
+
+        class Mode(TorchFunctionMode):
+            def __torch_function__(self, func, types, args=(), kwargs=None):
+                kwargs = dict(kwargs or {})
+                dev = kwargs.get("device")
+                if dev is not None and "cuda" in str(dev):
+                    kwargs["device"] = "cpu"
+                return func(*args, **kwargs)
+
+        self.mode = Mode()
+        self.mode.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        if self.mode is not None:
+            self.mode.__exit__(*exc)
+        return False
 
 
 def dataset_patches() -> None:
@@ -443,7 +485,7 @@ def ref_datm(a, clock: Clock) -> None:
     args.__dict__.update(
         dataset="CIFAR10", model="ConvNet", ipc=10, syn_steps=a.syn_steps, expert_epochs=2, lr_img=100,
         lr_teacher=0.001, batch_syn=100, lr_y=2.0, Momentum_y=0.9, threshold=1.0, lr_lr=1e-5,
-        data_path=str(a.fixture), buffer_path=str(a.work / "ref_buffers"), zca=False,
+        data_path=str(a.fixture), buffer_path=str(a.work / f"ref_buffers_w{a.width}"), zca=False,
         Iteration=a.iters - 1, eval_it=10 ** 9, skip_first_eva=True, num_eval=0, parall_eva=True,
         pix_init="real", min_start_epoch=0, current_max_start_epoch=2, max_start_epoch=2,
         expansion_end_epoch=1000, noise_type="clean", noise_rate=0.0, is_annot=False, device=[0])
@@ -467,15 +509,17 @@ def ref_dance(a, clock: Clock) -> None:
     install_stubs(clock)
     sys.argv = ["DANCE.py", "-d", "cifar10", "--ipc", "10", "--factor", "2", "--reproduce", "--test",
                 "--data_dir", str(a.fixture), "--width", str(a.width / 128), "--num_premodel", "5"]
-    from arguments.arg_condense import args  # parses sys.argv, as DANCE.py's __main__
+    with _CpuAtImport():
+        from arguments.arg_condense import args  # parses sys.argv, as DANCE.py's __main__
 
-    import DANCE
-    import common
+        import DANCE
+        import common
 
     dataset_patches()
     cpu_patches(a.reference)
     args.niter = a.iters
-    args.pretrain_dir = str(a.work / "ref_premodels")
+    args.data_dir = str(a.fixture)  # --reproduce sets it to 'dataset'
+    args.pretrain_dir = str(a.work / f"ref_premodels_w{a.width}")
     args.workers = 0
     os.makedirs(args.pretrain_dir, exist_ok=True)
     for i in range(args.num_premodel):  # random-weight pre-trained models in the reference's format
@@ -658,7 +702,8 @@ def run_child(a, method: str, side: str) -> dict:
         raise SystemExit(f"error: {side} {method} failed (exit {proc.returncode}):\n{tail}")
     out = json.loads(lines[-1][len("RESULT "):])
     out["load"] = load
-    counted = out["times"][1:] if len(out["times"]) > 1 else out["times"]
+    # The first iteration is a warm-up; an epoch is long enough to count every one.
+    counted = out["times"] if method == "epoch" or len(out["times"]) < 2 else out["times"][1:]
     out["per_iter"] = statistics.median(counted)
     print(f"{method} {side}: {out['per_iter']:.2f} s/it over {len(counted)} "
           f"(all: {', '.join(f'{t:.2f}' for t in out['times'])}), peak {out['peak_bytes'] / 2**20:.0f} MiB, "
@@ -674,7 +719,7 @@ def main() -> None:
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--width", type=int, default=128, help="ConvNet width (the study's: 128)")
     ap.add_argument("--iters", type=int, default=4, help="iterations per measurement; the first is a warm-up")
-    ap.add_argument("--epochs", type=int, default=2, help="expert epochs per measurement (first is a warm-up)")
+    ap.add_argument("--epochs", type=int, default=1, help="expert epochs per measurement (all counted)")
     ap.add_argument("--pairs", type=int, default=2, help="A B pairs per row")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temporary one)")
@@ -698,11 +743,9 @@ def main() -> None:
     if "dm" in methods and not (a.dc_reference and (a.dc_reference / "main_DM.py").is_file()):
         print("note: no --dc-reference with main_DM.py: the DM row is skipped", flush=True)
         methods.remove("dm")
-    if a.width < 1 or a.iters < 2 or a.epochs < 2 or a.pairs < 1:
-        raise SystemExit("error: need --width >= 1, --iters >= 2, --epochs >= 2 and --pairs >= 1")
+    if a.width < 1 or a.iters < 2 or a.epochs < 1 or a.pairs < 1:
+        raise SystemExit("error: need --width >= 1, --iters >= 2, --epochs >= 1 and --pairs >= 1")
     import tempfile
-
-    from ddlnl.report import markdown_table, write_result
 
     tmp = tempfile.TemporaryDirectory(prefix="ddlnl-vsref-") if a.work is None else None
     a.work = Path(tmp.name) if tmp else a.work.resolve()
@@ -710,6 +753,10 @@ def main() -> None:
     a.dc_reference = a.dc_reference.resolve() if a.dc_reference else None
     a.fixture = write_fixture(a.work / "data", 5000, 1000)
     rows = []
+
+    def write(rows):
+        _write(a, methods, rows)
+
     names = {"datm20": "DATM (TESLA), syn_steps 20", "datm80": "DATM (TESLA), syn_steps 80",
              "dance": "DANCE condensation", "dm": "DM (main_DM.py)", "epoch": "expert epoch (FTD, GSAM)"}
     for method in methods:
@@ -727,23 +774,32 @@ def main() -> None:
             " / ".join(f"{r['peak_bytes'] / 2**20:.0f}" for r, _ in pairs),
             " / ".join(f"{o['peak_bytes'] / 2**20:.0f}" for _, o in pairs),
             f"{statistics.median(mem):.2f}",
+            " / ".join(f"{(r['peak_bytes'] - r['start_bytes']) / 2**20:.0f} vs {(o['peak_bytes'] - o['start_bytes']) / 2**20:.0f}"
+                       for r, o in pairs),
             f"{min(x['load'] for p in pairs for x in p):.1f}-{max(x['load'] for p in pairs for x in p):.1f}",
         ])
         print(rows[-1], flush=True)
+        write(rows)
+
+
+def _write(a, methods, rows) -> None:
+    from ddlnl.report import markdown_table, write_result
+
     table = markdown_table(["loop", "study's code", "ddlnl", "speed-up (median of pairs)", "peak MiB, study",
-                            "peak MiB, ddlnl", "memory ratio study/ddlnl", "load (1 min)"], rows)
+                            "peak MiB, ddlnl", "memory ratio study/ddlnl", "loop growth MiB, study vs ddlnl", "load (1 min)"], rows)
     notes = (f"Config: CIFAR-10 format fixture (50,000 + 10,000 images, 3x32x32), ConvNet-3 width "
              f"{a.width} instance norm (the study's: width 128), IPC 10, {a.threads} thread(s) per process, "
-             f"{a.iters} iterations per measurement ({a.epochs} expert epochs for the epoch row), the first a "
-             f"warm-up; seconds are the median of the rest, one value per measurement, study's code and ddlnl "
+             f"{a.iters} iterations per measurement, the first a warm-up ({a.epochs} expert epoch(s) for the "
+             f"epoch row, all counted); seconds are the median of the rest, one value per measurement, study's code and ddlnl "
              f"alternating ({a.pairs} pairs). Speed-up = study's time / ddlnl's, per pair. Peak memory: the "
-             "process's largest resident set during the loop (CPU). The study's code runs unmodified apart "
+             "process's largest resident set during the loop (CPU; both processes hold the 50,000-image set); "
+             "loop growth: that peak minus the resident set at the loop's start. The study's code runs unmodified apart "
              "from the patches listed in benchmarks/bench_vs_reference.py (wandb stub, CPU device defaults, "
-             "stand-ins for torchvision/kornia/yacs where missing, the fixture's MD5 check, the width).")
+             "stand-ins for torchvision/kornia/yacs/efficientnet_pytorch where missing, the fixture's MD5 check, the width).")
+    if len(rows) < len(methods):
+        notes += f" Rows still to come in this run: {', '.join(methods[len(rows):])}."
     print(table)
     write_result(a.out, "ddlnl vs the study's code, per iteration", table, notes)
-    if tmp:
-        tmp.cleanup()
 
 
 if __name__ == "__main__":
