@@ -635,13 +635,13 @@ def ours(a, clock: Clock) -> None:
         dance.progress_bar = timed_iter(clock)
         _short_experts(dance)
         cfg = dance.DANCEConfig(iterations=a.iters, width=a.width, num_pretrained=2, pretrain_epochs=1,
-                                cache_experts=False)
+                                cache_experts=False, precision=a.precision)
         dance.distill(train, 10, cfg, seed=0, num_classes=10)
     elif a.method == "dm":
         from ddlnl.methods import dm
 
         dm.progress_bar = timed_iter(clock)
-        dm.distill(train, 10, dm.DMConfig(iterations=a.iters, width=a.width, batch_real=256), seed=0,
+        dm.distill(train, 10, dm.DMConfig(iterations=a.iters, width=a.width, batch_real=256, precision=a.precision), seed=0,
                    num_classes=10)
     elif a.method == "epoch":
         from ddlnl import experts
@@ -691,7 +691,8 @@ def run_child(a, method: str, side: str) -> dict:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", method, "--side", side,
            "--fixture", str(a.fixture), "--work", str(a.work), "--width", str(a.width), "--iters",
            str(a.iters if method != "epoch" else a.epochs), "--threads", str(a.threads),
-           "--syn-steps", "80" if method == "datm80" else "20", "--reference", str(a.reference)]
+           "--syn-steps", "80" if method == "datm80" else "20", "--reference", str(a.reference),
+           "--precision", a.precision]
     if a.dc_reference:
         cmd += ["--dc-reference", str(a.dc_reference)]
     load = os.getloadavg()[0]
@@ -722,6 +723,8 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=1, help="expert epochs per measurement (all counted)")
     ap.add_argument("--pairs", type=int, default=2, help="A B pairs per row")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                    help="ddlnl's precision option for dm and dance (fp32: the exact path, as the reference)")
     ap.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temporary one)")
     ap.add_argument("--out", type=Path, default=RESULTS / "vs_reference.md")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
@@ -743,6 +746,8 @@ def main() -> None:
     if "dm" in methods and not (a.dc_reference and (a.dc_reference / "main_DM.py").is_file()):
         print("note: no --dc-reference with main_DM.py: the DM row is skipped", flush=True)
         methods.remove("dm")
+    if a.precision != "fp32" and set(methods) - {"dm", "dance"}:
+        raise SystemExit("error: --precision bf16 is a ddlnl option of dm and dance only; pass --methods dm,dance")
     if a.width < 1 or a.iters < 2 or a.epochs < 1 or a.pairs < 1:
         raise SystemExit("error: need --width >= 1, --iters >= 2, --epochs >= 1 and --pairs >= 1")
     import tempfile
@@ -788,7 +793,7 @@ def _write(a, methods, rows) -> None:
     table = markdown_table(["loop", "study's code", "ddlnl", "speed-up (median of pairs)", "peak MiB, study",
                             "peak MiB, ddlnl", "memory ratio study/ddlnl", "loop growth MiB, study vs ddlnl", "load (1 min)"], rows)
     notes = (f"Config: CIFAR-10 format fixture (50,000 + 10,000 images, 3x32x32), ConvNet-3 width "
-             f"{a.width} instance norm (the study's: width 128), IPC 10, {a.threads} thread(s) per process, "
+             f"{a.width} instance norm (the study's: width 128), IPC 10, {a.threads} thread(s) per process, ddlnl precision {a.precision}, "
              f"{a.iters} iterations per measurement, the first a warm-up ({a.epochs} expert epoch(s) for the "
              f"epoch row, all counted); seconds are the median of the rest, one value per measurement, study's code and ddlnl "
              f"alternating ({a.pairs} pairs). Speed-up = study's time / ddlnl's, per pair. Peak memory: the "

@@ -84,6 +84,7 @@ from ..augment import DSA
 from ..data import LabeledTensors
 from ..errors import ConfigError
 from ..experts import ExpertConfig, Trajectories, get_experts
+from ..precision import autocast, check_precision
 from ..synthetic import SyntheticSet
 from ..train import TrainConfig
 from ..utils import derive_seed, generator, progress as progress_bar
@@ -133,6 +134,10 @@ class DANCEConfig:
     depth: int = 3
     norm: str = "instance"
     log_every: int = 1  # record the two losses every this many iterations
+    # ddlnl option, not in DANCE: "bf16" runs both views' networks under bfloat16 autocast
+    # (ddlnl.precision); "fp32" is the exact path, as DANCE.py.
+    precision: str = "fp32"
+    KEY_NEUTRAL: ClassVar[dict[str, object]] = {"precision": "fp32"}
 
     # A 2-core CPU on a 5,000-image 28x28 Fashion-MNIST subset at IPC 10 (factor 2: 40 decoded
     # images per class): 3 pre-trained models x 10 epochs at width 32 (lr x0.2 at epochs 6 and 8;
@@ -157,6 +162,7 @@ class DANCEConfig:
             raise ConfigError("dance: cutmix_prob must be in [0, 1] and cutmix_beta > 0")
         if self.num_pretrained < 1 or self.pretrain_epochs < 1:
             raise ConfigError("dance: num_pretrained and pretrain_epochs must be >= 1")
+        check_precision(self.precision, "dance")
         self.expert_config().check()
 
     def pretrain_milestones(self) -> tuple[int, ...]:
@@ -301,7 +307,7 @@ def inner_class_loss(encoder: torch.nn.Module, real: torch.Tensor, syn: torch.Te
 def inter_class_loss(model: torch.nn.Module, syn: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Mean cross-entropy of ``model`` (the final pre-trained network) on ``syn`` with ``labels``
     (``interloss``)."""
-    return F.cross_entropy(model(syn), labels)
+    return F.cross_entropy(model(syn).float(), labels)
 
 
 def _frozen(experts: Trajectories, device: torch.device) -> torch.nn.Module:
@@ -405,7 +411,8 @@ def distill(train: LabeledTensors, ipc: int, cfg: DANCEConfig = DANCEConfig(), *
             if dsa is not None:
                 draw = dsa.sample(1, g, siamese=True)  # one draw for the real and the synthetic batch
                 real, syn = dsa.apply(real, draw), dsa.apply(syn, draw)
-            loss = inner_class_loss(encoder, real, syn)
+            with autocast(device, cfg.precision):
+                loss = inner_class_loss(encoder, real, syn)
             step(loss)
             inner += float(loss.detach())
         calib = 0.0
@@ -414,7 +421,8 @@ def distill(train: LabeledTensors, ipc: int, cfg: DANCEConfig = DANCEConfig(), *
                 syn, labels = synthetic(c)
                 if dsa is not None:
                     syn = dsa.apply(syn, dsa.sample(1, g, siamese=True))
-                loss = inter_class_loss(final, syn, labels)
+                with autocast(device, cfg.precision):
+                    loss = inter_class_loss(final, syn, labels)
                 step(loss)
                 calib += float(loss.detach())
         if cfg.log_every and it % cfg.log_every == 0:

@@ -36,6 +36,7 @@ import torch
 from ..data import LabeledTensors
 from ..correction import CORRECTION_SOURCES, NoiseModel, unmix_means, unmixing_matrix
 from ..errors import ConfigError
+from ..precision import autocast, check_precision
 from ..synthetic import SyntheticSet
 from ..train import DSA_STRATEGY, TrainConfig, build_model, reinitialize_
 from ..utils import derive_seed, generator, progress as progress_bar
@@ -64,7 +65,11 @@ class DMConfig:
     # oracle (the injected noise's realized T).
     noise_correction: str = "none"
 
-    KEY_NEUTRAL: ClassVar[dict[str, object]] = {"noise_correction": "none"}
+    # ddlnl option, not in DM: "bf16" embeds under bfloat16 autocast (ddlnl.precision); "fp32" is
+    # the exact path, as main_DM.py.
+    precision: str = "fp32"
+
+    KEY_NEUTRAL: ClassVar[dict[str, object]] = {"noise_correction": "none", "precision": "fp32"}
 
     # Smaller settings for a 2-core CPU: DM's images move most in the first few hundred iterations
     # (measured on Fashion-MNIST: 81 iterations already took IPC 10 from 37% to 68% at 60% noise), and the class
@@ -78,6 +83,7 @@ class DMConfig:
             raise ConfigError(f"dm: init {self.init!r}: use real or noise")
         if self.noise_correction not in CORRECTION_SOURCES:
             raise ConfigError(f"dm: noise_correction {self.noise_correction!r}: use one of {', '.join(CORRECTION_SOURCES)}")
+        check_precision(self.precision, "dm")
 
 
 def class_matching_loss(net: torch.nn.Module, real: torch.Tensor, syn: torch.Tensor) -> torch.Tensor:
@@ -88,8 +94,8 @@ def class_matching_loss(net: torch.nn.Module, real: torch.Tensor, syn: torch.Ten
         syn: ``S x C x H x W`` its synthetic images (already augmented; carries the graph).
     """
     with torch.no_grad():
-        mean_real = net.embed(real).mean(0)
-    return ((mean_real - net.embed(syn).mean(0)) ** 2).sum()
+        mean_real = net.embed(real).float().mean(0)  # .float(): a no-op in float32; bf16 means in float32
+    return ((mean_real - net.embed(syn).float().mean(0)) ** 2).sum()
 
 
 def matching_loss(net: torch.nn.Module, real: list[torch.Tensor], syn: list[torch.Tensor]) -> torch.Tensor:
@@ -102,8 +108,8 @@ def matching_loss(net: torch.nn.Module, real: list[torch.Tensor], syn: list[torc
     sizes_r = [r.shape[0] for r in real]
     sizes_s = [s.shape[0] for s in syn]
     with torch.no_grad():
-        emb_r = net.embed(torch.cat(real)).split(sizes_r)
-    emb_s = net.embed(torch.cat(syn)).split(sizes_s)
+        emb_r = net.embed(torch.cat(real)).float().split(sizes_r)
+    emb_s = net.embed(torch.cat(syn)).float().split(sizes_s)
     loss = torch.zeros((), device=emb_s[0].device)
     for er, es in zip(emb_r, emb_s):
         loss = loss + ((er.mean(0) - es.mean(0)) ** 2).sum()
@@ -182,7 +188,8 @@ def distill(train: LabeledTensors, ipc: int | Sequence[int], cfg: DMConfig = DMC
                 real_c, syn_c = dsa.apply(real_c, draw), dsa.apply(syn_c, draw)
             # Back-propagate class by class: the gradients add up in syn.grad, and only this
             # class's real batch and graph are alive (memory bounded by one class).
-            loss_c = class_matching_loss(net, real_c, syn_c)
+            with autocast(device, cfg.precision):
+                loss_c = class_matching_loss(net, real_c, syn_c)
             loss_c.backward()
             loss = loss + loss_c.detach()
         opt.step()
