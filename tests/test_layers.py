@@ -16,7 +16,7 @@ PACKAGE = SRC / "ddlnl"
 
 # Lowest first. A module in a package (``methods.dm``) takes its package's layer unless listed.
 LAYERS: list[tuple[str, set[str]]] = [
-    ("foundations", {"errors", "_version", "progress", "utils", "config", "formatting"}),
+    ("foundations", {"errors", "_version", "progress", "utils", "config", "formatting", "precision"}),
     ("data", {"data"}),
     ("ingredients", {"noise", "models", "augment", "curves", "correction", "longtail"}),
     ("training", {"train", "synthetic", "diagnostics", "study", "figures"}),
