@@ -81,3 +81,29 @@ def test_dance_bf16_step_agrees_with_fp32():
     cos = torch.nn.functional.cosine_similarity(exact.flatten(), fast.flatten(), dim=0)
     rel = (exact - fast).norm() / exact.norm()
     assert cos > 0.99 and rel < 0.15, (float(cos), float(rel))
+
+
+def test_inplace_relu_leaves_dm_and_dance_unchanged(monkeypatch):
+    """DM and DANCE make their networks' ReLUs in-place (as the reference): bit-identical sets."""
+    from ddlnl.methods import dance
+    from ddlnl.methods.dance import DANCEConfig
+
+    train = _data(n_per_class=24)
+    dcfg = DANCEConfig(iterations=2, width=8, batch_real=16, num_pretrained=1, pretrain_epochs=1, pretrain_batch=32,
+                       cache_experts=False)
+    fast_dm = dm.distill(train, 2, DMConfig(iterations=2, width=8, batch_real=16), seed=1, num_classes=4)
+    fast_dance = dance.distill(train, 1, dcfg, seed=2, num_classes=4)
+    monkeypatch.setattr(dm, "inplace_relu_", lambda net: net)
+    monkeypatch.setattr(dance, "inplace_relu_", lambda net: net)
+    assert torch.equal(fast_dm.images, dm.distill(train, 2, DMConfig(iterations=2, width=8, batch_real=16), seed=1,
+                                                  num_classes=4).images)
+    assert torch.equal(fast_dance.images, dance.distill(train, 1, dcfg, seed=2, num_classes=4).images)
+
+
+def test_inplace_relu_is_applied():
+    from ddlnl.precision import inplace_relu_
+    from ddlnl.train import TrainConfig, build_model
+
+    net = inplace_relu_(build_model(TrainConfig(width=4, depth=2), channels=3, num_classes=2, image_size=(8, 8), seed=0))
+    relus = [m for m in net.modules() if isinstance(m, torch.nn.ReLU)]
+    assert relus and all(m.inplace for m in relus)

@@ -84,7 +84,7 @@ from ..augment import DSA
 from ..data import LabeledTensors
 from ..errors import ConfigError
 from ..experts import ExpertConfig, Trajectories, get_experts
-from ..precision import autocast, check_precision
+from ..precision import autocast, check_precision, inplace_relu_
 from ..synthetic import SyntheticSet
 from ..train import TrainConfig
 from ..utils import derive_seed, generator, progress as progress_bar
@@ -373,7 +373,7 @@ def distill(train: LabeledTensors, ipc: int, cfg: DANCEConfig = DANCEConfig(), *
     # the momentum they carry.
     opt = torch.optim.SGD([stored], lr=cfg.lr_img_per_ipc * ipc, momentum=cfg.momentum)
     dsa = DSA(cfg.dsa_strategy, mode="all") if cfg.dsa_strategy else None
-    encoder, final = _frozen(experts, device), _frozen(experts, device)
+    encoder, final = inplace_relu_(_frozen(experts, device)), inplace_relu_(_frozen(experts, device))
     images = train.images.to(device)
 
     def synthetic(c: int) -> tuple[torch.Tensor, torch.Tensor]:
