@@ -4,10 +4,11 @@
 ``precision="bf16"`` runs the network's forward (and so its backward) under
 :func:`torch.autocast` with ``bfloat16``: convolutions and matrix products take bfloat16 inputs
 and accumulate in float32; losses are formed in float32 from float32 copies of the outputs. On a
-CPU with AVX-512 BF16 (or a GPU with bfloat16 tensor cores) this roughly halves the time of a
-ConvNet forward (``benchmarks/results/vs_reference_bf16.md``); the price is rounding
-of the activations to 8 significant bits, which the tests bound where a method offers it
-(``tests/test_precision.py``: the step's gradient agrees with the float32 one).
+CPU with AVX-512 BF16 (or a GPU with bfloat16 tensor cores) convolutions get cheaper:
+``benchmarks/results/vs_reference_dm.md`` measures DM per iteration against the study's
+``main_DM.py`` in float32 and in bf16. The price is rounding of the activations to 8 significant
+bits, which the tests bound where a method offers it (``tests/test_precision.py``: one
+iteration's update agrees with the float32 one).
 """
 
 from __future__ import annotations
