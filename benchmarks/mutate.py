@@ -184,6 +184,14 @@ EQUIVALENT: dict[str, dict[str, str]] = {
         "it = 1": "_em's iteration count is discarded by its only caller (estimate_noise)",
         "it = None": "_em's iteration count is discarded by its only caller (estimate_noise)",
     },
+    "train": {
+        "span = max(cfg.epochs - cfg.warmup_epochs, 2e-09)": "the floor only acts when epochs == warmup_epochs, "
+            "where progress is capped at 1 with either floor",
+        "progress_ = min(2.0, (t - cfg.warmup_epochs) / span)": "t <= epochs during training, so progress never "
+            "exceeds 1 and the cap never acts",
+        "return soft_cross_entropy(logits, target) if target.ndim == 3 else F.cross_entropy(logits, target)":
+            "torch's F.cross_entropy takes probability targets too and computes the same mean soft cross-entropy",
+    },
     "datm": {
         "x = images if step.draw is None and self.dsa is None else self.dsa.apply(images, step.draw)":
             "plan_steps gives a step a DSA draw exactly when the student has a DSA, so draw is None iff dsa is "

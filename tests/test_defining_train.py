@@ -119,3 +119,31 @@ def test_early_stopping_chooses_the_earliest_best_epoch_on_the_selected_split_on
     last = Bias([0.5, 0.0])
     train(last, data(4), cfg, seed=4, lr=0.15, loss_fn=first_logit, monitor={"val": val}, record_every=1)
     assert float(last.b.detach()[0]) == pytest.approx(0.5 - 5 * 0.15)  # without select: the last epoch
+
+
+def test_losses_and_schedules_by_hand():
+    import torch.nn.functional as F
+
+    from ddlnl.train import _loss, _lr_at
+
+    logits = torch.tensor([[2.0, 0.0, -1.0], [0.5, 0.5, 0.0]])
+    hard = torch.tensor([0, 2])
+    soft = torch.tensor([[0.7, 0.2, 0.1], [0.0, 0.0, 1.0]])
+    mse = TrainConfig(loss="mse")
+    onehot = torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
+    assert float(_loss(mse, logits, hard)) == pytest.approx(float(0.5 * ((logits - onehot) ** 2).mean()))
+    assert float(_loss(mse, logits, soft)) == pytest.approx(float(0.5 * ((logits - soft) ** 2).mean()))
+    ce = TrainConfig()
+    logp = F.log_softmax(logits, dim=1)
+    assert float(_loss(ce, logits, soft)) == pytest.approx(float(-(soft * logp).sum(1).mean()))
+    assert float(_loss(ce, logits, hard)) == pytest.approx(float(-logp[[0, 1], [0, 2]].mean()))
+    # multistep (DANCE): x0.2 from epoch 2N//3 (integer division) and again from 5N//6; N = 10 -> 6 and 8
+    ms = TrainConfig(epochs=10, schedule="multistep")
+    assert [_lr_at(ms, 1.0, e, 0.0) for e in (5, 6, 7, 8, 9)] == pytest.approx([1, 0.2, 0.2, 0.04, 0.04])
+    # cosine from lr to lr * floor over the epochs after warm-up
+    cos = TrainConfig(epochs=12, schedule="cosine", warmup_epochs=2, final_lr_fraction=0.1)
+    for e, frac in ((2, 0.0), (4, 0.5), (7, 0.0), (11, 0.75)):
+        progress = (e + frac - 2) / 10
+        expected = 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
+        assert _lr_at(cos, 1.0, e, frac) == pytest.approx(expected)
+    assert _lr_at(cos, 1.0, 1, 0.0) == pytest.approx(0.5)  # linear warm-up
