@@ -192,6 +192,18 @@ EQUIVALENT: dict[str, dict[str, str]] = {
         "return soft_cross_entropy(logits, target) if target.ndim == 3 else F.cross_entropy(logits, target)":
             "torch's F.cross_entropy takes probability targets too and computes the same mean soft cross-entropy",
     },
+    "label_issues": {
+        "thresholds[c] = 0.5 * (q[m - 1] + q[m]) if q[m] >= q[m - 1] else q[m]":
+            "when q[m] == q[m - 1] the midpoint is q[m] itself: both branches give the same threshold",
+        "r = np.full_like(v, 2.0 / v.shape[1])": "the EM update is invariant to the scale of r (renormalised every "
+                                                 "step); only the first convergence check sees it",
+        "r = np.full_like(v, 1.0 * v.shape[1])": "the EM update is invariant to the scale of r (renormalised every "
+                                                 "step); only the first convergence check sees it",
+        "new *= np.maximum(new.sum(axis=1, keepdims=True), 1e-300)":
+            "each row of new sums to exactly sum_i v_i = 1 before this line (the votes are distributions), so "
+            "dividing and multiplying by it agree",
+        "if np.abs(new - r).max() <= tol:": "< and <= differ only when the change equals tol exactly",
+    },
     "datm": {
         "x = images if step.draw is None and self.dsa is None else self.dsa.apply(images, step.draw)":
             "plan_steps gives a step a DSA draw exactly when the student has a DSA, so draw is None iff dsa is "
