@@ -70,6 +70,18 @@ def obtain_synthetic(prepared: Any, resolved: Any, *, synthetic: str | Path | No
     return syn
 
 
+def _data_and_set(resolved: Any, synthetic: str | Path | None, ipc: int, out: Path, device: torch.device,
+                  show_progress: bool, echo: Callable[[str], None]) -> tuple[Any, Any, SyntheticSet]:
+    """The start shared by ``ddlnl issues`` and ``ddlnl denoise``: the job's noisy data (its summary
+    echoed), the recipe fitted to its images, and the synthetic set (given, or DM distilled here)."""
+    prepared = prepare_data(resolved.job)
+    resolved = fit_to_images(resolved, prepared.dataset.image_size)
+    echo(summary_text(prepared.noisy, prepared.dataset.classes))
+    syn = obtain_synthetic(prepared, resolved, synthetic=synthetic, ipc=ipc, out=out, device=device,
+                           show_progress=show_progress, echo=echo)
+    return resolved, prepared, syn
+
+
 def run_issues(resolved: Any, cfg: IssuesConfig, out: Path, *, synthetic: str | Path | None = None,
                ipc: int = 10, mode: str = "relabel", train_downstream: bool = True, n_runs: int = 1,
                device: torch.device, show_progress: bool = True,
@@ -87,12 +99,8 @@ def run_issues(resolved: Any, cfg: IssuesConfig, out: Path, *, synthetic: str | 
         raise UserError(f"cleaning mode {mode!r}: use relabel or filter")
     out = Path(out)  # created by the first file written, so a refused input leaves no empty folder
     job = resolved.job
-    prepared = prepare_data(job)
-    resolved = fit_to_images(resolved, prepared.dataset.image_size)
+    resolved, prepared, syn = _data_and_set(resolved, synthetic, ipc, out, device, show_progress, echo)
     ds = prepared.dataset
-    echo(summary_text(prepared.noisy, ds.classes))
-    syn = obtain_synthetic(prepared, resolved, synthetic=synthetic, ipc=ipc, out=out, device=device,
-                           show_progress=show_progress, echo=echo)
     echo(f"scoring {len(ds.train)} labels with {cfg.n_models} teachers trained on {len(syn)} synthetic images"
          + (f" and {cfg.neighbours}-neighbour votes" if cfg.neighbours else ""))
     issues = score_labels(syn, prepared.noisy_train, cfg, resolved.train, seed=derive_seed(job.seed, "issues"),
@@ -245,12 +253,8 @@ def run_denoise(resolved: Any, cfg: DenoiseConfig, issues_cfg: IssuesConfig, out
 
     out = Path(out)
     job = resolved.job
-    prepared = prepare_data(job)
-    resolved = fit_to_images(resolved, prepared.dataset.image_size)
+    resolved, prepared, syn = _data_and_set(resolved, synthetic, ipc, out, device, show_progress, echo)
     ds = prepared.dataset
-    echo(summary_text(prepared.noisy, ds.classes))
-    syn = obtain_synthetic(prepared, resolved, synthetic=synthetic, ipc=ipc, out=out, device=device,
-                           show_progress=show_progress, echo=echo)
     echo(f"denoise: {issues_cfg.n_models} teachers on {len(syn)} synthetic images, then a student on "
          f"{len(ds.train)} noisy labels ({resolved.baseline.epochs} epochs, mix {cfg.mix}, threshold {cfg.threshold})")
     res = denoise(prepared.noisy_train, syn, cfg, resolved.baseline, resolved.train, issues_cfg,
