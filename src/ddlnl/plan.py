@@ -44,7 +44,6 @@ is checked against measured peaks in ``benchmarks/results/memory_plan.md``.
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -53,6 +52,7 @@ import torch
 
 from .data import DATASET_FACTS
 from .models import create_model
+from .utils import free_memory_bytes
 
 BYTES = 4  # float32
 # What a process holds once it has trained anything, beyond its imports and whatever the network:
@@ -149,17 +149,10 @@ def seconds_per_image_step(net_kwargs: dict[str, Any], channels: int, image_size
 
 
 def available_memory(device: torch.device) -> int:
-    """Free bytes of ``device``: ``torch.cuda.mem_get_info`` on CUDA, MemAvailable on the CPU."""
-    if device.type == "cuda":
-        return int(torch.cuda.mem_get_info(device)[0])
-    try:
-        with open("/proc/meminfo") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES"))
+    """Free bytes of ``device`` (:func:`ddlnl.utils.free_memory_bytes`); 0 when it cannot be told,
+    so that every cell is flagged rather than promised to fit."""
+    free = free_memory_bytes(device)
+    return 0 if free is None else free
 
 
 @dataclass(frozen=True)

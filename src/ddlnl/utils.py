@@ -381,3 +381,24 @@ def read_json_checked(path: str | Path, *, required: Iterable[str] = (), checksu
     if checksum and CHECKSUM_FIELD in obj and obj[CHECKSUM_FIELD] != _payload_digest(obj):
         raise DamagedFile(path, "fails its checksum: modified or damaged")
     return obj
+
+
+def free_memory_bytes(device: torch.device | str) -> int | None:
+    """Bytes free for new tensors on ``device`` now: CUDA's free memory, or the host's
+    ``MemAvailable`` (Linux) for a CPU; None when unknown."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    if device.type == "cpu":
+        try:
+            with open("/proc/meminfo") as fh:
+                for line in fh:
+                    if line.startswith("MemAvailable:"):
+                        return int(line.split()[1]) * 1024
+        except OSError:
+            pass
+        try:
+            return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+        except (ValueError, OSError, AttributeError):
+            return None
+    return None

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
 
 import torch
 import torch.nn.functional as F
 from torch.func import jacrev, vjp, vmap
 
+from ...utils import free_memory_bytes
 from .config import Params
 from .network import LinearizedNet, _RidgeSolver, _dot, krr_fit, krr_predict
 
@@ -77,27 +77,6 @@ def outer_loss(lin: LinearizedNet, images: torch.Tensor, labels: torch.Tensor, l
 # ``jacobian_mb`` is None: building it (vmap of jacrev, then one concatenation) holds about two
 # copies at its peak, so half the free memory at most, leaving the rest to the solves.
 JACOBIAN_FREE_FRACTION = 0.25
-
-
-def free_memory_bytes(device: torch.device | str) -> int | None:
-    """Bytes free for new tensors on ``device`` now: CUDA's free memory, or the host's
-    ``MemAvailable`` (Linux) for a CPU; None when unknown."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        return int(torch.cuda.mem_get_info(device)[0])
-    if device.type == "cpu":
-        try:
-            with open("/proc/meminfo") as fh:
-                for line in fh:
-                    if line.startswith("MemAvailable:"):
-                        return int(line.split()[1]) * 1024
-        except OSError:
-            pass
-        try:
-            return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
-        except (ValueError, OSError, AttributeError):
-            return None
-    return None
 
 
 def jacobian_budget_mb(jacobian_mb: float | None, device: torch.device | str) -> float:
