@@ -3,8 +3,9 @@
 The committed grids under ``results/fashion_mnist_report/grids/`` were drawn by ``ddlnl report``
 from the sets of a sweep root under ``runs/``, which is not committed (27 sets of 100 28x28
 images, ~8.5 MB). This script distils those sets again, exactly as the sweep's cells do (the
-cell's resolved configuration, key and seed: ``ddlnl.sweep.cell_job``, ``cell_key`` and
-``derive_seed(seed, "distill", method, ipc)``), into ``ROOT/artifacts/synthetic/`` where the
+cell's resolved configuration, synthetic-set key and seed: ``ddlnl.sweep.cell_job``,
+``ddlnl.cells.synthetic_key`` and ``derive_seed(seed, "distill", method, ipc)``), into
+``ROOT/artifacts/synthetic/`` (``ddlnl.sweep.synthetic_path``) where the
 sweep keeps them (so a later ``ddlnl sweep`` of the same grid reuses them), and draws one grid per
 (dataset, method, noise) at the largest IPC <= ``--max-ipc``, as the report does. Distillation
 only: nothing is evaluated, no record is written. A set already in ROOT under the same key is
@@ -28,7 +29,8 @@ from pathlib import Path
 
 from ddlnl.pipeline import distill_cached, fit_to_images, prepare_data
 from ddlnl.report import grid_name, set_grid_png
-from ddlnl.sweep import cell_job, cell_key, expand, load_grid, select_cells
+from ddlnl.cells import synthetic_key
+from ddlnl.sweep import cell_job, expand, load_grid, select_cells, synthetic_path
 from ddlnl.utils import CACHE_ENV, derive_seed, resolve_device
 
 HERE = Path(__file__).resolve().parent
@@ -62,15 +64,14 @@ def main() -> None:
         grid = load_grid(path)
         for cell in shown_cells(grid, args.max_ipc, args.only):
             resolved = cell_job(grid, cell)
-            key = cell_key(grid, cell, resolved)
             prepared = prepare_data(resolved.job)
             resolved = fit_to_images(resolved, prepared.dataset.image_size)
             base = grid.base_method(cell.method)
+            key = synthetic_key(resolved, base, cell.ipc)
             t0 = time.perf_counter()
             syn = distill_cached(prepared, base, cell.ipc, resolved.methods[base],
                                  seed=derive_seed(cell.seed, "distill", base, cell.ipc), key=key,
-                                 path=root / "artifacts" / "synthetic" / f"{cell.name}__{key[:10]}.safetensors",
-                                 device=device, echo=print)
+                                 path=synthetic_path(root, cell, key), device=device, echo=print)
             png = set_grid_png(syn, out / grid_name(cell.dataset, cell.method, cell.noise, cell.ipc),
                                f"{cell.method}, IPC {cell.ipc}, {cell.dataset}, {cell.noise}",
                                prepared.dataset.train.images)

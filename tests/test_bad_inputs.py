@@ -310,19 +310,26 @@ class Setup(dict):
         return root
 
     @staticmethod
-    def _run_badconfig(t):
-        run = t / "run-badconfig"
-        run.mkdir()
-        (run / "config.json").write_text("{")
-        (run / "noise.json").write_text("{}")
+    def _sound_run(t, name):
+        """A run directory of the current layout with one sound record."""
+        run = t / name
+        rec = {"cell": {"dataset": "digits", "noise": "symmetric:0.4", "seed": 0, "method": "random", "ipc": 1},
+               "name": "digits__symmetric-0.4__seed0__random-ipc1", "key": "0123456789abcdef", "mean": 0.5, "std": 0.0,
+               "accs": [0.5], "noise": {"train_size": 100, "num_classes": 10}}
+        _record(run / "records", f"{rec['name']}__0123456789.json", json.dumps(rec))
         return run
 
     @staticmethod
-    def _run_badnoise(t):
-        run = t / "run-badnoise"
-        run.mkdir()
+    def _run_badconfig(t):
+        run = Setup._sound_run(t, "run-badconfig")
+        (run / "config.json").write_text("{")
+        return run
+
+    @staticmethod
+    def _run_allbad(t):
+        run = t / "run-allbad"
+        _record(run / "records", "digits__symmetric-0.4__seed0__random-ipc1__0123456789.json", '{"cell": {"da')
         (run / "config.json").write_text(json.dumps({"data": {}, "runs": [{"job": {"dataset": "digits"}}]}))
-        (run / "noise.json").write_text('{"spec": ')
         return run
 
     @staticmethod
@@ -333,10 +340,17 @@ class Setup(dict):
 
     @staticmethod
     def _run_listconfig(t):
-        run = t / "run-list"
-        run.mkdir()
+        run = Setup._sound_run(t, "run-list")
         (run / "config.json").write_text("[]")
-        (run / "noise.json").write_text("{}")
+        return run
+
+    @staticmethod
+    def _run_old(t):
+        """A run directory of the layout before records/: cells/*.json and baseline.json."""
+        run = t / "run-old"
+        _record(run / "cells", "dm-ipc1.json", json.dumps({"key": "k", "method": "dm", "ipc": 1, "mean": 0.5}))
+        (run / "baseline.json").write_text(json.dumps({"key": "b", "mean": 0.5, "std": 0.0, "accs": [0.5]}))
+        (run / "config.json").write_text(json.dumps({"layout": 2, "data": {}, "runs": []}))
         return run
 
 
@@ -533,7 +547,7 @@ ROWS = [
     ("experts --method zz --status", 2, "unknown method 'zz'"),
     ("issues --set issues.nope=1", 2, "unknown key 'nope'"),
     ("estimate --set issues.nope=1", 2, "unknown key 'nope'"),
-    ("estimate --run {run_norun}", 2, "is not a ddlnl run directory"),
+    ("estimate --run {run_norun}", 2, "has no records/ folder: give a run directory"),
     ("estimate --run {run_norun} --dataset digits", 2, "drop --dataset"),
     ("issues --set train.epoch=1", 2, "unknown key 'epoch'"),
     ("denoise --ipc 0", 2, "argument --ipc: must be >= 1"),
@@ -616,10 +630,15 @@ ROWS = [
     ("issues --synthetic {t}/missing.safetensors", 2, "--synthetic"),
     ("estimate --synthetic {t}/missing.safetensors", 2, "--synthetic"),
     ("issues --synthetic {syn_trunc} --no-train", 2, "is damaged"),
-    ("estimate --run {run_badconfig}", 2, "unreadable run record (JSONDecodeError)"),
-    ("estimate --run {run_listconfig}", 2, "unreadable run record"),
-    ("estimate --run {run_badnoise}", 2, "unreadable run record (JSONDecodeError)"),
-    ("estimate --run {afile}", 2, "is not a ddlnl run directory"),
+    ("estimate --run {run_badconfig}", 2, "config.json is damaged (not valid JSON"),
+    ("estimate --run {run_listconfig}", 2, "config.json is damaged (holds a JSON list"),
+    ("estimate --run {run_allbad}", 2, "has no sound records (1 damaged: "),
+    ("estimate --run {afile}", 2, "is not a folder"),
+    # --- a run directory of the layout before records/: one line saying what to do, for every reader
+    ("estimate --run {run_old}", 2, "is a run directory of an earlier ddlnl"),
+    ("results {run_old}", 2, "run its job again with `ddlnl run --out NEW_DIR`"),
+    ("report {run_old}", 2, "is a run directory of an earlier ddlnl"),
+    ("run --out {run_old} --quiet", 2, "is a run directory of an earlier ddlnl"),
     ("sweep {t}/missing.yaml", 2, "missing.yaml not found"),
     ("sweep {t}", 2, "is a folder, not a file"),
     ("results {t}/missing", 2, "is not a folder"),

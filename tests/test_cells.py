@@ -11,7 +11,7 @@ import torch
 from ddlnl import cells, utils
 from ddlnl.job import JobConfig, resolve_job
 from ddlnl.pipeline import collect_results, run_job
-from ddlnl.sweep import Cell, grid_from_dict, run_cell
+from ddlnl.sweep import Cell, grid_from_dict, record_path, run_cell
 from ddlnl.train import EvalResult
 from ddlnl.utils import atomic_write_json, with_checksum
 
@@ -29,9 +29,13 @@ def test_run_and_sweep_give_a_cell_the_same_accuracies(tmp_path):
     root = tmp_path / "sweep"
     random = run_cell(grid, Cell("digits", "symmetric:0.6", 0, "random", 1), root)
     baseline = run_cell(grid, Cell("digits", "symmetric:0.6", 0, "baseline"), root)
-    [run_random] = [c for c in results["cells"] if c["method"] == "random"]
+    [run_random] = [c for c in results["cells"] if c["cell"]["method"] == "random"]
     assert random["accs"] == run_random["accs"] and len(random["accs"]) == 2
     assert baseline["accs"] == results["baseline"]["accs"]
+    # One record format and one key formula: the same cell has the same key and fields in both.
+    assert run_random["key"] == random["key"] and run_random["name"] == random["name"]
+    assert set(random) - {"grid"} <= set(run_random) and set(run_random) <= set(random)
+    assert results["baseline"]["key"] == baseline["key"]
 
 
 def test_a_sweep_cell_caches_under_its_root_without_touching_the_environment(tmp_path, monkeypatch):
@@ -54,16 +58,24 @@ def test_a_sweep_cell_caches_under_its_root_without_touching_the_environment(tmp
 
 
 def test_a_damaged_run_record_is_reported_not_skipped_silently(tmp_path):
-    atomic_write_json(tmp_path / "noise.json", {"dataset": "digits", "spec": {"kind": "none"}, "realized_rate": 0.0})
-    good = with_checksum({"key": "k1", "method": "random", "ipc": 1, "mean": 0.5, "std": 0.0, "accs": [0.5]})
-    atomic_write_json(tmp_path / "cells" / "random-ipc1.json", good)
-    (tmp_path / "cells" / "random-ipc10.json").write_text('{"key": "k2", "mean": 0.')  # truncated
-    edited = dict(good, mean=0.9)  # its checksum no longer matches
-    (tmp_path / "cells" / "random-ipc50.json").write_text(json.dumps(edited))
+    def record(ipc, **changes):
+        cell = Cell("digits", "none", 0, "random", ipc)
+        key = f"{ipc:02d}" * 8
+        rec = {"cell": {"dataset": "digits", "noise": "none", "seed": 0, "method": "random", "ipc": ipc},
+               "name": cell.name, "key": key, "noise": {"dataset": "digits", "spec": {"kind": "none"}, "realized_rate": 0.0},
+               "mean": 0.5, "std": 0.0, "accs": [0.5], "artifacts": {}}
+        return record_path(tmp_path, cell, key), with_checksum(rec), changes
+
+    path, good, _ = record(1)
+    atomic_write_json(path, good)
+    path, rec, _ = record(10)
+    path.write_text(json.dumps(rec)[:40])  # truncated
+    path, rec, _ = record(50)
+    path.write_text(json.dumps(dict(rec, mean=0.9)))  # edited: its checksum no longer matches
     said = []
     results = collect_results(tmp_path, echo=said.append)
-    assert [c["ipc"] for c in results["cells"]] == [1]
-    assert len(said) == 2 and "random-ipc10.json" in said[0] and "random-ipc50.json" in said[1]
+    assert [c["cell"]["ipc"] for c in results["cells"]] == [1]
+    assert len(said) == 2 and "random-ipc10" in said[0] and "random-ipc50" in said[1]
     assert all("left out" in s for s in said)
 
 

@@ -11,6 +11,7 @@ import pytest
 
 from ddlnl.cli import main
 from fixtures_data import write_cifar10, write_cifar_n, write_fashion_mnist
+from test_run_dir import run_record, run_records
 
 # A tiny but complete job on the bundled digits data (seconds, not minutes).
 TINY = ["--set", "train.epochs=2", "--set", "baseline.epochs=2", "--set", "dm.iterations=2",
@@ -88,19 +89,20 @@ def test_run_writes_table_figures_and_resumes(tmp_path, capsys):
     printed = capsys.readouterr()
     assert "| dm | 2 |" in printed.out and "| random | 1 |" in printed.out and "full noisy set" in printed.out
     results = json.loads((out / "results.json").read_text())
-    assert {(c["method"], c["ipc"]) for c in results["cells"]} == {("random", 1), ("random", 2), ("dm", 1), ("dm", 2)}
+    assert {(c["cell"]["method"], c["cell"]["ipc"]) for c in results["cells"]} == {("random", 1), ("random", 2), ("dm", 1), ("dm", 2)}
     assert all(len(c["accs"]) == 1 for c in results["cells"])
     assert (out / "figures" / "dm-ipc2.png").read_bytes()[:4] == b"\x89PNG"
     assert (out / "synthetic" / "dm-ipc1.safetensors").exists() and (out / "noise.npz").exists()
-    before = (out / "cells" / "dm-ipc1.json").read_text()
+    [cell] = run_records(out, "dm-ipc1")
+    before = cell.read_text()
     assert main(["run", "--out", str(out), *TINY]) == 0
     assert "done before" in capsys.readouterr().err
-    assert (out / "cells" / "dm-ipc1.json").read_text() == before
+    assert cell.read_text() == before
     # Another configuration never overwrites this run's records: it is added beside them ...
     assert main(["run", "--out", str(out), *TINY, "--set", "dm.lr_img=2"]) == 0
     printed = capsys.readouterr().out
     assert "| dm (dm.lr_img=2.0) | 1 |" in printed and "| dm (dm.lr_img=1.0) | 1 |" in printed
-    assert (out / "cells" / "dm-ipc1.json").read_text() == before
+    assert cell.read_text() == before
     # ... nor does other data; but more IPCs can be added to the same run.
     assert main(["run", "--out", str(out), *TINY, "--noise", "symmetric:0.3"]) == 2
     assert "other data" in _error_line(capsys)
@@ -124,7 +126,7 @@ def test_baseline_command_and_label_file_round_trip(tmp_path, capsys):
     assert main(["baseline", "--noise", "file:" + str(labels), "--set", "baseline.epochs=2",
                  "--set", "baseline.width=8", "--n-runs", "1", "--out", str(tmp_path / "b"), "--quiet"]) == 0
     assert "baseline:" in capsys.readouterr().out
-    rec = json.loads((tmp_path / "b" / "baseline.json").read_text())
+    rec = run_record(tmp_path / "b", "baseline")
     assert len(rec["accs"]) == 1 and rec["histories"][0][-1]["epoch"] == 2
 
 

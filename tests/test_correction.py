@@ -159,7 +159,7 @@ def test_run_refuses_correction_for_unsupported_method_and_runs_the_oracle(tmp_p
     assert main(["run", "--out", str(out), "--methods", "dm", "--noise", "pairflip:0.3", *TINY,
                  "--set", "dm.noise_correction=true"]) == 0
     cells = json.loads((out / "results.json").read_text())["cells"]
-    assert all(c["config"]["noise_correction"] == "true" for c in cells if c["method"] == "dm")
+    assert all(c["config"]["method"]["noise_correction"] == "true" for c in cells if c["cell"]["method"] == "dm")
     capsys.readouterr()
     assert main(["run", "--out", str(tmp_path / "x"), "--methods", "datm", *TINY,
                  "--set", "datm.noise_correction=true"]) == 2
@@ -182,8 +182,8 @@ def test_run_with_noise_correction_both_sources(tmp_path, capsys):
                 "--set", "dm.iterations=20", "--set", "train.epochs=300", "--set", f"dm.noise_correction={source}"]
         assert main(argv) == 0
         cells = json.loads((out / "results.json").read_text())["cells"]
-        dm_cells = [c for c in cells if c["method"] == "dm"]
-        assert dm_cells and all(c["config"]["noise_correction"] == source for c in dm_cells)
+        dm_cells = [c for c in cells if c["cell"]["method"] == "dm"]
+        assert dm_cells and all(c["config"]["method"]["noise_correction"] == source for c in dm_cells)
     from ddlnl.synthetic import load_synthetic
 
     syn = load_synthetic(tmp_path / "estimated" / "synthetic" / "dm-ipc1.safetensors")

@@ -15,6 +15,7 @@ from ddlnl.errors import UserError
 from ddlnl.label_issues import (IssuesConfig, confident_learning_issues, deconvolve_votes, find_issues,
                                 neighbour_votes)
 from ddlnl.noise import load_noisy_labels
+from test_run_dir import run_record
 
 # Every stage at toy size on the bundled digits data (1257 training images): seconds, not minutes.
 TINY = ["--set", "dm.iterations=2", "--set", "dm.width=8", "--set", "dm.batch_real=8", "--set", "train.epochs=3",
@@ -184,7 +185,7 @@ def test_cleaned_labels_round_trip_into_baseline(issues_run, tmp_path, capsys):
     assert main(["baseline", "--noise", f"file:{labels}", "--set", "baseline.epochs=1", "--set", "baseline.width=8",
                  "--n-runs", "1", "--quiet", "--out", str(tmp_path / "b")]) == 0
     assert "baseline:" in capsys.readouterr().out
-    assert len(json.loads((tmp_path / "b" / "baseline.json").read_text())["accs"]) == 1
+    assert len(run_record(tmp_path / "b", "baseline")["accs"]) == 1
     # Read back as labels, the file's residual noise is what `issues` reported after relabelling.
     summary = json.loads((issues_run / "issues.json").read_text())
     back = make_noise(NoiseSpec("file", path=str(labels)), load_dataset("digits"), seed=0)
@@ -253,6 +254,37 @@ def test_estimate_reads_a_run_directory(tmp_path, capsys):
     assert "results over IPC: IPC 1:" in out and "full-noisy baseline" in out and "advice: distil at IPC <=" in out
     assert main(["estimate", "--run", str(run), "--dataset", "digits", "--quiet"]) == 2
     assert "--run takes its data" in _error_line(capsys)
+
+
+def test_estimate_reads_a_sweep_root_of_one_data_setting(tmp_path, capsys):
+    """A sweep root holds the records a run directory holds: `estimate --run` reads either; a root of
+    several data settings is refused in one line."""
+    import yaml
+
+    grid = tmp_path / "g.yaml"
+    grid.write_text(yaml.safe_dump({
+        "name": "one", "datasets": ["digits"], "noises": ["symmetric:0.4"], "methods": ["dm"], "ipcs": [1],
+        "baselines": ["converged"], "n_runs": 1, "preset": "cpu",
+        "set": ["train.epochs=2", "train.width=8", "baseline.epochs=1", "baseline.width=8"],
+        "method_set": {"dm": ["iterations=2", "width=8", "batch_real=8"]}}))
+    root = tmp_path / "root"
+    assert main(["sweep", str(grid), "--root", str(root), "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["estimate", "--run", str(root), "--out", str(tmp_path / "e"), "--set", "train.epochs=2",
+                 "--set", "train.width=8", "--set", "issues.n_models=1", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "results over IPC: IPC 1:" in out and "full-noisy baseline" in out
+    # the DM set of the sweep was the one scored (not one distilled here)
+    assert not list((tmp_path / "e").glob("*.safetensors"))
+    # a record of another noise in the same root: two data settings
+    path = next((root / "records").glob("*random-ipc1*.json"))
+    rec = json.loads(path.read_text())
+    rec.pop("sha256", None)
+    rec["cell"]["noise"] = "symmetric:0.2"
+    rec["name"] = rec["name"].replace("0.4", "0.2")
+    (root / "records" / path.name.replace("0.4", "0.2")).write_text(json.dumps(rec))
+    assert main(["estimate", "--run", str(root), "--quiet"]) == 2
+    assert "holds records of 2 data settings" in _error_line(capsys)
 
 
 # ------------------------------------------------------------------------------ cleanlab route

@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 
 from ddlnl.results import load_records
-from ddlnl.sweep import load_grid, run_local
+from ddlnl.cells import synthetic_key
+from ddlnl.sweep import Cell, cell_job, load_grid, run_local
 from ddlnl.synthetic import load_synthetic
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "rebuild_report_grids.py"
@@ -30,8 +31,9 @@ def test_rebuilt_sets_are_the_sweeps_own(tmp_path, monkeypatch, capsys):
     run_local(grid, root, show_progress=False, echo=lambda s: None, only=["noise=symmetric:0.4", "ipc=2"])
     assert rebuilt[0].stat().st_mtime_ns == stamp  # not written again
     rec = next(r for r in load_records(root, grid) if r["cell"]["method"] == "dm" and r["cell"]["ipc"] == 2)
+    cell = Cell(**rec["cell"])
     assert root / rec["artifacts"]["synthetic"] == rebuilt[0]
-    assert load_synthetic(rebuilt[0]).meta["key"] == rec["key"]
+    assert load_synthetic(rebuilt[0]).meta["key"] == synthetic_key(cell_job(grid, cell), "dm", 2)
     # ... and it is the set a sweep makes from scratch (same configuration, seed and data)
     import torch
 

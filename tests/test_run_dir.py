@@ -15,6 +15,17 @@ TINY = ["--set", "train.epochs=2", "--set", "baseline.epochs=2", "--set", "dm.it
         "--set", "dm.width=8", "--no-early-stop", "--quiet"]
 
 
+def run_records(out, step: str) -> list:
+    """The records of step ``step`` (``baseline``, ``dm-ipc1``, ...) in run directory ``out``."""
+    return sorted((out / "records").glob(f"*__{step}__*.json"))
+
+
+def run_record(out, step: str) -> dict:
+    """The one record of ``step`` in ``out``."""
+    [path] = run_records(out, step)
+    return json.loads(path.read_text())
+
+
 def _table_rows(path) -> list[str]:
     return [line for line in path.read_text().splitlines() if line.startswith("| ") and "---" not in line][1:]
 
@@ -25,7 +36,7 @@ def test_evaluate_on_a_file_from_run_reproduces_runs_accuracy_exactly(tmp_path, 
     out = tmp_path / "run"
     assert main(["run", "--out", str(out), "--methods", "dm", "--ipc", "2", "--n-runs", "2", *TINY]) == 0
     capsys.readouterr()
-    cell = json.loads((out / "cells" / "dm-ipc2.json").read_text())
+    cell = run_record(out, "dm-ipc2")
     syn = out / "synthetic" / "dm-ipc2.safetensors"
     overrides = [v for k, v in zip(TINY, TINY[1:]) if k == "--set"]
     res, _, resolved = evaluate_file(syn, overrides=overrides, n_runs=2)
@@ -68,8 +79,7 @@ def test_a_second_run_into_the_same_directory_keeps_the_first_runs_rows(tmp_path
     assert [line.split(",")[:3] for line in curves[1:3]] == [["baseline", "0", "1"], ["baseline", "0", "2"]]
     assert (out / "figures" / "training_curves.png").read_bytes()[:4] == b"\x89PNG"
     first_rows = _table_rows(out / "table.md")
-    first_files = {p.relative_to(out): p.read_bytes() for p in out.rglob("*.json") if p.name != "config.json"
-                   and p.parent.name in {"cells", out.name}}
+    first_files = {p.relative_to(out): p.read_bytes() for p in (out / "records").glob("*.json")}
     first_sets = {p.name: p.read_bytes() for p in (out / "synthetic").iterdir()}
     # Another IPC and another run count: added beside the first run's records.
     assert main(["run", "--out", str(out), "--methods", "dm", "--ipc", "2", "--n-runs", "2", *TINY]) == 0
@@ -86,7 +96,7 @@ def test_a_second_run_into_the_same_directory_keeps_the_first_runs_rows(tmp_path
     for name, data in first_sets.items():
         assert (out / "synthetic" / name).read_bytes() == data
     results = json.loads((out / "results.json").read_text())
-    assert {(c["method"], c["ipc"], c["n_runs"]) for c in results["cells"]} >= {("dm", 1, 1), ("dm", 2, 2)}
+    assert {(c["cell"]["method"], c["cell"]["ipc"], len(c["accs"])) for c in results["cells"]} >= {("dm", 1, 1), ("dm", 2, 2)}
     # The same ipc again with more runs re-evaluates the same synthetic set (not re-distilled).
     assert main(["run", "--out", str(out), "--methods", "dm", "--ipc", "1", "--n-runs", "2", *TINY]) == 0
     assert (out / "synthetic" / "dm-ipc1.safetensors").read_bytes() == first_sets["dm-ipc1.safetensors"]
@@ -134,6 +144,35 @@ def test_a_degenerate_run_is_noted_under_the_table_and_in_its_record(tmp_path, m
     notes = [line for line in (out / "table.md").read_text().splitlines() if line.startswith("warning:")]
     assert len(notes) == 1 and notes[0].startswith("warning: dm IPC 1 is a degenerate run")
     assert "71 of 72 iterations skipped" in notes[0] and "rose from 0.8 to 4.08" in notes[0]
-    rec = json.loads((out / "cells" / "dm-ipc1.json").read_text())
+    rec = run_record(out, "dm-ipc1")
     assert len(rec["warnings"]) == 2
-    assert json.loads((out / "cells" / "random-ipc1.json").read_text())["warnings"] == []
+    assert run_record(out, "random-ipc1")["warnings"] == []
+
+
+def test_results_and_report_read_a_run_directory_with_the_runs_numbers(tmp_path, capsys):
+    """`ddlnl run` writes the records of a sweep root: `ddlnl results` and `ddlnl report` read the
+    run directory and show the run table's accuracies."""
+    out = tmp_path / "run"
+    assert main(["run", "--out", str(out), "--methods", "dm", "--ipc", "1", "--n-runs", "2", *TINY]) == 0
+    capsys.readouterr()
+    table = {}
+    for row in _table_rows(out / "table.md"):
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        table[(cells[0], cells[1])] = (cells[2], cells[5])  # accuracy, head/middle/tail
+    assert set(table) == {("full noisy set", "all"), ("random", "1"), ("dm", "1")}
+    assert all(thirds.count("/") == 2 for _, thirds in table.values())
+    assert main(["results", str(out)]) == 0
+    printed = capsys.readouterr().out
+    listed = {}
+    for line in printed.splitlines()[2:]:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        listed[(cells[4], cells[5])] = (cells[6], cells[9])
+    assert listed == {("baseline", "all"): table[("full noisy set", "all")], ("random", "1"): table[("random", "1")],
+                      ("dm", "1"): table[("dm", "1")]}
+    assert main(["report", str(out)]) == 0
+    report = (out / "report" / "table.md").read_text()
+    (dm_acc, dm_thirds), (base_acc, base_thirds) = table[("dm", "1")], table[("full noisy set", "all")]
+    accuracy, thirds = report.split("Head/middle/tail")
+    assert f"| dm | {dm_acc} | {base_acc} | - |" in accuracy
+    assert f"| dm | {dm_thirds} | {base_thirds} | - |" in thirds
+    assert (out / "report" / "grids" / "digits-dm-symmetric-0.6-ipc1.png").read_bytes()[:4] == b"\x89PNG"

@@ -196,6 +196,37 @@ def test_report_has_one_line_per_noise_dashed_baselines_and_gaps(tmp_path):
     assert any(p.suffix == ".png" and "grids" in p.parts for p in written)
 
 
+def test_a_record_without_per_class_accuracy_shows_a_dash_and_the_old_report_table(tmp_path):
+    """Records written before per-class accuracy was kept: '-' in the thirds column of
+    `ddlnl results`, and the report's table.md as it was (no thirds table) and read back whole."""
+    from ddlnl.report import _aggregate, read_report_table, write_table
+    from ddlnl.results import rows_table
+
+    def rec(method, ipc, accs, per_class=None):
+        r = {"cell": {"dataset": "digits", "noise": "symmetric:0.4", "seed": 0, "method": method, "ipc": ipc},
+             "name": f"digits__s__{method}{ipc}", "key": "k" * 16, "mean": sum(accs) / len(accs), "std": 0.0,
+             "accs": accs, "noise": {"spec": {"kind": "symmetric", "rate": 0.4}, "realized_rate": 0.4}}
+        return r if per_class is None else {**r, "per_class": per_class}
+
+    old = [rec("baseline", 0, [0.5]), rec("dm", 1, [0.6, 0.7])]
+    assert [record_row(r)["thirds"] for r in old] == ["-", "-"]
+    assert rows_table([record_row(r) for r in old]).splitlines()[2].endswith("| - |")
+    write_table(_aggregate(old), tmp_path / "old.md")
+    text = (tmp_path / "old.md").read_text()
+    assert "Head/middle/tail" not in text and "| digits | symmetric:0.4 | dm | 65.00 ± 5.00 | 50.00 ± 0.00 | - |" in text
+    # With per-class accuracy (3 classes: one per third), the thirds are the per-class means over runs.
+    new = old + [rec("dm", 2, [0.5, 0.5], per_class=[[1.0, 0.5, 0.0], [0.8, 0.5, 0.2]])]
+    assert record_row(new[-1])["thirds"] == "90.0/50.0/10.0"
+    write_table(_aggregate(new), tmp_path / "new.md")
+    accuracy, thirds = (tmp_path / "new.md").read_text().split("Head/middle/tail")
+    assert "| digits | symmetric:0.4 | dm | - | 90.0/50.0/10.0 | - | - |" in thirds
+    # read back from the accuracy table only (the thirds table below it is not taken for accuracies)
+    assert read_report_table(tmp_path / "new.md")[("digits", "symmetric:0.4", "dm", 2)] == {"mean": 0.5, "std": 0.0}
+    assert set(read_report_table(tmp_path / "new.md")) == {("digits", "symmetric:0.4", "dm", 1),
+                                                           ("digits", "symmetric:0.4", "dm", 2),
+                                                           ("digits", "symmetric:0.4", "baseline", 0)}
+
+
 def test_only_selects_cells_by_field():
     from ddlnl.sweep import select_cells
 
@@ -433,7 +464,9 @@ def test_a_run_directory_heals_its_damaged_files(tmp_path, capsys):
             "--no-early-stop", "--quiet"]
     out = tmp_path / "run"
     assert main(["run", "--out", str(out), *tiny]) == 0
-    cell = out / "cells" / "dm-ipc1.json"
+    from test_run_dir import run_records
+
+    [cell] = run_records(out, "dm-ipc1")
     before = json.loads(cell.read_text())
     (out / "noise.npz").write_bytes((out / "noise.npz").read_bytes()[:50])
     (out / "config.json").write_text("{")
@@ -443,7 +476,7 @@ def test_a_run_directory_heals_its_damaged_files(tmp_path, capsys):
     capsys.readouterr()
     assert main(["run", "--out", str(out), *tiny]) == 0
     err = capsys.readouterr().err
-    assert "noise.npz is damaged" in err and "config.json is damaged" in err and "dm-ipc1.json is damaged" in err
+    assert "noise.npz is damaged" in err and "config.json is damaged" in err and f"{cell.name} is damaged" in err
     assert "distilling it again" in err and "Traceback" not in err
     assert json.loads(cell.read_text())["accs"] == before["accs"]  # recomputed, same seeds, same result
     assert json.loads((out / "config.json").read_text())["runs"]

@@ -11,8 +11,9 @@ in either command (and in ``ddlnl evaluate`` of its saved set):
   (:func:`distill_cell`, cached by key), then evaluated with :func:`ddlnl.evaluation.eval_seed`
   under the job's evaluation recipe (:func:`evaluate_cell`).
 
-The commands differ only in where they keep what a cell produced: ``ddlnl run`` in a run
-directory (``cells/``, ``synthetic/``), the sweep in per-cell records under its root.
+Both keep a cell's record in the same format under the same key (:mod:`ddlnl.sweep.records`);
+they differ only in where the artifacts go: ``ddlnl run`` keeps its synthetic sets as
+``synthetic/<method>-ipc<k>.safetensors`` beside its records, the sweep under ``artifacts/``.
 """
 
 from __future__ import annotations
@@ -23,12 +24,13 @@ from typing import Callable
 
 import torch
 
+from .config import identity
 from .evaluation import distill_cached, eval_seed, evaluate_synthetic
 from .remedy import noise_model_for_job
 from .job import Prepared, ResolvedJob
 from .synthetic import SyntheticSet
 from .train import BaselineConfig, EvalResult, run_baseline
-from .utils import derive_seed
+from .utils import derive_seed, json_key
 
 # Baseline protocol -> the cell (and record) name of its baseline.
 BASELINE_PROTOCOLS = {"converged": "baseline", "early-stop": "baseline_early_stop"}
@@ -50,6 +52,20 @@ def run_baseline_cell(resolved: ResolvedJob, prepared: Prepared, name: str, *, d
                        n_runs=resolved.job.runs_per_baseline, seed=derive_seed(resolved.job.seed, name),
                        device=device, show_progress=show_progress)
     return bcfg, res
+
+
+def synthetic_key(resolved: ResolvedJob, method: str, ipc: int) -> str:
+    """The key a cell's synthetic set is kept under (:func:`distill_cell`): the data, the method,
+    the IPC and the method's config, so that another evaluation of the same set (more runs, another
+    recipe) reuses it. An estimated noise correction adds what its teachers depend on: the
+    evaluation config that trains them and the DM config of their set
+    (:func:`ddlnl.remedy.noise_model_for_job`)."""
+    mcfg = resolved.method_cfg(method, ipc)
+    parts: list = [resolved.job.data_identity(), method, ipc, identity(mcfg)]
+    if getattr(mcfg, "noise_correction", "none") not in ("none", "true"):
+        dm = resolved.methods.get("dm")
+        parts.append([identity(resolved.train), identity(dm) if dm is not None else None])
+    return json_key(parts)
 
 
 def distill_cell(resolved: ResolvedJob, prepared: Prepared, method: str, ipc: int, *, key: str | None,

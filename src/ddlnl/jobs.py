@@ -23,7 +23,7 @@ import torch
 from .augment import fit_zca_space
 from .data import LabeledTensors
 from .denoise import DenoiseConfig, denoise
-from .errors import ConfigError, UserError
+from .errors import ConfigError, DamagedFile, UserError
 from .estimate import RunRecord, advice_text, advise_ipc, estimate_noise
 from .experts import ExpertConfig, ExpertStatus, expert_status, get_experts
 from .label_issues import (IssuesConfig, cleaned_accuracy, detection_metrics, save_cleaned_labels, score_labels,
@@ -35,7 +35,7 @@ from .evaluation import distill_cached
 from .job import JobConfig, fit_to_images, prepare_data
 from .synthetic import SyntheticSet, load_synthetic, to_set_space
 from .train import accuracy, dsa_strategy_for
-from .utils import atomic_output, atomic_write_json, derive_seed, log
+from .utils import atomic_output, atomic_write_json, derive_seed, log, read_json_checked
 
 
 def obtain_synthetic(prepared: Any, resolved: Any, *, synthetic: str | Path | None, ipc: int,
@@ -136,50 +136,79 @@ def default_out_dir(resolved: Any, kind: str, root: str | Path = "runs") -> Path
     return Path(root) / f"{kind}-{job.dataset}-{parse_noise_spec(job.noise).label()}-seed{job.seed}{subset}"
 
 
-def read_run(run_dir: str | Path) -> RunRecord:
-    """Read a (finished or partial) ``ddlnl run`` directory: config, noise, baseline and cells.
+def read_run(run_dir: str | Path, echo: Callable[[str], None] = log) -> RunRecord:
+    """Read the records of a (finished or partial) ``ddlnl run`` directory, or of a sweep root of
+    one data setting (the same records, :func:`ddlnl.sweep.read_records`): the job, the noise,
+    the converged baseline and the cells tried. A damaged record is reported through ``echo`` in
+    one line and left out (the ``ddlnl run`` or ``ddlnl sweep`` that wrote it recomputes it).
 
     Raises:
-        UserError: not a run directory, or one without a noise record.
+        UserError: not a folder of records, a run directory of an earlier ddlnl, no records yet,
+            or records of several data settings.
     """
+    from .sweep import Cell, read_records
+
     run = Path(run_dir)
-    config, noise = run / "config.json", run / "noise.json"
-    if not config.is_file() or not noise.is_file():
-        raise UserError(f"{run} is not a ddlnl run directory (no config.json / noise.json): give the --out of "
-                        "`ddlnl run`")
-    try:
-        stored = json.loads(config.read_text())
-        # One resolved configuration ("resolved"), or every configuration run in this directory
-        # ("runs"; they share the data, which is all that is read here): take the latest.
-        entry = stored["resolved"] if "resolved" in stored else stored["runs"][-1]
-        job_dict = dict(entry["job"])
-        noise_rec = json.loads(noise.read_text())
-    except (KeyError, IndexError, ValueError, TypeError) as exc:
-        raise UserError(f"{run}: unreadable run record ({type(exc).__name__}); re-run `ddlnl run`") from None
-    for key in ("methods", "ipcs"):
-        if key in job_dict:
-            job_dict[key] = tuple(job_dict[key])
-    job = JobConfig(**{k: v for k, v in job_dict.items() if k in JobConfig.__dataclass_fields__})
-    cells = [json.loads(p.read_text()) for p in sorted((run / "cells").glob("*.json"))]
+    if not run.is_dir():
+        raise UserError(f"{run} is not a folder: give the --out of `ddlnl run` or the --root of `ddlnl sweep`")
+    records, damaged = read_records(run)
+    settings = sorted({(r["cell"]["dataset"], r["cell"]["noise"], r["cell"]["seed"]) for r in records})
+    if not settings:
+        why = f" ({len(damaged)} damaged: {damaged[0]})" if damaged else ""
+        raise UserError(f"{run} has no sound records{why}: run its `ddlnl run` (or `ddlnl sweep`) again, which "
+                        "computes the missing and damaged ones")
+    for exc in damaged:
+        echo(f"{exc}; left out (the `ddlnl run` or `ddlnl sweep` that wrote it recomputes it)")
+    if len(settings) > 1:
+        shown = "; ".join(f"{d} {n} seed {s}" for d, n, s in settings[:4]) + ("; ..." if len(settings) > 4 else "")
+        raise UserError(f"{run} holds records of {len(settings)} data settings ({shown}); --run reads one: give a "
+                        "run directory, or the root of a sweep of one dataset, noise and seed")
+    job = _job_of_records(run, Cell(**records[0]["cell"]))
     best: dict[int, float] = {}
     random: dict[int, float] = {}
-    for c in cells:
-        if "mean" not in c or "ipc" not in c:
-            continue
-        into = random if c.get("method") == "random" else best
-        into[int(c["ipc"])] = max(into.get(int(c["ipc"]), 0.0), float(c["mean"]))
-    baseline = None
-    if (run / "baseline.json").is_file():
-        baseline = float(json.loads((run / "baseline.json").read_text())["mean"])
+    baselines = []
     synthetic = {}
-    for p in sorted((run / "synthetic").glob("dm-ipc*.safetensors")):
-        try:
-            synthetic[int(p.stem.split("ipc")[-1])] = str(p)
-        except ValueError:
+    for r in sorted(records, key=lambda r: str(r.get("finished", ""))):
+        cell = r["cell"]
+        if cell["method"] == "baseline":
+            baselines.append(float(r["mean"]))
+        if not cell["ipc"]:
             continue
-    return RunRecord(job=job, tried=tuple(sorted(best.items())), baseline_accuracy=baseline,
-                     train_size=int(noise_rec["train_size"]), num_classes=int(noise_rec["num_classes"]),
-                     synthetic=synthetic, run_dir=str(run), random_tried=tuple(sorted(random.items())))
+        into = random if cell["method"] == "random" else best
+        into[int(cell["ipc"])] = max(into.get(int(cell["ipc"]), 0.0), float(r["mean"]))
+        syn = (r.get("artifacts") or {}).get("synthetic")
+        if r.get("base_method", cell["method"]) == "dm" and syn and (run / syn).is_file():
+            synthetic[int(cell["ipc"])] = str(run / syn)
+    noise = records[0]["noise"]
+    noise_file = (records[0].get("artifacts") or {}).get("noise")
+    return RunRecord(job=job, tried=tuple(sorted(best.items())), baseline_accuracy=baselines[-1] if baselines else None,
+                     train_size=int(noise["train_size"]), num_classes=int(noise["num_classes"]),
+                     synthetic=synthetic, run_dir=str(run), random_tried=tuple(sorted(random.items())),
+                     noise_file=str(run / noise_file) if noise_file else "")
+
+
+def _job_of_records(run: Path, cell: Any) -> JobConfig:
+    """The job behind the records of ``run``: the latest configuration in a run directory's
+    ``config.json``, else that of ``cell`` in a grid saved under a sweep root."""
+    from .sweep import cell_job, expand, grids_of_root
+
+    config = run / "config.json"
+    if config.is_file():
+        try:
+            entry = read_json_checked(config, required=("runs",))["runs"][-1]
+            job_dict = dict(entry["job"])
+        except (DamagedFile, KeyError, IndexError, TypeError) as exc:
+            reason = exc.reason if isinstance(exc, DamagedFile) else f"no job in it ({type(exc).__name__})"
+            raise UserError(f"{config} is damaged ({reason}); run its `ddlnl run` again to rewrite it") from None
+        for key in ("methods", "ipcs"):
+            if key in job_dict:
+                job_dict[key] = tuple(job_dict[key])
+        return JobConfig(**{k: v for k, v in job_dict.items() if k in JobConfig.__dataclass_fields__})
+    for grid in grids_of_root(run) or []:
+        if cell in expand(grid):
+            return cell_job(grid, cell).job
+    raise UserError(f"{run} has records but neither a config.json (`ddlnl run`) nor the grid of its cells "
+                    "(grids/*.yaml, written by `ddlnl sweep`): give the folder that `ddlnl run` or `ddlnl sweep` wrote")
 
 
 def run_estimate(resolved: Any, n_models: int, *, record: RunRecord | None = None,
@@ -204,8 +233,8 @@ def run_estimate(resolved: Any, n_models: int, *, record: RunRecord | None = Non
     resolved = fit_to_images(resolved, ds.image_size)
     if record is not None and synthetic is None and record.synthetic:
         synthetic = record.synthetic[max(record.synthetic)]
-    if record is not None:
-        saved = Path(record.run_dir) / "noise.npz"
+    if record is not None and record.noise_file:
+        saved = Path(record.noise_file)
         if saved.is_file() and not torch.equal(load_noisy_labels(saved).noisy, prepared.noisy.noisy):
             raise UserError(f"{saved} differs from the labels this job makes: was the data changed since the run?")
     out_path = Path(out) if out is not None else None

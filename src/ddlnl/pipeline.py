@@ -2,24 +2,26 @@
 
 A run directory belongs to one data setting (dataset, noise, seed, training subset) and only ever
 grows: a later ``ddlnl run`` into it with other methods, IPCs, run counts or configurations adds
-its records beside the earlier ones, and ``table.md`` lists them all. Each record carries a key (a
-hash of everything that produced it), so a re-run with the same configuration skips finished
-steps, and a record is never overwritten by a different configuration: a second configuration of
-the same step gets its own file (``<name>-<key>``).
+its records beside the earlier ones, and ``table.md`` lists them all. Each record is named by its
+key (a hash of everything that produced it), so a re-run with the same configuration skips
+finished steps, and a record is never overwritten by a different configuration; a second
+configuration's synthetic set gets its own file (``<method>-ipc<k>-<key>``).
+
+It is a one-setting grid: each baseline and each method-IPC cell is run by :mod:`ddlnl.cells`
+and recorded exactly as a sweep cell is (:func:`ddlnl.sweep.cell_record`,
+:func:`ddlnl.sweep.record_cell`: the same record format, key formula, checksum, atomic write and
+checked read), so ``ddlnl results``, ``ddlnl report`` and ``ddlnl estimate --run`` read a run
+directory as they read a sweep root. This module keeps the run directory's own files and renders
+its table.
 
 Layout::
 
     RUN/config.json                    layout version, the data setting, every resolved configuration run here
     RUN/noise.npz, RUN/noise.json      noisy labels and their realized statistics
-    RUN/baseline.json                  full-noisy baseline (accuracy per run, curves); baseline_early_stop.json
-    RUN/cells/<method>-ipc<k>.json     one evaluated synthetic set
+    RUN/records/<cell>__<key>.json     one record per baseline and per method-IPC cell (as in a sweep root)
     RUN/synthetic/<method>-ipc<k>.safetensors
     RUN/figures/<method>-ipc<k>.png    synthetic images, one row per class
     RUN/results.json, RUN/table.md     the comparison table of every record in the directory
-
-Each baseline and each method-IPC cell is run by :mod:`ddlnl.cells`, as a sweep cell is (same
-seeds, same distillation and evaluation path, :func:`ddlnl.evaluation.evaluate_synthetic`); this
-module keeps what they produce in the run directory and renders the table.
 """
 
 from __future__ import annotations
@@ -28,15 +30,13 @@ import json
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 
-from .cells import baseline_config, distill_cell, evaluate_cell, run_baseline_cell
-from .config import identity
+from .cells import BASELINE_PROTOCOLS
 from .describe import (EXPERT_FIELD_OF, KNOWN_NUM_CLASSES, describe_cell, describe_text,  # noqa: F401 (re-exported)
                        evaluation_config)
-from .diagnostics import degenerate_run_warnings
 from .errors import DamagedFile, UserError
 from .evaluation import (check_compatible, distill_cached, distill_to_file, eval_seed,  # noqa: F401 (re-exported)
                          evaluate_file, evaluate_set, evaluate_synthetic, evaluation_recipe)
@@ -49,10 +49,11 @@ from .job import (BASELINE_PRESETS, KNOWN_IMAGE_SIZES, TRAIN_PRESETS, JobConfig,
 from .methods.common import check_ipc, class_indices
 from .noise import parse_noise_spec, summary_text
 from .progress import position as progress_position
-from .synthetic import display_images, load_synthetic
+from .sweep.execute import cell_record, record_cell
+from .sweep.records import Cell, earlier_layout, read_records, record_key
+from .synthetic import load_synthetic
 from .train import EvalResult  # noqa: F401 (re-exported)
-from .utils import (atomic_write_json, atomic_write_text, clean_stale_tmp, code_version, json_key, log,
-                    read_json_checked, with_checksum)
+from .utils import atomic_write_json, atomic_write_text, clean_stale_tmp, code_version, json_key, log, read_json_checked
 
 # The run command's own names, and those of the layers below that ``ddlnl.pipeline`` has always
 # offered (the job's configuration and data, the evaluation path, ``config show``).
@@ -74,8 +75,9 @@ def default_run_dir(resolved: ResolvedJob, root: str | Path = "runs") -> Path:
 
 
 # Version of the run-directory layout and record keys; a directory of another version is refused
-# with a message (its records would be keyed differently and silently duplicated).
-RUN_LAYOUT = 2
+# with a message (its records would be keyed differently and silently duplicated). 3: the records
+# of a sweep root under records/ (2 kept them as cells/*.json and baseline*.json).
+RUN_LAYOUT = 3
 
 
 def _check_run_dir(out: Path, resolved: ResolvedJob, echo: Callable[[str], None] | None = None,
@@ -86,6 +88,8 @@ def _check_run_dir(out: Path, resolved: ResolvedJob, echo: Callable[[str], None]
     their own keys); ``config.json`` lists every resolved configuration that ran in it.
     """
     clean_stale_tmp(out, echo=echo or log)  # left by a run that was killed while writing
+    if (message := earlier_layout(out)) is not None:
+        raise UserError(message)
     cfg_path = out / "config.json"
     entry = json.loads(json.dumps(resolved.to_dict(), default=str))
     data = json.loads(json.dumps(resolved.job.data_identity(), default=str))
@@ -105,7 +109,7 @@ def _check_run_dir(out: Path, resolved: ResolvedJob, echo: Callable[[str], None]
     if previous is not None:
         if previous.get("layout") != RUN_LAYOUT:
             raise UserError(f"{out} was written by an earlier ddlnl whose records are keyed differently; it is kept "
-                            "as it is: pass --out NEW_DIR (or move it away) to run this job")
+                            "as it is: run this job again with --out NEW_DIR (or move it away)")
         if previous.get("data") != data:
             theirs = previous.get("data") or {}
             diff = ", ".join(f"{k} {theirs.get(k)!r} there, {v!r} here" for k, v in data.items() if theirs.get(k) != v)
@@ -116,14 +120,6 @@ def _check_run_dir(out: Path, resolved: ResolvedJob, echo: Callable[[str], None]
     if write:
         atomic_write_json(cfg_path, {"layout": RUN_LAYOUT, "data": data, "runs": runs + [entry],
                                      "code_version": code_version()})
-
-
-def _json_key_of(path: Path) -> str | None:
-    """The ``key`` of a JSON record, or None when it is damaged (then it is recomputed in place)."""
-    try:
-        return str(read_json_checked(path, required=("key",), checksum=True).get("key", ""))
-    except DamagedFile:
-        return None
 
 
 def _synthetic_key_of(path: Path) -> str | None:
@@ -141,19 +137,6 @@ def _slot(folder: Path, stem: str, suffix: str, key: str, key_of: Callable[[Path
     if not plain.exists() or key_of(plain) in (key, None):
         return plain
     return folder / f"{stem}-{key[:8]}{suffix}"
-
-
-def _load_record(path: Path, key: str, echo: Callable[[str], None] | None = None) -> dict | None:
-    """The record at ``path`` if it was produced under ``key``, else None (a damaged record is
-    reported through ``echo`` and recomputed)."""
-    if not path.exists():
-        return None
-    try:
-        rec = read_json_checked(path, required=("key", "mean", "std", "accs"), checksum=True)
-    except DamagedFile as exc:
-        (echo or log)(f"{exc}; recomputing it")  # written by rename, so damage came from outside
-        return None
-    return rec if rec.get("key") == key else None
 
 
 def _job_steps(job: JobConfig) -> list[str]:
@@ -202,7 +185,7 @@ def run_job(resolved: ResolvedJob, out: Path, *, device: torch.device,
         for ipc in job.ipcs:
             name = f"{method}-ipc{ipc}"
             with progress_position(f"step {steps.index(name) + 1}/{len(steps)} {name}"):
-                _run_cell(resolved, prepared, method, ipc, out, device, show_progress, echo)
+                _run_cell(resolved, prepared, _cell(job, method, ipc), out, device, show_progress, echo)
 
     results = collect_results(out, echo)
     for name in ("baseline", "baseline_early_stop"):
@@ -221,10 +204,12 @@ def _write_curves(out: Path, results: dict[str, Any], loggers: Sequence[str]) ->
     from .curves import write_csv, write_tensorboard
     from .figures import curves_figure
 
-    named = [(Path(str(r.get("file", f"baseline-{i}"))).stem, r) for i, r in enumerate(results["baselines"])]
-    named += [(Path(c["synthetic"]).stem, c) for c in results["cells"]]
-    by_protocol = {"converged": "baseline", "early-stop": "baseline_early_stop"}
-    panel = {by_protocol.get(r.get("protocol"), "baseline"): r.get("histories") or [] for r in results["baselines"][::-1]}
+    named, seen = [], set()
+    for r in results["baselines"] + results["cells"]:
+        name = _step_name(r)
+        named.append((name if name not in seen else f"{name}-{r['key'][:8]}", r))
+        seen.add(name)
+    panel = {r["cell"]["method"]: r.get("histories") or [] for r in results["baselines"][::-1]}
     curves_figure({f"{results['dataset']}, {results['noise']['spec'].get('kind')} {results['noise']['spec'].get('rate')}":
                    panel}, out / "figures" / "training_curves.png")
     if "csv" in loggers:
@@ -234,42 +219,48 @@ def _write_curves(out: Path, results: dict[str, Any], loggers: Sequence[str]) ->
 
 
 def collect_results(out: Path, echo: Callable[[str], None] = log) -> dict[str, Any]:
-    """Every record of run directory ``out``: ``baselines`` and ``cells`` (ordered: random first,
-    then methods in the order they first ran, each by IPC), plus ``dataset`` and ``noise``;
-    ``baseline``/``baseline_early_stop`` default to the first record of each protocol.
+    """Every record of run directory ``out`` (the records of a sweep root: :mod:`ddlnl.sweep.records`):
+    ``baselines`` and ``cells`` (ordered: random first, then methods in the order they first ran,
+    each by IPC), plus ``dataset`` and ``noise``; ``baseline``/``baseline_early_stop`` default to
+    the first record of each.
 
     Every record is checked (JSON, fields, checksum); a damaged one is left out and reported
-    through ``echo`` in one line, so a table is never silently one row short."""
+    through ``echo`` in one line, so a table is never silently one row short (the next
+    ``ddlnl run`` of its job recomputes it)."""
     out = Path(out)
-    noise = json.loads((out / "noise.json").read_text())
+    found, damaged = read_records(out)
+    for exc in damaged:
+        echo(f"{exc}; left out of the table (a re-run of its job recomputes it)")
     order: list[str] = ["random"]
     try:
-        for entry in json.loads((out / "config.json").read_text()).get("runs", []):
+        for entry in read_json_checked(out / "config.json", required=("runs",))["runs"]:
             order += [m for m in entry.get("job", {}).get("methods", []) if m not in order]
-    except (OSError, json.JSONDecodeError):
-        pass
-
-    def records(paths: Iterable[Path]) -> list[dict]:
-        found = []
-        for p in sorted(paths):
-            try:
-                rec = read_json_checked(p, required=("key", "mean", "std", "accs"), checksum=True)
-            except DamagedFile as exc:
-                echo(f"{exc}; left out of the table (a re-run of its job recomputes it)")
-                continue
-            found.append({**rec, "file": str(p.relative_to(out))})
-        return sorted(found, key=lambda r: r.get("finished", 0.0))
-
-    baselines = sorted(records(out.glob("baseline*.json")), key=lambda r: r.get("protocol") != "converged")
-    cells = sorted(records((out / "cells").glob("*.json")),
-                   key=lambda r: (order.index(r["method"]) if r["method"] in order else len(order), r["method"], r["ipc"]))
+    except (OSError, DamagedFile, AttributeError, TypeError):
+        pass  # the order of the rows only; a damaged config.json is rewritten by the next run
+    found = sorted(found, key=lambda r: str(r.get("finished", "")))
+    baselines = sorted((r for r in found if r["cell"]["method"] in BASELINE_PROTOCOLS.values()),
+                       key=lambda r: r["cell"]["method"] != "baseline")
+    cells = sorted((r for r in found if r["cell"]["method"] not in BASELINE_PROTOCOLS.values()),
+                   key=lambda r: (order.index(r["cell"]["method"]) if r["cell"]["method"] in order else len(order),
+                                  r["cell"]["method"], r["cell"]["ipc"]))
+    noise = found[0]["noise"] if found else read_json_checked(out / "noise.json", required=("spec",))
     results: dict[str, Any] = {"dataset": noise.get("dataset"), "noise": noise, "baselines": baselines, "cells": cells,
                                "baseline": None, "baseline_early_stop": None}
     for rec in baselines:
-        name = "baseline" if rec.get("protocol") == "converged" else "baseline_early_stop"
-        if results[name] is None:
-            results[name] = rec
+        if results[rec["cell"]["method"]] is None:
+            results[rec["cell"]["method"]] = rec
     return results
+
+
+def _step_name(rec: dict[str, Any]) -> str:
+    """``baseline``, ``baseline_early_stop`` or ``<method>-ipc<k>``: a record's step in a run."""
+    cell = rec["cell"]
+    return cell["method"] if cell["method"] in BASELINE_PROTOCOLS.values() else f"{cell['method']}-ipc{cell['ipc']}"
+
+
+def _cell(job: JobConfig, method: str, ipc: int = 0) -> Cell:
+    """The cell of ``method`` (or baseline name) at ``ipc`` on the job's one data setting."""
+    return Cell(job.dataset, job.noise, job.seed, method, ipc)
 
 
 def _save_noise(prepared: Prepared, out: Path, echo: Callable[[str], None]) -> None:
@@ -305,79 +296,71 @@ def _run_baselines(resolved: ResolvedJob, prepared: Prepared, out: Path, device:
     wanted = [name for name, on in (("baseline", job.baseline), ("baseline_early_stop", job.early_stop_baseline)) if on]
     records = {}
     for name in wanted:
-        bcfg = baseline_config(resolved, name)
-        key = json_key([job.data_identity(), identity(resolved.baseline), identity(bcfg), job.runs_per_baseline])
-        path = _slot(out, name, ".json", key, _json_key_of)
-        rec = _load_record(path, key, echo)
-        if rec is None:
-            where = f"step {list(steps).index(name) + 1}/{len(steps)} {name}" if steps and name in steps else name
-            echo(f"{name}: {resolved.baseline.epochs} epochs on {len(prepared.noisy_train)} noisy labels x {job.runs_per_baseline} runs")
-            with progress_position(where):
-                bcfg, res = run_baseline_cell(resolved, prepared, name, device=device, show_progress=show_progress)
-            rec = with_checksum({"key": key, "protocol": bcfg.protocol, "config": asdict(resolved.baseline),
-                                 "protocol_config": asdict(bcfg), "runs": job.runs_per_baseline, "finished": time.time(),
-                                 **res.to_dict()})
-            atomic_write_json(path, rec)
-        echo(f"{name}: {fmt_acc(rec['mean'], rec['std'])}")
-        records[name] = rec
+        where = f"step {list(steps).index(name) + 1}/{len(steps)} {name}" if steps and name in steps else name
+        with progress_position(where):
+            records[name] = _run_cell(resolved, prepared, _cell(job, name), out, device, show_progress, echo)
     return records
 
 
 def run_baselines_only(resolved: ResolvedJob, out: Path, *, device: torch.device,
                        show_progress: bool = True, echo: Callable[[str], None] = log) -> dict[str, dict]:
-    """``ddlnl baseline``: only the full-noisy baseline(s) of a job, into ``out``."""
+    """``ddlnl baseline``: only the full-noisy baseline(s) of a job, into run directory ``out``."""
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    _check_run_dir(out, resolved, write=False)
     prepared = prepare_data(resolved.job)
     resolved = fit_to_images(resolved, prepared.dataset.image_size)
+    out.mkdir(parents=True, exist_ok=True)
+    _check_run_dir(out, resolved, echo)
     echo(summary_text(prepared.noisy, prepared.dataset.classes))
+    _save_noise(prepared, out, echo)
     return _run_baselines(resolved, prepared, out, device, show_progress, echo)
 
 
-def _run_cell(resolved: ResolvedJob, prepared: Prepared, method: str, ipc: int, out: Path,
-              device: torch.device, show_progress: bool, echo: Callable[[str], None]) -> dict[str, Any]:
-    """One method at one IPC: distil (or reuse the set made under the same key), evaluate, record.
+def _run_cell(resolved: ResolvedJob, prepared: Prepared, cell: Cell, out: Path, device: torch.device,
+              show_progress: bool, echo: Callable[[str], None]) -> dict[str, Any]:
+    """One baseline, or one method at one IPC: its record in ``out`` if there is one, else computed
+    by :func:`ddlnl.sweep.cell_record` (distilled, or the set made under the same synthetic key
+    reused; evaluated) and kept by :func:`ddlnl.sweep.record_cell`, as in a sweep root.
 
-    The synthetic set is keyed by the data, method, IPC and method config; the record adds the
-    evaluation config, protocol and run count, so a job with more runs or another evaluation
-    recipe re-evaluates the same set and records beside the earlier result.
+    The synthetic set is keyed by the data, method, IPC and method config
+    (:func:`ddlnl.cells.synthetic_key`); the record adds the evaluation config, protocol and run
+    count, so a job with more runs or another evaluation recipe re-evaluates the same set and
+    records beside the earlier result.
     """
     job = resolved.job
     ds = prepared.dataset
-    mcfg = resolved.method_cfg(method, ipc)
-    name = f"{method}-ipc{ipc}"
-    syn_key = json_key([job.data_identity(), method, ipc, identity(mcfg)])
-    eval_key = json_key([identity(resolved.train), job.protocol, job.n_runs])
-    key = json_key([syn_key, eval_key])
-    rec_path = _slot(out / "cells", name, ".json", key, _json_key_of)
-    rec = _load_record(rec_path, key, echo)
-    if rec is not None:
-        echo(f"{name}: done before, {fmt_acc(rec['mean'], rec['std'])}")
+    name = _step_name({"cell": asdict(cell)})
+    key = record_key(cell, resolved, cell.method)
+
+    def compute() -> dict[str, Any]:
+        if cell.is_baseline:
+            echo(f"{name}: {resolved.baseline.epochs} epochs on {len(prepared.noisy_train)} noisy labels x "
+                 f"{job.runs_per_baseline} runs")
+        run = cell_record(cell, resolved, prepared, key=key, base=cell.method, root=out, noise_path=out / "noise.npz",
+                          syn_path=lambda k: _slot(out / "synthetic", name, ".safetensors", k, _synthetic_key_of),
+                          grid_name=None, device=device, show_progress=show_progress, echo=echo)
+        rec = run.record
+        if run.syn is None:
+            return rec
+        for w in rec["warnings"]:
+            echo(f"{name}: warning: {w}")
+        syn_file = Path(rec["artifacts"]["synthetic"])
+        image_grid_png(run.shown, run.syn.hard_labels, ds.classes, ds.mean, ds.std,
+                       out / "figures" / f"{syn_file.stem}.png",  # named as its set: one figure per synthetic set
+                       title=f"{cell.method}, IPC {cell.ipc}, {ds.name}, {prepared.noisy.spec.label()}",
+                       soft=run.syn.labels.ndim == 2, space_note=run.space_note)
+        echo(f"{name}: {fmt_acc(rec['mean'], rec['std'])} (distill {rec['seconds']['distill']:.0f}s, "
+             f"evaluate {rec['seconds']['evaluate']:.0f}s)")
         return rec
-    syn_path = _slot(out / "synthetic", name, ".safetensors", syn_key, _synthetic_key_of)
-    t0 = time.perf_counter()
-    syn = distill_cell(resolved, prepared, method, ipc, key=syn_key, path=syn_path, device=device,
-                       show_progress=show_progress, echo=echo)
-    distill_seconds = float(syn.meta.get("distill_seconds", time.perf_counter() - t0))
-    shown, space_note = display_images(syn, ds.train.images)  # a ZCA-space set un-whitened
-    warnings = degenerate_run_warnings(syn, ds.mean, ds.std, images=shown)
-    for w in warnings:
-        echo(f"{name}: warning: {w}")
-    fig_path = out / "figures" / f"{syn_path.stem}.png"  # named as its set: one figure per synthetic set
-    image_grid_png(shown, syn.hard_labels, ds.classes, ds.mean, ds.std, fig_path,
-                   title=f"{method}, IPC {ipc}, {ds.name}, {prepared.noisy.spec.label()}",
-                   soft=syn.labels.ndim == 2, space_note=space_note)
-    seed = eval_seed(job.seed, method, ipc)
-    res = evaluate_cell(resolved, prepared, syn, method, ipc, device=device, show_progress=show_progress)
-    rec = {"key": key, "synthetic_key": syn_key, "eval_key": eval_key, "method": method, "ipc": ipc,
-           "config": asdict(mcfg), "train": asdict(resolved.train), "n_runs": job.n_runs, "protocol": job.protocol,
-           "eval_seed": seed, "distill_seconds": distill_seconds, "synthetic": str(syn_path.relative_to(out)),
-           "learned_lr": syn.lr, "warnings": warnings, "finished": time.time(), **res.to_dict()}
-    if "loss" in syn.meta:
-        rec["objective_first_last"] = [syn.meta["loss"][0], syn.meta["loss"][-1]] if syn.meta["loss"] else None
-    rec = with_checksum(rec)
-    atomic_write_json(rec_path, rec)
-    echo(f"{name}: {fmt_acc(rec['mean'], rec['std'])} (distill {distill_seconds:.0f}s, evaluate {res.seconds:.0f}s)")
+
+    rec, fresh = record_cell(out, cell, key, compute, echo=echo)
+    if rec is None:
+        raise UserError(f"{name} of {out} is being computed by another live ddlnl process; wait for it to finish "
+                        "and run this again")
+    if cell.is_baseline:
+        echo(f"{name}: {fmt_acc(rec['mean'], rec['std'])}")
+    elif not fresh:
+        echo(f"{name}: done before, {fmt_acc(rec['mean'], rec['std'])}")
     return rec
 
 
@@ -386,13 +369,24 @@ def _flat(prefix: str, cfg: dict[str, Any] | None) -> dict[str, Any]:
 
 
 def _cell_setting(rec: dict[str, Any]) -> dict[str, Any]:
-    return {"n_runs": rec.get("n_runs"), "protocol": rec.get("protocol"), **_flat("train", rec.get("train")),
-            **_flat(rec["method"], rec.get("config"))}
+    """What a method record's accuracy depends on besides its cell, by ``--set`` name."""
+    cfg = rec.get("config") or {}
+    return {"n_runs": len(rec["accs"]), "protocol": rec.get("eval_recipe", "common"), **_flat("train", cfg.get("train")),
+            **_flat(rec["cell"]["method"], cfg.get("method"))}
 
 
 def _baseline_setting(rec: dict[str, Any]) -> dict[str, Any]:
-    return {"runs": rec.get("runs", len(rec.get("accs", []))), **_flat("baseline", rec.get("config")),
-            **_flat("baseline_protocol", rec.get("protocol_config"))}
+    cfg = rec.get("config") or {}
+    return {"runs": len(rec["accs"]), **_flat("baseline", cfg.get("baseline")),
+            **_flat("baseline_protocol", cfg.get("protocol"))}
+
+
+def _evaluation_of(rec: dict[str, Any]) -> str:
+    """How a method record's set was evaluated (config, protocol, run count): a method is compared
+    with the random record evaluated the same way."""
+    cfg = rec.get("config") or {}
+    return json.dumps([cfg.get("train"), rec.get("eval_recipe", "common"), len(rec["accs"])], sort_keys=True,
+                      default=str)
 
 
 def _tags(group: Sequence[dict[str, Any]], setting: Callable[[dict], dict[str, Any]]) -> list[str]:
@@ -415,17 +409,18 @@ def comparison_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
     base = results.get("baseline")
     base_mean = base["mean"] if base else float("nan")
     cells = results["cells"]
-    random_at = {(c["ipc"], c.get("eval_key")): c["mean"] for c in cells if c["method"] == "random"}
+    random_at = {(c["cell"]["ipc"], _evaluation_of(c)): c["mean"] for c in cells if c["cell"]["method"] == "random"}
     groups: dict[tuple, list[dict]] = {}
     for c in cells:
-        groups.setdefault((c["method"], c["ipc"]), []).append(c)
+        groups.setdefault((c["cell"]["method"], c["cell"]["ipc"]), []).append(c)
     tag_of = {id(c): t for g in groups.values() for c, t in zip(g, _tags(g, _cell_setting))}
     rows = []
     for c in cells:
-        rnd = random_at.get((c["ipc"], c.get("eval_key")))
-        rows.append({"method": c["method"] + tag_of[id(c)], "ipc": c["ipc"], "mean": c["mean"], "std": c["std"],
+        method, ipc = c["cell"]["method"], c["cell"]["ipc"]
+        rnd = random_at.get((ipc, _evaluation_of(c)))
+        rows.append({"method": method + tag_of[id(c)], "ipc": ipc, "mean": c["mean"], "std": c["std"],
                      "vs_baseline": c["mean"] - base_mean,
-                     "vs_random": (c["mean"] - rnd) if c["method"] != "random" and rnd is not None else float("nan"),
+                     "vs_random": (c["mean"] - rnd) if method != "random" and rnd is not None else float("nan"),
                      "warnings": list(c.get("warnings") or []), "thirds": thirds_text(c)})
     return rows
 
@@ -434,12 +429,12 @@ def render_table(results: dict[str, Any]) -> str:
     """The run's comparison as a markdown table, baseline(s) first; one note line under the table
     for each degenerate distillation run."""
     rows = []
-    labels = {"converged": "full noisy set", "early-stop": "full noisy set, early stop"}
+    labels = {"baseline": "full noisy set", "baseline_early_stop": "full noisy set, early stop"}
     baselines = results.get("baselines")
     if baselines is None:  # a results dict of one job only
         baselines = [b for b in (results.get("baseline"), results.get("baseline_early_stop")) if b]
-    for protocol, label in labels.items():
-        group = [b for b in baselines if b.get("protocol", "converged") == protocol]
+    for name, label in labels.items():
+        group = [b for b in baselines if b["cell"]["method"] == name]
         for b, tag in zip(group, _tags(group, _baseline_setting)):
             rows.append([label + tag, "all", fmt_acc(b["mean"], b["std"]), "-", "-", thirds_text(b)])
     notes = []

@@ -1,5 +1,5 @@
-"""The sweep report: figures and a table from a sweep's result records, and the machine line of
-benchmark results."""
+"""The report: figures and a table from the result records of a sweep root or a run directory,
+and the machine line of benchmark results."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from .formatting import fmt_acc, fmt_delta, markdown_table  # noqa: F401 (re-exp
 
 __all__ = ["CLAMP_LIMIT", "display_pixels", "image_grid_png", "curves_figure", "fmt_acc", "fmt_delta", "markdown_table",
            "machine_summary", "write_result", "accuracy_figure", "accuracy_by_method_figure", "write_report",
-           "write_table", "read_report_table"]
+           "baseline_curves_figure", "write_set_grids", "write_table", "read_report_table"]
 
 
 def machine_summary() -> str:
@@ -62,12 +62,20 @@ def write_result(path: str | Path, title: str, body: str, notes: str = "") -> Pa
 
 
 def _aggregate(records: Sequence[dict]) -> dict[tuple, dict]:
-    """(dataset, noise, method, ipc) -> mean/std over every run of every seed."""
+    """(dataset, noise, method, ipc) -> mean/std over every run of every seed, and ``thirds``: the
+    head/middle/tail accuracy over the runs that kept per-class accuracy
+    (:func:`ddlnl.longtail.thirds_text`; ``-`` when none did)."""
+    from .longtail import thirds_text
+
     groups: dict[tuple, list[float]] = {}
+    per_class: dict[tuple, list] = {}
     for r in records:
         c = r["cell"]
-        groups.setdefault((c["dataset"], c["noise"], c["method"], c["ipc"]), []).extend(r.get("accs", []))
-    return {k: {"mean": float(np.mean(v)), "std": float(np.std(v)), "n": len(v)} for k, v in groups.items() if v}
+        k = (c["dataset"], c["noise"], c["method"], c["ipc"])
+        groups.setdefault(k, []).extend(r.get("accs", []))
+        per_class.setdefault(k, []).extend(r.get("per_class") or [])
+    return {k: {"mean": float(np.mean(v)), "std": float(np.std(v)), "n": len(v),
+                "thirds": thirds_text({"per_class": per_class[k]})} for k, v in groups.items() if v}
 
 
 def _noise_order(noise: str) -> tuple:
@@ -211,14 +219,13 @@ def accuracy_by_method_figure(agg: dict[tuple, dict], path: str | Path) -> Path:
 
 
 def write_report(root: str | Path, out: str | Path | None = None, grid=None) -> list[Path]:
-    """The study's figures and a table from a sweep's result records only.
+    """The study's figures and a table from the result records of a sweep root or a run directory.
 
     Writes into ``out`` (default ``ROOT/report``): ``accuracy_vs_ipc.png`` (:func:`accuracy_figure`:
     a panel per dataset and noise setting, methods as lines, both baselines), the per-method view
     ``accuracy_vs_ipc_by_method.png`` (:func:`accuracy_by_method_figure`), ``training_curves.png``
     (:func:`curves_figure`, from the baselines' recorded curves), ``table.md`` (accuracy per IPC
-    beside both baselines) and ``grids/*.png`` (synthetic images, one row per class, at the
-    largest IPC <= 10 of each dataset, method and noise).
+    beside both baselines, :func:`write_table`) and ``grids/*.png`` (:func:`write_set_grids`).
     """
     from .results import load_records
 
@@ -228,22 +235,33 @@ def write_report(root: str | Path, out: str | Path | None = None, grid=None) -> 
     if not records:
         from .errors import UserError
 
-        raise UserError(f"{root} has no finished records yet: run `ddlnl sweep` first")
+        raise UserError(f"{root} has no finished records yet: run `ddlnl sweep` (or `ddlnl run`) first")
     agg = _aggregate(records)
     written = [accuracy_figure(agg, out / "accuracy_vs_ipc.png"),
                accuracy_by_method_figure(agg, out / "accuracy_vs_ipc_by_method.png")]
+    curves_path = baseline_curves_figure(records, out / "training_curves.png")
+    if curves_path is not None:
+        written.append(curves_path)
+    written.append(write_table(agg, out / "table.md"))
+    return written + write_set_grids(records, root, out / "grids", grid)
+
+
+def baseline_curves_figure(records: Sequence[dict], path: Path) -> Path | None:
+    """:func:`curves_figure` of the baselines' recorded training curves, a panel per dataset and
+    noise setting (in noise order); None when no baseline recorded a curve."""
     curves: dict[str, dict[str, list]] = {}
     for r in records:
         c = r["cell"]
         if c["method"].startswith("baseline") and r.get("histories"):
             curves.setdefault(f"{c['dataset']}, {c['noise'].replace(':', ' ')}", {}).setdefault(
                 c["method"], []).extend(r["histories"])
-    curves_path = curves_figure(dict(sorted(curves.items(), key=lambda kv: _noise_order(kv[0].split(", ")[-1].replace(" ", ":")))),
-                                out / "training_curves.png")
-    if curves_path is not None:
-        written.append(curves_path)
-    written.append(write_table(agg, out / "table.md"))
+    ordered = sorted(curves.items(), key=lambda kv: _noise_order(kv[0].split(", ")[-1].replace(" ", ":")))
+    return curves_figure(dict(ordered), path)
 
+
+def write_set_grids(records: Sequence[dict], root: Path, folder: Path, grid=None) -> list[Path]:
+    """The synthetic images of each dataset, method and noise, one row per class, at its largest
+    IPC <= 10 (:func:`set_grid_png`); a record whose set is not under ``root`` is skipped."""
     from .synthetic import load_synthetic
 
     best: dict[tuple, dict] = {}
@@ -254,13 +272,14 @@ def write_report(root: str | Path, out: str | Path | None = None, grid=None) -> 
         k = (c["dataset"], c["method"], c["noise"])
         if k not in best or c["ipc"] > best[k]["cell"]["ipc"]:
             best[k] = r
+    written = []
     for (ds, m, noise), r in sorted(best.items()):
         syn_rel = r.get("artifacts", {}).get("synthetic")
         if not syn_rel or not (root / syn_rel).exists():
             continue
         syn = load_synthetic(root / syn_rel)
         train_images = _training_images(root, r, grid) if syn.meta.get("image_space") == "zca" else None
-        written.append(set_grid_png(syn, out / "grids" / grid_name(ds, m, noise, r["cell"]["ipc"]),
+        written.append(set_grid_png(syn, folder / grid_name(ds, m, noise, r["cell"]["ipc"]),
                                     f"{m}, IPC {r['cell']['ipc']}, {ds}, {noise}", train_images))
     return written
 
@@ -298,26 +317,37 @@ def _training_images(root: Path, record: dict, grid=None) -> torch.Tensor | None
         return None
 
 
-def write_table(agg: dict[tuple, dict], path: str | Path) -> Path:
-    """``table.md`` of a report: accuracy per IPC beside both baselines, per dataset, noise, method."""
-    from .utils import atomic_write_text
-
+def _table_rows(agg: dict[tuple, dict], text) -> tuple[list[str], list[list]]:
+    """The header and rows of a report table: a row per dataset, noise and method, a column per IPC
+    and one per baseline; ``text(value)`` writes one aggregate, ``-`` where there is none."""
     datasets, methods, noises, ipcs = _keys(agg)
     header = ["dataset", "noise", "method", *[f"IPC {i}" for i in ipcs], "full noisy (converged)", "early stop"]
     rows = []
     for ds in datasets:
         for noise in noises:
-            base = agg.get((ds, noise, "baseline", 0))
-            early = agg.get((ds, noise, "baseline_early_stop", 0))
+            baselines = [agg.get((ds, noise, name, 0)) for name in ("baseline", "baseline_early_stop")]
             for m in methods:
                 if not any((ds, noise, m, ipc) in agg for ipc in ipcs):
                     continue
-                cells = [fmt_acc(agg[(ds, noise, m, ipc)]["mean"], agg[(ds, noise, m, ipc)]["std"])
-                         if (ds, noise, m, ipc) in agg else "-" for ipc in ipcs]
-                rows.append([ds, noise, m, *cells, fmt_acc(base["mean"], base["std"]) if base else "-",
-                             fmt_acc(early["mean"], early["std"]) if early else "-"])
+                values = [agg.get((ds, noise, m, ipc)) for ipc in ipcs] + baselines
+                rows.append([ds, noise, m, *[text(v) if v else "-" for v in values]])
+    return header, rows
+
+
+def write_table(agg: dict[tuple, dict], path: str | Path) -> Path:
+    """``table.md`` of a report: accuracy per IPC beside both baselines, per dataset, noise, method;
+    below it, where any record kept per-class accuracy, the same table of the class thirds'
+    accuracy (head/middle/tail)."""
+    from .utils import atomic_write_text
+
+    header, rows = _table_rows(agg, lambda v: fmt_acc(v["mean"], v["std"]))
     table = ("Clean-test accuracy (%) at the end of training, mean ± std over all evaluation runs and seeds; "
              "'-' = no record.\n\n" + markdown_table(header, rows) + "\n")
+    if any(v.get("thirds", "-") != "-" for v in agg.values()):
+        header, rows = _table_rows(agg, lambda v: v.get("thirds", "-"))
+        table += ("\nHead/middle/tail (%): mean clean-test accuracy of the class thirds (class 0 first) over the "
+                  "runs that kept per-class accuracy; '-' = no record, or one written before it was kept.\n\n"
+                  + markdown_table(header, rows) + "\n")
     atomic_write_text(path, table)
     return Path(path)
 
@@ -326,7 +356,13 @@ def read_report_table(path: str | Path) -> dict[tuple, dict]:
     """The aggregate behind a report's ``table.md`` (the inverse of :func:`write_table`), so that its
     figures can be redrawn from a committed table when the records are not at hand."""
     agg: dict[tuple, dict] = {}
-    lines = [line for line in Path(path).read_text().splitlines() if line.startswith("| ")]
+    lines = []
+    for line in Path(path).read_text().splitlines():  # the first table: accuracy (the thirds follow)
+        if line.startswith("|"):
+            if line.startswith("| "):
+                lines.append(line)
+        elif lines:
+            break
     header = [h.strip() for h in lines[0].strip("|").split("|")]
     ipcs = [int(h.split()[1]) for h in header if h.startswith("IPC ")]
 

@@ -1,4 +1,4 @@
-"""Result records of a sweep: loading, flattening into rows, filtering, CSV.
+"""Result records of a sweep or a run directory: loading, flattening into rows, filtering, CSV.
 
 The report reads only these records (``ROOT/records/*.json``), never live state.
 """
@@ -13,37 +13,28 @@ from typing import Any, Callable, Iterable, Sequence
 from .errors import UserError
 
 ROW_FIELDS = ("dataset", "noise", "kind", "rate", "realized_rate", "seed", "method", "ipc", "mean", "std",
-              "n_runs", "seconds", "name", "key")
+              "n_runs", "seconds", "name", "key", "thirds")
 
 
 def load_records(root: str | Path, grid=None, *, echo: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
-    """All sound records under ``root/records``; with ``grid`` (one or a list), only those of its
-    current cells.
+    """All sound records under ``root/records`` (a sweep root or a ``ddlnl run`` directory: the
+    same records); with ``grid`` (one or a list), only those of its current cells.
 
     Every record is checked (JSON, checksum, fields: :func:`ddlnl.sweep.read_record`). A damaged
     or foreign one is left out and reported through ``echo`` in one line, so a table is never
-    silently one row short; ``ddlnl sweep`` recomputes the damaged cells of its grid.
+    silently one row short; ``ddlnl sweep`` (or ``ddlnl run``) recomputes the damaged cells of its
+    grid (its job).
     Without a grid, when one cell has records from several configurations, the most recently
     finished one is kept.
     """
-    from .errors import DamagedFile
-    from .sweep import read_record
+    from .sweep import read_records
 
-    root = Path(root)
-    folder = root / "records"
-    if not folder.is_dir():
-        raise UserError(f"{root} has no records/ folder: give the root directory of a `ddlnl sweep`")
-    records, damaged = [], []
-    for path in sorted(folder.glob("*.json")):
-        try:
-            records.append(read_record(path))
-        except DamagedFile as exc:
-            damaged.append(exc)
+    records, damaged = read_records(root)
     echo = echo or _warn
     if damaged:
         names = ", ".join(Path(d.path).name for d in damaged[:3]) + (", ..." if len(damaged) > 3 else "")
         echo(f"{len(damaged)} damaged or foreign record(s) left out ({names}: {damaged[0].reason}); "
-             "re-run `ddlnl sweep` on the grid to recompute them")
+             "re-run the `ddlnl sweep` (or `ddlnl run`) that wrote them to recompute them")
     if grid is not None:
         from .sweep import cell_key, expand
 
@@ -65,14 +56,18 @@ def _warn(msg: str) -> None:
 
 
 def record_row(rec: dict[str, Any]) -> dict[str, Any]:
-    """One flat row of a record (what tables, filters and CSV use)."""
+    """One flat row of a record (what tables, filters and CSV use); ``thirds`` is the head/middle/tail
+    accuracy of the record's classes (:func:`ddlnl.longtail.thirds_text`, ``-`` for a record
+    written before per-class accuracy was kept)."""
+    from .longtail import thirds_text
+
     cell = rec["cell"]
     spec = rec.get("noise", {}).get("spec", {})
     return {"dataset": cell["dataset"], "noise": cell["noise"], "kind": spec.get("kind"), "rate": spec.get("rate"),
             "realized_rate": rec.get("noise", {}).get("realized_rate"), "seed": cell["seed"],
             "method": cell["method"], "ipc": cell["ipc"] or None, "mean": rec["mean"], "std": rec["std"],
             "n_runs": len(rec.get("accs", [])), "seconds": rec.get("seconds", {}).get("total"),
-            "name": rec["name"], "key": rec["key"]}
+            "name": rec["name"], "key": rec["key"], "thirds": thirds_text(rec)}
 
 
 def filter_rows(rows: Iterable[dict[str, Any]], filters: Sequence[str]) -> list[dict[str, Any]]:
@@ -114,10 +109,12 @@ def rows_to_csv(rows: Sequence[dict[str, Any]]) -> str:
 
 
 def rows_table(rows: Sequence[dict[str, Any]]) -> str:
-    """Markdown table of rows (accuracy in %)."""
+    """Markdown table of rows (accuracy in %; head/middle/tail: the mean accuracy of the class
+    thirds, class 0 first)."""
     from .formatting import fmt_acc, markdown_table
 
     body = [[r["dataset"], r["noise"], f"{r['realized_rate']:.3f}" if r["realized_rate"] is not None else "-",
              r["seed"], r["method"], r["ipc"] or "all", fmt_acc(r["mean"], r["std"]), r["n_runs"],
-             f"{r['seconds']:.0f}" if r["seconds"] is not None else "-"] for r in rows]
-    return markdown_table(["dataset", "noise", "realized", "seed", "method", "IPC", "accuracy (%)", "runs", "s"], body)
+             f"{r['seconds']:.0f}" if r["seconds"] is not None else "-", r.get("thirds") or "-"] for r in rows]
+    return markdown_table(["dataset", "noise", "realized", "seed", "method", "IPC", "accuracy (%)", "runs", "s",
+                           "head/middle/tail (%)"], body)

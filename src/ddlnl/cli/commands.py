@@ -81,7 +81,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     _check_cache()
     results = run_job(resolved, out, device=device, show_progress=not args.quiet, loggers=args.log)
     print((out / "table.md").read_text(), end="")
-    print(f"\nrun directory: {out}  (table.md, results.json, figures/, synthetic/)  [{results['seconds']:.0f}s]")
+    print(f"\nrun directory: {out}  (table.md, results.json, records/, figures/, synthetic/)  [{results['seconds']:.0f}s]")
     return 0
 
 
@@ -316,7 +316,8 @@ def cmd_config(args: argparse.Namespace) -> int:
 def _check_root(root: str) -> Path:
     path = Path(root)
     if not path.is_dir():
-        raise UserError(f"{root} is not a folder: give the root directory of a `ddlnl sweep`")
+        raise UserError(f"{root} is not a folder: give a run directory of `ddlnl run` or the root directory of a "
+                        "`ddlnl sweep`")
     return path
 
 
@@ -368,7 +369,7 @@ def cmd_estimate(args: argparse.Namespace) -> int:
                  if getattr(args, k) is not None]
         if given:
             raise UserError(f"--run takes its data from the run directory; drop {', '.join(given)}")
-        record = read_run(args.run)
+        record = read_run(args.run, echo=_warn)
     job = record.job if record is not None else _job_from_args(args)
     resolved, device = _resolve(args, job)
     out = check_output_dir(Path(args.out) if args.out else default_out_dir(resolved, "estimate"))

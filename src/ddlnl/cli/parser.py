@@ -154,19 +154,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field, e.g. datm.iterations=10, train.epochs=100, protocol=own (repeatable)")
 
-    p = sub.add_parser("results", help="list a sweep's result records as a table (filter, export CSV)")
-    p.add_argument("root", help="the sweep's root directory")
+    p = sub.add_parser("results", help="list the result records of a sweep or a run directory as a table (filter, export CSV)")
+    p.add_argument("root", help="the sweep's root directory, or a `ddlnl run` directory")
     p.add_argument("--filter", action="append", default=[], metavar="FIELD=VALUE", help="e.g. method=dm, ipc=1,10 (repeatable)")
     p.add_argument("--csv", default=None, help="also write the rows to this CSV file")
     p.add_argument("--all", action="store_true", help="include records of configurations no longer in the grid")
 
-    p = sub.add_parser("report", help="figures (accuracy vs IPC, synthetic image grids) and a table from a sweep's records")
-    p.add_argument("root", help="the sweep's root directory")
+    p = sub.add_parser("report", help="figures (accuracy vs IPC, synthetic image grids) and a table from the records of a sweep or a run directory")
+    p.add_argument("root", help="the sweep's root directory, or a `ddlnl run` directory")
     p.add_argument("--out", default=None, help="output folder (default ROOT/report)")
 
     p = sub.add_parser("estimate", help="estimate the noise rate and transition matrix with models trained on a synthetic set; IPC advice")
     _common(p)
-    p.add_argument("--run", default=None, help="a `ddlnl run` directory: its data, its accuracy over IPC vs the baseline (the corollary bound) and its largest DM set")
+    p.add_argument("--run", default=None, help="a `ddlnl run` directory (or a sweep root of one data setting): its data, its accuracy over IPC vs the baseline (the corollary bound) and its largest DM set")
     p.add_argument("--synthetic", default=None, help="a .safetensors synthetic set (default: the run's largest DM set, else DM distilled here)")
     p.add_argument("--ipc", type=_positive_int, default=10, help="IPC of the DM set distilled when none is given (default 10)")
     p.add_argument("--out", default=None, help="folder for estimate.json and a distilled set (default runs/estimate-...)")

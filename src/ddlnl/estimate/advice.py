@@ -194,6 +194,7 @@ class RunRecord:
         synthetic: DM synthetic-set files of the run by IPC.
         run_dir: the directory read.
         random_tried: ``(ipc, accuracy)`` of the run's random real subsets (mean accuracy).
+        noise_file: the run's saved noisy labels (checked against the job's), or "".
     """
 
     job: Any
@@ -204,6 +205,7 @@ class RunRecord:
     synthetic: dict[int, str] = field(default_factory=dict)
     run_dir: str = ""
     random_tried: tuple[tuple[int, float], ...] = ()
+    noise_file: str = ""
 
 
 def estimate_text(result: dict[str, Any]) -> str:

@@ -64,14 +64,14 @@ from .grid import (  # noqa: F401
 )
 from .records import (  # noqa: F401
     CELL_FIELDS, Cell, RECORD_FIELDS, _entry, _existing_record, cell_job, cell_key, check_record, data_key,
-    expand, read_record, record_path, select_cells,
+    earlier_layout, expand, read_record, read_records, record_key, record_path, select_cells, synthetic_path,
 )
 from .locks import (  # noqa: F401
     STALE_AFTER, _holder, _lock_path, _stale, release, try_claim,
 )
 from .execute import (  # noqa: F401
-    CellEstimate, CellStatus, HELD_EXIT, _compute_cell, _prepare_cached, plan_grid, preflight, run_cell,
-    run_cells_worker, run_local, run_submitit, shared_artifacts, status,
+    CellEstimate, CellRun, CellStatus, HELD_EXIT, _prepare_cached, cell_record, plan_grid, preflight, record_cell,
+    run_cell, run_cells_worker, run_local, run_submitit, shared_artifacts, status,
 )
 
 

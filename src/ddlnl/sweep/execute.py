@@ -8,20 +8,24 @@ import time
 import traceback
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 import torch
 
-from ..cells import distill_cell, evaluate_cell, run_baseline_cell
+from ..cells import distill_cell, evaluate_cell, run_baseline_cell, synthetic_key
+from ..diagnostics import degenerate_run_warnings
+from ..evaluation import eval_seed
 from ..errors import ConfigError, DataError, UserError
 from ..methods import get_method
 from ..job import fit_to_images, prepare_data
 from ..noise import NoisyLabels, load_noisy_labels, parse_noise_spec
+from ..synthetic import SyntheticSet, display_images
 from ..utils import atomic_write_json, cache_at, clean_stale_tmp, code_version, json_key, resolve_device, with_checksum
 
 from .grid import Grid, grid_from_dict, grid_to_dict
 from .locks import STALE_AFTER, _lock_path, _stale, release, try_claim
-from .records import Cell, _existing_record, cell_job, cell_key, data_key, expand, record_path, select_cells
+from .records import (Cell, _existing_record, cell_job, cell_key, data_key, expand, record_path, select_cells,
+                      synthetic_path)
 
 
 # Exit status of `ddlnl sweep` when cells were left to other live workers (not run, not failed).
@@ -52,6 +56,93 @@ def _prepare_cached(resolved, root: Path, echo: Callable[[str], None] | None = N
     return prepared, path
 
 
+class CellRun(NamedTuple):
+    """What computing a cell gives (:func:`cell_record`): its record, not yet written; for a method
+    cell also its synthetic set, its images as shown (a ZCA-space set un-whitened) and the note
+    saying how they are shown."""
+
+    record: dict[str, Any]
+    syn: SyntheticSet | None = None
+    shown: torch.Tensor | None = None
+    space_note: str | None = None
+
+
+def cell_record(cell: Cell, resolved: Any, prepared: Any, *, key: str, base: str, root: Path, noise_path: Path,
+                syn_path: Callable[[str], Path] | None, grid_name: str | None, device: torch.device,
+                show_progress: bool = False, echo: Callable[[str], None] | None = None) -> CellRun:
+    """Compute one cell with the cell runner (:mod:`ddlnl.cells`) and build its record: the one
+    record format of a sweep root and of a ``ddlnl run`` directory.
+
+    ``key``: the cell's :func:`ddlnl.sweep.records.record_key`; ``base``: the METHODS name it runs;
+    ``noise_path``: the saved noisy labels; ``syn_path``: where the synthetic set made under a
+    given :func:`ddlnl.cells.synthetic_key` is kept (reused when it holds that key). Artifact
+    paths are recorded relative to ``root``.
+    """
+    t0 = time.perf_counter()
+    resolved = fit_to_images(resolved, prepared.dataset.image_size)
+    record: dict[str, Any] = {"cell": asdict(cell), "name": cell.name, "key": key, "grid": grid_name,
+                              "noise": prepared.noisy.to_dict(), "code_version": code_version(),
+                              "host": socket.gethostname(), "device": str(device),
+                              "artifacts": {"noise": str(Path(noise_path).relative_to(root))}}
+    if cell.is_baseline:
+        bcfg, res = run_baseline_cell(resolved, prepared, cell.method, device=device, show_progress=show_progress)
+        record.update(config={"baseline": asdict(resolved.baseline), "protocol": asdict(bcfg)},
+                      seconds={"train": res.seconds})
+        run = CellRun(record)
+    else:
+        ds = prepared.dataset
+        path = syn_path(synthetic_key(resolved, base, cell.ipc)) if syn_path is not None else None
+        t1 = time.perf_counter()
+        syn = distill_cell(resolved, prepared, base, cell.ipc, key=synthetic_key(resolved, base, cell.ipc), path=path,
+                           device=device, show_progress=show_progress, echo=echo)
+        # the seconds its set took to distil (also when it was made earlier and reused here)
+        distill_s = float(syn.meta.get("distill_seconds", time.perf_counter() - t1))
+        shown, space_note = display_images(syn, ds.train.images)
+        res = evaluate_cell(resolved, prepared, syn, base, cell.ipc, device=device, show_progress=show_progress)
+        record.update(config={"method": asdict(resolved.method_cfg(base, cell.ipc)), "train": asdict(resolved.train)},
+                      base_method=base, eval_recipe=resolved.job.protocol,
+                      eval_seed=eval_seed(resolved.job.seed, base, cell.ipc),
+                      seconds={"distill": distill_s, "evaluate": res.seconds}, learned_lr=syn.lr,
+                      warnings=degenerate_run_warnings(syn, ds.mean, ds.std, images=shown))
+        if syn.meta.get("loss"):
+            record["objective_first_last"] = [syn.meta["loss"][0], syn.meta["loss"][-1]]
+        if path is not None:
+            record["artifacts"]["synthetic"] = str(Path(path).relative_to(root))
+        run = CellRun(record, syn, shown, space_note)
+    record.update({k: v for k, v in res.to_dict().items() if k != "seconds"})
+    record["seconds"]["total"] = time.perf_counter() - t0
+    record["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    return run
+
+
+def record_cell(root: Path, cell: Cell, key: str, compute: Callable[[], dict[str, Any]], *,
+                echo: Callable[[str], None] | None = None) -> tuple[dict[str, Any] | None, bool]:
+    """The one way a cell's record is kept, in a sweep root and in a run directory: the sound
+    record at :func:`record_path` if there is one; else the cell is claimed (a lock under
+    ``root/locks``), ``compute()``-d, written by rename with its SHA-256, and released. A damaged
+    record is reported through ``echo`` and recomputed.
+
+    Returns:
+        ``(record, True)`` when computed here, ``(record, False)`` when it was there, and
+        ``(None, False)`` when another live worker holds the cell.
+    """
+    out = record_path(root, cell, key)
+    if (rec := _existing_record(out, cell, key, None)) is not None:
+        return rec, False
+    if not try_claim(root, cell, key):
+        return None, False
+    try:
+        # finished by another worker between our check and our claim; else (re)compute, saying
+        # why when a damaged record is replaced
+        if (rec := _existing_record(out, cell, key, echo)) is not None:
+            return rec, False
+        record = with_checksum(compute())
+        atomic_write_json(out, record)
+        return record, True
+    finally:
+        release(root, cell, key)
+
+
 def run_cell(grid: Grid, cell: Cell, root: str | Path, *, show_progress: bool = False,
              echo: Callable[[str], None] | None = None) -> dict[str, Any] | None:
     """Run one cell unless its record exists or another worker holds it; return its record.
@@ -63,56 +154,19 @@ def run_cell(grid: Grid, cell: Cell, root: str | Path, *, show_progress: bool = 
     root = Path(root)
     resolved = cell_job(grid, cell)
     key = cell_key(grid, cell, resolved)
-    out = record_path(root, cell, key)
-    if (rec := _existing_record(out, cell, key, None)) is not None:
-        return rec
-    if not try_claim(root, cell, key):
-        return None
-    try:
-        # finished by another worker between our check and our claim; else (re)compute, saying
-        # why when a damaged record is replaced
-        if (rec := _existing_record(out, cell, key, echo)) is not None:
-            return rec
+
+    def compute() -> dict[str, Any]:
         with cache_at(root / "artifacts" / "cache"):
-            record = _compute_cell(grid, cell, root, resolved, key, show_progress, echo)
-        atomic_write_json(out, with_checksum(record))
+            prepared, noise_path = _prepare_cached(resolved, root, echo)
+            record = cell_record(cell, resolved, prepared, key=key, base=grid.base_method(cell.method), root=root,
+                                 noise_path=noise_path, syn_path=lambda k: synthetic_path(root, cell, k),
+                                 grid_name=grid.name, device=resolve_device("auto"), show_progress=show_progress,
+                                 echo=echo).record
         if echo:
             echo(f"{cell.name}: {100 * record['mean']:.2f} ± {100 * record['std']:.2f} ({record['seconds']['total']:.0f}s)")
         return record
-    finally:
-        release(root, cell, key)
 
-
-def _compute_cell(grid: Grid, cell: Cell, root: Path, resolved: Any, key: str, show_progress: bool,
-                  echo: Callable[[str], None] | None) -> dict[str, Any]:
-    """The record of one cell, computed by the cell runner (:mod:`ddlnl.cells`)."""
-    t0 = time.perf_counter()
-    prepared, noise_path = _prepare_cached(resolved, root, echo)
-    resolved = fit_to_images(resolved, prepared.dataset.image_size)
-    device = resolve_device("auto")
-    record: dict[str, Any] = {"cell": asdict(cell), "name": cell.name, "key": key, "grid": grid.name,
-                              "noise": prepared.noisy.to_dict(), "code_version": code_version(),
-                              "host": socket.gethostname(), "device": str(device),
-                              "artifacts": {"noise": str(noise_path.relative_to(root))}}
-    if cell.is_baseline:
-        bcfg, res = run_baseline_cell(resolved, prepared, cell.method, device=device, show_progress=show_progress)
-        record.update(config={"baseline": asdict(resolved.baseline), "protocol": asdict(bcfg)},
-                      seconds={"train": res.seconds})
-    else:
-        base = grid.base_method(cell.method)  # a variant: the same seeds as its base method
-        syn_path = root / "artifacts" / "synthetic" / f"{cell.name}__{key[:10]}.safetensors"
-        t1 = time.perf_counter()
-        syn = distill_cell(resolved, prepared, base, cell.ipc, key=key, path=syn_path, device=device,
-                           show_progress=show_progress, echo=echo)
-        distill_s = time.perf_counter() - t1
-        res = evaluate_cell(resolved, prepared, syn, base, cell.ipc, device=device, show_progress=show_progress)
-        record.update(config={"method": asdict(resolved.methods[base]), "train": asdict(resolved.train)},
-                      base_method=base, seconds={"distill": distill_s, "evaluate": res.seconds}, learned_lr=syn.lr)
-        record["artifacts"]["synthetic"] = str(syn_path.relative_to(root))
-    record.update({k: v for k, v in res.to_dict().items() if k != "seconds"})
-    record["seconds"]["total"] = time.perf_counter() - t0
-    record["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    return record
+    return record_cell(root, cell, key, compute, echo=echo)[0]
 
 
 def run_cells_worker(grid_dict: dict[str, Any], cell_dicts: Sequence[dict[str, Any]], root: str) -> list[str]:

@@ -105,14 +105,21 @@ def data_key(resolved) -> dict[str, Any]:
 
 
 def cell_key(grid: Grid, cell: Cell, resolved=None) -> str:
-    """Hash of everything that determines a cell's result (not the code version, which is recorded)."""
-    resolved = resolved or cell_job(grid, cell)
+    """The key of a grid cell's record (:func:`record_key` of the cell's resolved job)."""
+    return record_key(cell, resolved or cell_job(grid, cell), grid.base_method(cell.method))
+
+
+def record_key(cell: Cell, resolved, base: str) -> str:
+    """The one key formula of a cell's record, in a sweep root and in a ``ddlnl run`` directory:
+    a hash of everything that determines the cell's result (not the code version, which is
+    recorded). ``resolved``: the job the cell runs under; ``base``: the METHODS name it runs (a
+    grid variant runs its base method)."""
     parts: dict[str, Any] = {"data": data_key(resolved), "cell": asdict(cell)}
     if cell.is_baseline:
         parts.update(baseline=identity(resolved.baseline), protocol=identity(resolved.baseline_protocol),
                      runs=resolved.job.runs_per_baseline)
     else:
-        parts.update(method=identity(resolved.methods[grid.base_method(cell.method)]), train=identity(resolved.train),
+        parts.update(method=identity(resolved.method_cfg(base, cell.ipc)), train=identity(resolved.train),
                      runs=resolved.job.n_runs)
         if resolved.job.protocol != "common":  # keeps the keys of existing common-protocol records
             parts["protocol"] = resolved.job.protocol
@@ -121,6 +128,12 @@ def cell_key(grid: Grid, cell: Cell, resolved=None) -> str:
 
 def record_path(root: Path, cell: Cell, key: str) -> Path:
     return Path(root) / "records" / f"{cell.name}__{key[:10]}.json"
+
+
+def synthetic_path(root: Path, cell: Cell, syn_key: str) -> Path:
+    """Where a sweep keeps a method cell's synthetic set made under ``syn_key``
+    (:func:`ddlnl.cells.synthetic_key`)."""
+    return Path(root) / "artifacts" / "synthetic" / f"{cell.name}__{syn_key[:10]}.safetensors"
 
 
 RECORD_FIELDS = ("cell", "name", "key", "mean", "std", "accs")
@@ -165,3 +178,36 @@ def _existing_record(path: Path, cell: Cell, key: str, echo: Callable[[str], Non
         if echo:
             echo(f"{exc}; recomputing {cell.name}")
         return None
+
+
+def earlier_layout(root: Path) -> str | None:
+    """A one-line message when ``root`` is a run directory of an earlier ddlnl, which kept its
+    records as ``cells/*.json`` and ``baseline*.json`` under another key formula; else None."""
+    root = Path(root)
+    if (root / "records").is_dir() or not ((root / "cells").is_dir() or any(root.glob("baseline*.json"))):
+        return None
+    return (f"{root} is a run directory of an earlier ddlnl (records in cells/ and baseline*.json, keyed "
+            "differently); it is kept as it is: run its job again with `ddlnl run --out NEW_DIR` to get records "
+            "that this ddlnl reads")
+
+
+def read_records(root: str | Path) -> tuple[list[dict[str, Any]], list[DamagedFile]]:
+    """Every record under ``root/records`` (a sweep root or a ``ddlnl run`` directory), each read
+    back and checked (:func:`read_record`), and the damaged or foreign ones, for the caller to
+    report.
+
+    Raises:
+        UserError: ``root`` holds no records/ folder (with what to do for an earlier run directory).
+    """
+    root = Path(root)
+    folder = root / "records"
+    if not folder.is_dir():
+        raise UserError(earlier_layout(root) or f"{root} has no records/ folder: give a run directory of "
+                        "`ddlnl run` or the root directory of a `ddlnl sweep`")
+    records, damaged = [], []
+    for path in sorted(folder.glob("*.json")):
+        try:
+            records.append(read_record(path))
+        except DamagedFile as exc:
+            damaged.append(exc)
+    return records, damaged
