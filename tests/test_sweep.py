@@ -76,13 +76,13 @@ def test_records_are_skipped_when_present_and_rerun_when_config_changes(tmp_path
 WORKER = """
 import sys, time
 import ddlnl.sweep.execute as sweep  # where run_cell writes its records
-import ddlnl.train as train
+import ddlnl.cells as cells  # where the cell runner looks up run_baseline
 from ddlnl.sweep import grid_from_dict, Cell
 grid = grid_from_dict({grid!r})
 if {slow}:
     def slow(*a, **k):
         time.sleep(60)
-    train.run_baseline = slow
+    cells.run_baseline = slow
 print(sweep.run_local(grid, {root!r}, show_progress=False, echo=lambda s: print("DONE", s.split(":")[0], flush=True)), flush=True)
 """
 
