@@ -105,7 +105,7 @@ def baselines(store, tag, prepared, res, args, train_counts):
         if rec is None:
             t0 = time.perf_counter()
             r = run_baseline(prepared.noisy_train, prepared.dataset.test, res.baseline,
-                             replace(res.baseline_protocol, protocol=proto), num_classes=10, n_runs=1,
+                             replace(res.baseline_protocol, stopping=proto), num_classes=10, n_runs=1,
                              seed=derive_seed(0, tag, proto))
             rec = store.put(name, {**_summary(r, train_counts), "seconds": time.perf_counter() - t0})
         out[proto] = rec

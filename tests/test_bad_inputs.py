@@ -429,7 +429,7 @@ GRID_WORDS = {
     "subset-negative": "'train_subset': must be >= 0", "subset-float": "'train_subset': expected an integer, got float",
     "subset-too-small": "leaves a class without images", "subset-too-big": "is not smaller than",
     "preset-unknown": "preset 'gpu'", "preset-list": "'preset': expected a string, got list",
-    "protocol-unknown": "protocol 'weird'",
+    "protocol-unknown": "eval_recipe 'weird'",
     "set-unknown-key": "unknown key 'epoch'", "set-no-value": "'set': expected key=value strings",
     "set-unknown-prefix": "names 'trian', which is no method of the grid", "set-mapping": "'set': expected a list, got dict",
     "set-depth-zero": "depth must be >= 1", "set-bad-type": "epochs: expected an integer", "set-job-key": "n_runs must be >= 1",
@@ -518,10 +518,12 @@ ROWS = [
     ("run --set datm.iterations=1", 2, "unknown --set prefix 'datm'"),
     ("run --set baseline.epochs=0", 2, "epochs and batch_size must be >= 1"),
     ("run --set baseline_protocol.val_fraction=0.7", 2, "val_fraction must be in (0, 0.5)"),
-    ("run --set baseline_protocol.protocol=best", 2, "baseline protocol 'best'"),
+    ("run --set baseline_protocol.protocol=best", 2, "baseline stopping 'best'"),  # the former name of stopping
+    ("run --set baseline_protocol.stopping=best", 2, "baseline stopping 'best'"),
     ("run --set n_runs=0", 2, "n_runs must be >= 1"),
     ("run --set preset=gpu", 2, "preset 'gpu'"),
-    ("run --set protocol=weird", 2, "protocol 'weird'"),
+    ("run --set protocol=weird", 2, "eval_recipe 'weird'"),  # protocol: the former name of eval_recipe
+    ("run --set eval_recipe=weird", 2, "eval_recipe 'weird'"),
     ("run --ipc 500 " + TINY, 2, "ipc=500 exceeds"),
     ("run --train-subset 5 " + TINY, 2, "leaves a class without images"),
     ("baseline --set train.epochs=3", 2, "does not use train.* keys"),

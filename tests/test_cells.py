@@ -79,7 +79,20 @@ def test_a_damaged_run_record_is_reported_not_skipped_silently(tmp_path):
     assert all("left out" in s for s in said)
 
 
-@pytest.mark.parametrize("name, protocol", [("baseline", "converged"), ("baseline_early_stop", "early-stop")])
-def test_baseline_cells_take_their_protocol_from_their_name(name, protocol):
+@pytest.mark.parametrize("name, stopping", [("baseline", "converged"), ("baseline_early_stop", "early-stop")])
+def test_baseline_cells_take_their_stopping_rule_from_their_name(name, stopping):
     resolved = resolve_job(JobConfig(methods=(), preset="cpu"), None, torch.device("cpu"))
-    assert cells.baseline_config(resolved, name).protocol == protocol
+    assert cells.baseline_config(resolved, name).stopping == stopping
+
+
+def test_renamed_settings_keep_their_record_keys_and_former_set_keys():
+    """BaselineConfig.protocol became ``stopping`` and JobConfig.protocol ``eval_recipe``: result keys
+    use the former names (records made before keep their keys) and ``--set`` still reads them."""
+    from ddlnl.config import identity
+    from ddlnl.train import BaselineConfig
+
+    assert identity(BaselineConfig(stopping="early-stop")) == {"protocol": "early-stop", "val_fraction": 0.1,
+                                                               "record_every": 1}
+    old = resolve_job(JobConfig(preset="cpu"), ["protocol=own", "baseline_protocol.protocol=early-stop"])
+    new = resolve_job(JobConfig(preset="cpu"), ["eval_recipe=own", "baseline_protocol.stopping=early-stop"])
+    assert old == new and new.job.eval_recipe == "own" and new.baseline_protocol.stopping == "early-stop"

@@ -11,7 +11,7 @@ from ddlnl.errors import ConfigError
 from ddlnl.experts import ExpertConfig, expert_key, get_experts
 from ddlnl.methods import METHODS, method_config
 from ddlnl.methods.dance import (DANCEConfig, decode, decode_per_class, encode_real, inner_class_loss,
-                                 inter_class_loss, interpolate, own_protocol, pixel_box)
+                                 inter_class_loss, interpolate, own_recipe, pixel_box)
 from ddlnl.synthetic import SyntheticSet
 from ddlnl.train import TrainConfig
 from ddlnl.config import apply_overrides
@@ -196,11 +196,11 @@ def test_returned_images_stay_in_the_pixel_box(tiny_dataset):
 # ---------------------------------------------------------------------------------- protocol, config
 
 
-def test_own_protocol_is_the_longer_schedule_without_cutout(tiny_dataset):
+def test_own_recipe_is_the_longer_schedule_without_cutout(tiny_dataset):
     syn = METHODS["dance"].distill(tiny_dataset.train, 1, _cfg(), seed=0, num_classes=4)
     base = TrainConfig(width=32, epochs=300, dsa_strategy="color_crop_cutout_flip_scale_rotate")
-    cfg, data = METHODS["dance"].own_protocol(base, syn, "fashion-mnist")
-    assert own_protocol is METHODS["dance"].own_protocol
+    cfg, data = METHODS["dance"].own_recipe(base, syn, "fashion-mnist")
+    assert own_recipe is METHODS["dance"].own_recipe
     assert (cfg.epochs, cfg.batch_size, cfg.lr, cfg.momentum, cfg.weight_decay) == (1500, 64, 0.01, 0.9, 5e-4)
     assert cfg.dsa_strategy == "color_crop_flip_scale_rotate" and cfg.width == 32 and cfg.augment == "dsa"
     # IDC augmentation (flip + colour + one of crop/scale/rotate) and CutMix p 0.5, beta 1.

@@ -203,9 +203,9 @@ def test_eval_recipe():
     assert cfg.use_learned_lr and cfg.augment == "dsa" and cfg.width == 64
 
 
-def test_own_protocol_trains_on_the_probabilities(tiny_dataset):
+def test_own_recipe_trains_on_the_probabilities(tiny_dataset):
     syn = distill(tiny_dataset.train, 1, method_config("datm", overrides=TINY), seed=0, num_classes=4)
-    cfg, data = METHODS["datm"].own_protocol(TrainConfig(width=8), syn, "blobs")
+    cfg, data = METHODS["datm"].own_recipe(TrainConfig(width=8), syn, "blobs")
     assert cfg == datm_eval_config(TrainConfig(width=8)) and torch.equal(data.labels, syn.labels)
 
 

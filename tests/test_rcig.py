@@ -277,7 +277,7 @@ def test_adabelief_step_equals_optax_scale_by_belief():
     assert torch.allclose(p, torch.tensor(expected, dtype=torch.float64), rtol=1e-6, atol=1e-12)
 
 
-def test_own_protocol_trains_on_the_set_and_its_flips_for_the_planned_steps():
+def test_own_recipe_trains_on_the_set_and_its_flips_for_the_planned_steps():
     # RCIG eval.py appends the flips before training; CIFAR-10 IPC 50 (500 images) then takes
     # 2000 Adam steps of batch 256 over 1000 images, 500 of them warm-up.
     import math
@@ -289,14 +289,14 @@ def test_own_protocol_trains_on_the_set_and_its_flips_for_the_planned_steps():
     raw = torch.randn(500, 10, generator=g)
     syn = SyntheticSet(images, torch.softmax(raw, 1), meta={"method": "rcig", "num_classes": 10,
                                                              "raw_labels": raw.tolist()})
-    cfg, data = rcig.own_protocol(TrainConfig(), syn, "cifar10")
+    cfg, data = rcig.own_recipe(TrainConfig(), syn, "cifar10")
     assert data.images.shape[0] == 1000
     assert torch.equal(data.images[500:], images.flip(-1)) and torch.equal(data.labels[500:], raw)
     steps_per_epoch = math.ceil(data.images.shape[0] / cfg.batch_size)
     assert cfg.batch_size == 256 and 2000 <= cfg.epochs * steps_per_epoch < 2000 + steps_per_epoch
     assert 500 <= cfg.warmup_epochs * steps_per_epoch < 500 + steps_per_epoch
     # Grayscale sets have no flip copies (depth_3_no_flip.txt).
-    _, gray = rcig.own_protocol(TrainConfig(), syn, "fashion-mnist")
+    _, gray = rcig.own_recipe(TrainConfig(), syn, "fashion-mnist")
     assert gray.images.shape[0] == 500
 
 

@@ -63,9 +63,9 @@ def test_evaluate_honours_set_overrides(tmp_path, capsys, monkeypatch):
         used.append(cfg.epochs)
         return replace(cfg, epochs=1), s.as_labeled()
 
-    monkeypatch.setitem(methods.METHODS, "dm", methods.METHODS["dm"]._replace(own_protocol=own))
+    monkeypatch.setitem(methods.METHODS, "dm", methods.METHODS["dm"]._replace(own_recipe=own))
     res, _, resolved = evaluate_file(syn, overrides=overrides + ["n_runs=2", "train.epochs=3", "protocol=own"])
-    assert len(res.accs) == 2 and resolved.job.protocol == "own" and used == [3]
+    assert len(res.accs) == 2 and resolved.job.eval_recipe == "own" and used == [3]
     assert main(["evaluate", str(syn), "--set", "n_runs=3", "--set", "train.width=8", "--set", "train.epochs=1",
                  "--quiet"]) == 0
     assert capsys.readouterr().out.count(",") >= 2 + 2  # three runs listed

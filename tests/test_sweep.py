@@ -480,3 +480,15 @@ def test_a_run_directory_heals_its_damaged_files(tmp_path, capsys):
     assert "distilling it again" in err and "Traceback" not in err
     assert json.loads(cell.read_text())["accs"] == before["accs"]  # recomputed, same seeds, same result
     assert json.loads((out / "config.json").read_text())["runs"]
+
+
+def test_eval_recipe_is_read_under_its_former_grid_key_protocol():
+    assert grid_from_dict({**TINY, "protocol": "own"}).eval_recipe == "own"
+    assert grid_from_dict({**TINY, "eval_recipe": "own"}).eval_recipe == "own"
+    assert grid_from_dict(TINY).eval_recipe == "common"
+    with pytest.raises(Exception, match="keep eval_recipe only"):
+        grid_from_dict({**TINY, "protocol": "own", "eval_recipe": "own"})
+    # the cell key is that of the former name (records made before the rename keep their keys)
+    cell = Cell("digits", "symmetric:0.4", 0, "dm", 1)
+    assert cell_key(grid_from_dict({**TINY, "protocol": "own"}), cell) == \
+        cell_key(grid_from_dict({**TINY, "eval_recipe": "own"}), cell) != cell_key(grid_from_dict(TINY), cell)

@@ -60,7 +60,7 @@ def test_selecting_by_test_accuracy_is_refused(tiny_dataset):
 
 def test_early_stop_baseline_selects_on_noisy_validation(tiny_dataset):
     ds = tiny_dataset
-    res = run_baseline(ds.train, ds.test, FAST, BaselineConfig(protocol="early-stop", val_fraction=0.2),
+    res = run_baseline(ds.train, ds.test, FAST, BaselineConfig(stopping="early-stop", val_fraction=0.2),
                        num_classes=4, n_runs=1, seed=0)
     hist = res.histories[0]
     assert "noisy_val_acc" in hist[0]

@@ -95,23 +95,23 @@ def distill(dataset: Dataset, method: str = "dm", ipc: int = 10, *, labels: Nois
 
 
 def evaluate(syn: SyntheticSet | LabeledTensors, dataset: Dataset, *, n_runs: int = 3,
-             settings: Sequence[str] | None = None, preset: str = "auto", protocol: str = "common",
+             settings: Sequence[str] | None = None, preset: str = "auto", eval_recipe: str = "common",
              seed: int = 0, device: str | torch.device = "auto", show_progress: bool = False) -> EvalResult:
     """Train ``n_runs`` fresh models on ``syn`` and return their clean-test accuracies at the end
     of training (:class:`~ddlnl.train.EvalResult`: ``accs``, ``seeds``, ``mean``, ``std``).
 
     The same path as ``ddlnl run`` and ``ddlnl evaluate``: ConvNet depth fitted to the images,
-    no flips for digits, the set's learned lr; ``protocol="own"`` for the method's own recipe.
+    no flips for digits, the set's learned lr; ``eval_recipe="own"`` for the method's own recipe.
     """
     from .evaluation import evaluate_set
 
     res, _ = evaluate_set(syn, dataset, overrides=settings, seed=seed, n_runs=n_runs, preset=preset,
-                          protocol=protocol, device=resolve_device(device), show_progress=show_progress)
+                          eval_recipe=eval_recipe, device=resolve_device(device), show_progress=show_progress)
     return res
 
 
 def train_model(syn: SyntheticSet | LabeledTensors, dataset: Dataset, *, settings: Sequence[str] | None = None,
-                preset: str = "auto", protocol: str = "common", seed: int = 0, device: str | torch.device = "auto",
+                preset: str = "auto", eval_recipe: str = "common", seed: int = 0, device: str | torch.device = "auto",
                 show_progress: bool = False) -> tuple[nn.Module, float]:
     """One model trained on ``syn`` as :func:`evaluate` trains its first run, and its clean-test
     accuracy: ``(model, accuracy)``; the model maps ``N x C x H x W`` to logits ``N x K``."""
@@ -122,7 +122,7 @@ def train_model(syn: SyntheticSet | LabeledTensors, dataset: Dataset, *, setting
     method = syn.meta.get("method") if isinstance(syn, SyntheticSet) else None
     resolved = _resolve(dataset, methods=(method,) if method and method != "random" else (), settings=settings,
                         preset=preset, seed=seed, device=dev)
-    cfg, data, lr = evaluation_recipe(syn, dataset, resolved.train, protocol)
+    cfg, data, lr = evaluation_recipe(syn, dataset, resolved.train, eval_recipe)
     ipc = syn.meta.get("ipc") if isinstance(syn, SyntheticSet) else None
     base = eval_seed(seed, method, ipc) if method is not None and ipc is not None else derive_seed(seed, "eval")
     run_seed = derive_seed(base, "run", 0)

@@ -6,7 +6,7 @@ seeds derive from the job's seed and the cell alone, so the same cell gives the 
 in either command (and in ``ddlnl evaluate`` of its saved set):
 
 * baseline ``name`` (``baseline`` or ``baseline_early_stop``): trained with
-  ``derive_seed(seed, name)`` under the baseline protocol of that name;
+  ``derive_seed(seed, name)`` under the stopping rule of that name;
 * ``method`` at ``ipc``: distilled with ``derive_seed(seed, "distill", method, ipc)``
   (:func:`distill_cell`, cached by key), then evaluated with :func:`ddlnl.evaluation.eval_seed`
   under the job's evaluation recipe (:func:`evaluate_cell`).
@@ -32,14 +32,15 @@ from .synthetic import SyntheticSet
 from .train import BaselineConfig, EvalResult, run_baseline
 from .utils import derive_seed, json_key
 
-# Baseline protocol -> the cell (and record) name of its baseline.
-BASELINE_PROTOCOLS = {"converged": "baseline", "early-stop": "baseline_early_stop"}
+# A baseline's stopping rule (BaselineConfig.stopping) -> the cell (and record) name of that baseline.
+BASELINE_CELLS = {"converged": "baseline", "early-stop": "baseline_early_stop"}
 
 
 def baseline_config(resolved: ResolvedJob, name: str) -> BaselineConfig:
-    """The job's baseline protocol config for baseline cell ``name``."""
-    protocol = next(p for p, n in BASELINE_PROTOCOLS.items() if n == name)
-    return replace(resolved.baseline_protocol, protocol=protocol)
+    """The job's baseline protocol (:class:`BaselineConfig`) for baseline cell ``name``: its stopping
+    rule is the one the name says."""
+    stopping = next(p for p, n in BASELINE_CELLS.items() if n == name)
+    return replace(resolved.baseline_protocol, stopping=stopping)
 
 
 def run_baseline_cell(resolved: ResolvedJob, prepared: Prepared, name: str, *, device: torch.device,
@@ -86,7 +87,7 @@ def distill_cell(resolved: ResolvedJob, prepared: Prepared, method: str, ipc: in
 def evaluate_cell(resolved: ResolvedJob, prepared: Prepared, syn: SyntheticSet, method: str, ipc: int, *,
                   device: torch.device, show_progress: bool = False) -> EvalResult:
     """``n_runs`` fresh models trained on the cell's set under the job's evaluation config and
-    protocol, each measured on the clean test split."""
+    recipe (``eval_recipe``: common or the method's own), each measured on the clean test split."""
     job = resolved.job
     return evaluate_synthetic(syn, prepared, resolved.train, n_runs=job.n_runs, seed=eval_seed(job.seed, method, ipc),
-                              device=device, show_progress=show_progress, protocol=job.protocol)
+                              device=device, show_progress=show_progress, recipe=job.eval_recipe)

@@ -155,7 +155,9 @@ def identity(cfg: Any) -> dict[str, Any]:
     A field listed in the dataclass's ``KEY_NEUTRAL`` mapping is left out while it holds that
     neutral value: options added after results existed (say a new optimizer choice whose default
     is the old behaviour) then keep the keys, and so the records, of everything computed before.
+    A field renamed since (the dataclass's ``KEY_NAMES``: new -> old name) is keyed by its old name.
     """
     data = dataclasses.asdict(cfg)
     neutral = getattr(type(cfg), "KEY_NEUTRAL", {})
-    return {k: v for k, v in data.items() if not (k in neutral and v == neutral[k])}
+    names = getattr(type(cfg), "KEY_NAMES", {})  # a field renamed since: keyed by its former name
+    return {names.get(k, k): v for k, v in data.items() if not (k in neutral and v == neutral[k])}

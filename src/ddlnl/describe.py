@@ -65,8 +65,8 @@ def _placeholder_set(method: str, ipc: int, num_classes: int) -> SyntheticSet:
 def evaluation_config(resolved: ResolvedJob, method: str, ipc: int) -> TrainConfig:
     """The TrainConfig a ``method`` set of ``ipc`` images per class is evaluated with under the
     job's protocol (the common config, or the method's own recipe), before any set exists."""
-    own = METHODS[method].own_protocol
-    if resolved.job.protocol != "own" or own is None:
+    own = METHODS[method].own_recipe
+    if resolved.job.eval_recipe != "own" or own is None:
         return resolved.train
     classes = KNOWN_NUM_CLASSES.get(resolved.job.dataset)
     if classes is None:
@@ -113,7 +113,7 @@ def describe_cell(job: JobConfig, method: str, ipc: int, overrides: Sequence[str
                                          _set_keys(groups.get(method)), raw_cfg, mcfg,
                                          f"ddlnl: adapted to {job.dataset} (DSA without flip on digits; depth fitted to the image size)")
     out: dict[str, Any] = {"cell": {"method": method, "dataset": job.dataset, "ipc": ipc, "noise": job.noise,
-                                    "preset": preset, "protocol": job.protocol},
+                                    "preset": preset, "eval_recipe": job.eval_recipe},
                            "method": asdict(mcfg)}
     if hasattr(mcfg, "expert_config"):
         ecfg = mcfg.expert_config()
@@ -129,7 +129,7 @@ def describe_cell(job: JobConfig, method: str, ipc: int, overrides: Sequence[str
     out["train"] = asdict(resolved.train)
     eval_sources = dict(sources["train"])
     evaluation = evaluation_config(resolved, method, ipc)
-    own = METHODS[method].own_protocol
+    own = METHODS[method].own_recipe
     for k, v in asdict(evaluation).items():
         if asdict(resolved.train)[k] != v:
             eval_sources[k] = f"ddlnl: {method} own protocol ({own.__module__}.{own.__name__})"
@@ -138,7 +138,7 @@ def describe_cell(job: JobConfig, method: str, ipc: int, overrides: Sequence[str
     study_eval: dict[str, str] = {}
     if preset == "paper":
         study_eval, study_eval_src = eval_facts(method, study_cell(job, ipc))
-        if job.protocol == "own":
+        if job.eval_recipe == "own":
             for k, text in study_eval.items():
                 if k not in out["evaluation"]:
                     notes.append(f"evaluation: the study's {k}={text} has no ddlnl field ({study_eval_src[k]})")
@@ -147,7 +147,7 @@ def describe_cell(job: JobConfig, method: str, ipc: int, overrides: Sequence[str
                 else:
                     notes.append(f"evaluation.{k}: ddlnl {out['evaluation'][k]!r}, the study {text} ({study_eval_src[k]})")
         elif study_eval:
-            notes.append("evaluation: protocol common (one recipe for every method); --set protocol=own "
+            notes.append("evaluation: protocol common (one recipe for every method); --set eval_recipe=own "
                          "evaluates with the method's own recipe, as the study does")
     sources["evaluation"] = eval_sources
     out["sources"] = sources
@@ -167,7 +167,7 @@ def describe_text(desc: dict[str, Any]) -> str:
     """``describe_cell``'s dict as aligned text: one ``section.field = value  [source]`` a line."""
     c = desc["cell"]
     lines = [f"{c['method']} on {c['dataset']}, IPC {c['ipc']}, noise {c['noise']}; preset {c['preset']}, "
-             f"protocol {c['protocol']}"]
+             f"eval_recipe {c['eval_recipe']}"]
     for section in ("method", "experts", "train", "evaluation"):
         if section not in desc:
             continue

@@ -30,23 +30,23 @@ def eval_seed(seed: int, method: str, ipc: int) -> int:
 
 
 def evaluation_recipe(syn: SyntheticSet | LabeledTensors, dataset: Dataset, cfg: TrainConfig,
-                      protocol: str = "common") -> tuple[TrainConfig, LabeledTensors, float | None]:
+                      recipe: str = "common") -> tuple[TrainConfig, LabeledTensors, float | None]:
     """The training config, data and learning rate with which ``syn`` is evaluated on ``dataset``.
 
     In one place for every entry point: the ConvNet depth fitted to the images (last feature map
     >= 2x2, :func:`ddlnl.models.fit_depth`), no horizontal flip for digit datasets, with
-    ``protocol="own"`` the method's published recipe where it has one, and the set's learned lr
+    ``recipe="own"`` the method's published recipe where it has one, and the set's learned lr
     when it carries one and ``cfg.use_learned_lr``. Idempotent in ``cfg``.
     """
-    if protocol not in {"common", "own"}:
-        raise ConfigError(f"protocol {protocol!r}: use common (one recipe for all) or own (each method's)")
+    if recipe not in {"common", "own"}:
+        raise ConfigError(f"eval_recipe {recipe!r}: use common (one recipe for all) or own (each method's)")
     cfg = _fit(cfg.for_dataset(dataset.name), dataset.image_size)
     if isinstance(syn, LabeledTensors):
         return cfg, syn, None
     data = syn.as_labeled()
     method = syn.meta.get("method")
-    if protocol == "own" and method in METHODS and METHODS[method].own_protocol is not None:
-        cfg, data = METHODS[method].own_protocol(cfg, syn, dataset.name)
+    if recipe == "own" and method in METHODS and METHODS[method].own_recipe is not None:
+        cfg, data = METHODS[method].own_recipe(cfg, syn, dataset.name)
     lr = syn.lr if (syn.lr is not None and cfg.use_learned_lr) else None
     return cfg, data, lr
 
@@ -62,7 +62,7 @@ def check_compatible(syn: SyntheticSet | LabeledTensors, dataset: Dataset, what:
 
 def evaluate_synthetic(syn: SyntheticSet | LabeledTensors, data: "Prepared | Dataset", cfg: TrainConfig, *,
                        n_runs: int, seed: int, device: torch.device | str = "cpu", show_progress: bool = False,
-                       protocol: str = "common", desc: str | None = None) -> EvalResult:
+                       recipe: str = "common", desc: str | None = None) -> EvalResult:
     """Train ``n_runs`` fresh models on ``syn`` and measure each on the clean test split.
 
     The one evaluation path (``ddlnl run``, ``ddlnl evaluate``, the sweep, ``ddlnl.evaluate``): the
@@ -73,10 +73,10 @@ def evaluate_synthetic(syn: SyntheticSet | LabeledTensors, data: "Prepared | Dat
             soft labels) or any labelled tensors.
         data: the dataset (or a :class:`Prepared` job's data) whose test split is measured.
         cfg: the common training config (before fitting; fitting is done here).
-        protocol: ``common`` (``cfg`` for every method) or ``own`` (the method's published recipe).
+        recipe: ``common`` (``cfg`` for every method) or ``own`` (the method's published recipe).
     """
     dataset = data.dataset if isinstance(data, Prepared) else data
-    cfg, train_data, lr = evaluation_recipe(syn, dataset, cfg, protocol)
+    cfg, train_data, lr = evaluation_recipe(syn, dataset, cfg, recipe)
     method = syn.meta.get("method") if isinstance(syn, SyntheticSet) else None
     test = dataset.test
     # a set distilled in ZCA space is tested on test images whitened the same way
@@ -86,18 +86,18 @@ def evaluate_synthetic(syn: SyntheticSet | LabeledTensors, data: "Prepared | Dat
 
 
 def evaluate_set(syn: SyntheticSet | LabeledTensors, dataset: Dataset, *, overrides: Sequence[str] | None = None,
-                 seed: int = 0, n_runs: int | None = None, preset: str | None = None, protocol: str | None = None,
+                 seed: int = 0, n_runs: int | None = None, preset: str | None = None, eval_recipe: str | None = None,
                  device: torch.device | str = "cpu", show_progress: bool = False) -> tuple[EvalResult, ResolvedJob]:
     """Evaluate ``syn`` on ``dataset`` exactly as a ``ddlnl run`` of that dataset would.
 
     The configuration resolves as the run's does (same preset, same ``--set`` overrides, including
-    ``n_runs=`` and ``protocol=``), and the seed is :func:`eval_seed` of ``seed`` and the set's
+    ``n_runs=`` and ``eval_recipe=``), and the seed is :func:`eval_seed` of ``seed`` and the set's
     method and IPC (``meta``), so a set made by ``ddlnl run`` gets that run's accuracies back.
     """
     method = syn.meta.get("method") if isinstance(syn, SyntheticSet) else None
     fields: dict[str, Any] = {"dataset": dataset.name, "seed": seed,
                               "methods": (method,) if method in METHODS and method != "random" else ()}
-    for name, value in (("n_runs", n_runs), ("preset", preset), ("protocol", protocol)):
+    for name, value in (("n_runs", n_runs), ("preset", preset), ("eval_recipe", eval_recipe)):
         if value is not None:
             fields[name] = value
     check_compatible(syn, dataset)
@@ -107,7 +107,7 @@ def evaluate_set(syn: SyntheticSet | LabeledTensors, dataset: Dataset, *, overri
     run_seed = eval_seed(resolved.job.seed, method, ipc) if method is not None and ipc is not None else \
         derive_seed(resolved.job.seed, "eval")
     res = evaluate_synthetic(syn, dataset, resolved.train, n_runs=resolved.job.n_runs, seed=run_seed, device=device,
-                             show_progress=show_progress, protocol=resolved.job.protocol)
+                             show_progress=show_progress, recipe=resolved.job.eval_recipe)
     return res, resolved
 
 

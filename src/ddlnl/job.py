@@ -60,7 +60,7 @@ class JobConfig:
     baseline: bool = True  # run the full-noisy baseline
     early_stop_baseline: bool = True  # also the early-stopping baseline (noisy validation split)
     baseline_runs: int = 0  # training runs per baseline; 0 = n_runs (a baseline costs a full-data schedule)
-    protocol: str = "common"  # common: one recipe for every method | own: each method's published recipe
+    eval_recipe: str = "common"  # how synthetic sets are evaluated: common (one recipe for every method) | own (each method's published recipe)
 
     def data_identity(self) -> dict[str, Any]:
         """The fields that determine the (noisy) training data, for cache and result keys."""
@@ -85,8 +85,8 @@ class JobConfig:
             raise ConfigError(f"seed must be >= 0, got {self.seed}")
         if self.baseline_runs < 0:
             raise ConfigError(f"baseline_runs must be >= 0 (0 = n_runs), got {self.baseline_runs}")
-        if self.protocol not in {"common", "own"}:
-            raise ConfigError(f"protocol {self.protocol!r}: use common (one recipe for all) or own (each method's)")
+        if self.eval_recipe not in {"common", "own"}:
+            raise ConfigError(f"eval_recipe {self.eval_recipe!r}: use common (one recipe for all) or own (each method's)")
 
 
 @dataclass(frozen=True)
@@ -117,6 +117,23 @@ class ResolvedJob:
         return out
 
 
+# ``--set`` keys renamed after they were documented: (prefix, old key) -> new key. The old key is
+# still read (the README and grids of earlier versions use it).
+RENAMED_KEYS: dict[tuple[str, str], str] = {("job", "protocol"): "eval_recipe",
+                                            ("baseline_protocol", "protocol"): "stopping"}
+
+
+def _renamed(prefix: str, items: Sequence[str] | None) -> list[str] | None:
+    """``items`` (``key=value``, without the prefix) with every old key of ``prefix`` renamed."""
+    if items is None:
+        return None
+    out = []
+    for item in items:
+        key, sep, value = item.partition("=")
+        out.append(RENAMED_KEYS.get((prefix, key.strip()), key.strip()) + sep + value)
+    return out
+
+
 def split_overrides(items: Sequence[str] | None) -> dict[str, list[str]]:
     """``["train.width=64", "dm.iterations=10", "n_runs=2"]`` -> ``{"train": [...], "dm": [...], "job": [...]}``."""
     groups: dict[str, list[str]] = {}
@@ -142,7 +159,7 @@ def resolve_job(job: JobConfig, overrides: Sequence[str] | None = None,
     is) every ConvNet depth is fitted so the last feature map is at least 2x2.
     """
     groups = split_overrides(overrides)
-    job = apply_overrides(job, groups.pop("job", None))
+    job = apply_overrides(job, _renamed("job", groups.pop("job", None)))
     job.check()
     if image_size is None:
         image_size = KNOWN_IMAGE_SIZES.get(job.dataset)
@@ -153,7 +170,7 @@ def resolve_job(job: JobConfig, overrides: Sequence[str] | None = None,
     train_cfg = train_cfg.for_dataset(job.dataset)
     base_cfg = apply_overrides(apply_overrides(TrainConfig(), BASELINE_PRESETS[preset]), groups.pop("baseline", None))
     base_cfg = base_cfg.for_dataset(job.dataset)
-    bproto = apply_overrides(BaselineConfig(), groups.pop("baseline_protocol", None))
+    bproto = apply_overrides(BaselineConfig(), _renamed("baseline_protocol", groups.pop("baseline_protocol", None)))
     for cfg in (train_cfg, base_cfg):  # a model that cannot be built is refused before any work
         resolve_model(cfg.model)
     methods, per_ipc, notes = {}, {}, []

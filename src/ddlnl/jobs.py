@@ -117,13 +117,13 @@ def run_issues(resolved: Any, cfg: IssuesConfig, out: Path, *, synthetic: str | 
         summary["against_known_noise"] = {**detection_metrics(issues, wrong),
                                           **cleaned_accuracy(issues, prepared.noisy.clean.numpy())}
     if train_downstream:
-        echo(f"downstream: {resolved.baseline.epochs} epochs ({resolved.baseline_protocol.protocol}) on the "
+        echo(f"downstream: {resolved.baseline.epochs} epochs ({resolved.baseline_protocol.stopping}) on the "
              f"{'relabelled' if mode == 'relabel' else 'filtered'} training set x {n_runs} run(s)")
         res = train_on_cleaned(prepared.noisy_train, issues, ds.test, resolved.baseline, resolved.baseline_protocol,
                                mode=mode, num_classes=ds.num_classes, n_runs=n_runs,
                                seed=derive_seed(job.seed, "issues-downstream"), device=device,
                                show_progress=show_progress)
-        summary["downstream"] = {"mode": mode, "protocol": resolved.baseline_protocol.protocol,
+        summary["downstream"] = {"mode": mode, "stopping": resolved.baseline_protocol.stopping,
                                  "config": asdict(resolved.baseline), **res.to_dict()}
     atomic_write_json(out / "issues.json", summary)
     return summary

@@ -34,7 +34,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from .cells import BASELINE_PROTOCOLS
+from .cells import BASELINE_CELLS
 from .describe import (EXPERT_FIELD_OF, KNOWN_NUM_CLASSES, describe_cell, describe_text,  # noqa: F401 (re-exported)
                        evaluation_config)
 from .errors import DamagedFile, UserError
@@ -238,9 +238,9 @@ def collect_results(out: Path, echo: Callable[[str], None] = log) -> dict[str, A
     except (OSError, DamagedFile, AttributeError, TypeError):
         pass  # the order of the rows only; a damaged config.json is rewritten by the next run
     found = sorted(found, key=lambda r: str(r.get("finished", "")))
-    baselines = sorted((r for r in found if r["cell"]["method"] in BASELINE_PROTOCOLS.values()),
+    baselines = sorted((r for r in found if r["cell"]["method"] in BASELINE_CELLS.values()),
                        key=lambda r: r["cell"]["method"] != "baseline")
-    cells = sorted((r for r in found if r["cell"]["method"] not in BASELINE_PROTOCOLS.values()),
+    cells = sorted((r for r in found if r["cell"]["method"] not in BASELINE_CELLS.values()),
                    key=lambda r: (order.index(r["cell"]["method"]) if r["cell"]["method"] in order else len(order),
                                   r["cell"]["method"], r["cell"]["ipc"]))
     noise = found[0]["noise"] if found else read_json_checked(out / "noise.json", required=("spec",))
@@ -255,7 +255,7 @@ def collect_results(out: Path, echo: Callable[[str], None] = log) -> dict[str, A
 def _step_name(rec: dict[str, Any]) -> str:
     """``baseline``, ``baseline_early_stop`` or ``<method>-ipc<k>``: a record's step in a run."""
     cell = rec["cell"]
-    return cell["method"] if cell["method"] in BASELINE_PROTOCOLS.values() else f"{cell['method']}-ipc{cell['ipc']}"
+    return cell["method"] if cell["method"] in BASELINE_CELLS.values() else f"{cell['method']}-ipc{cell['ipc']}"
 
 
 def _cell(job: JobConfig, method: str, ipc: int = 0) -> Cell:
@@ -323,7 +323,7 @@ def _run_cell(resolved: ResolvedJob, prepared: Prepared, cell: Cell, out: Path, 
     reused; evaluated) and kept by :func:`ddlnl.sweep.record_cell`, as in a sweep root.
 
     The synthetic set is keyed by the data, method, IPC and method config
-    (:func:`ddlnl.cells.synthetic_key`); the record adds the evaluation config, protocol and run
+    (:func:`ddlnl.cells.synthetic_key`); the record adds the evaluation config, recipe and run
     count, so a job with more runs or another evaluation recipe re-evaluates the same set and
     records beside the earlier result.
     """
@@ -371,7 +371,7 @@ def _flat(prefix: str, cfg: dict[str, Any] | None) -> dict[str, Any]:
 def _cell_setting(rec: dict[str, Any]) -> dict[str, Any]:
     """What a method record's accuracy depends on besides its cell, by ``--set`` name."""
     cfg = rec.get("config") or {}
-    return {"n_runs": len(rec["accs"]), "protocol": rec.get("eval_recipe", "common"), **_flat("train", cfg.get("train")),
+    return {"n_runs": len(rec["accs"]), "eval_recipe": rec.get("eval_recipe", "common"), **_flat("train", cfg.get("train")),
             **_flat(rec["cell"]["method"], cfg.get("method"))}
 
 
@@ -382,7 +382,7 @@ def _baseline_setting(rec: dict[str, Any]) -> dict[str, Any]:
 
 
 def _evaluation_of(rec: dict[str, Any]) -> str:
-    """How a method record's set was evaluated (config, protocol, run count): a method is compared
+    """How a method record's set was evaluated (config, recipe, run count): a method is compared
     with the random record evaluated the same way."""
     cfg = rec.get("config") or {}
     return json.dumps([cfg.get("train"), rec.get("eval_recipe", "common"), len(rec["accs"])], sort_keys=True,
@@ -405,7 +405,7 @@ def _tags(group: Sequence[dict[str, Any]], setting: Callable[[dict], dict[str, A
 
 def comparison_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
     """One row per cell: accuracy and its difference to the baseline and to random at the same IPC
-    (random evaluated with the same config, protocol and run count)."""
+    (random evaluated with the same config, recipe and run count)."""
     base = results.get("baseline")
     base_mean = base["mean"] if base else float("nan")
     cells = results["cells"]

@@ -37,7 +37,7 @@ rcig        ``3 x (batch_real + 2 S)`` (linearised: JVP)             ``iteration
 baseline    its batch; the full training set on the device           ``runs x epochs x N``
 ==========  =====================================================  ==========================================
 
-plus the evaluation (``n_runs x epochs x S`` under the cell's protocol). Experts are shared by the
+plus the evaluation (``n_runs x epochs x S`` under the cell's eval_recipe). Experts are shared by the
 cells of one data setting; every such cell counts them (the first one to run pays). The estimate
 is checked against measured peaks in ``benchmarks/results/memory_plan.md``.
 """

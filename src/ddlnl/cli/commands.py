@@ -148,12 +148,12 @@ def cmd_distill(args: argparse.Namespace) -> int:
 
 # Plain keys `ddlnl evaluate` reads as job settings (as `ddlnl run --set n_runs=5` does); every
 # other plain key is a train.* key.
-EVALUATE_JOB_KEYS = ("n_runs", "protocol")
+EVALUATE_JOB_KEYS = ("n_runs", "eval_recipe", "protocol")  # protocol: eval_recipe's former name
 
 
 def evaluate_overrides(overrides: Sequence[str]) -> list[str]:
     """``ddlnl evaluate``'s ``--set`` items in ``ddlnl run``'s form: ``train.KEY=V`` (plain ``KEY=V``
-    is a train key too) and the job keys ``n_runs=`` / ``protocol=``; every other key is refused,
+    is a train key too) and the job keys ``n_runs=`` / ``eval_recipe=``; every other key is refused,
     none is ignored."""
     from ..job import split_overrides
 
@@ -196,7 +196,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                                        preset=args.preset, device=device, show_progress=not args.quiet)
     print(f"{syn.meta.get('method', '?')} IPC {syn.meta.get('ipc', '?')} on {resolved.job.dataset}: "
           f"{100 * res.mean:.2f} ± {100 * res.std:.2f} (runs: {', '.join(f'{100 * a:.2f}' for a in res.accs)}; "
-          f"seeds {res.seeds}; protocol {resolved.job.protocol})")
+          f"seeds {res.seeds}; eval_recipe {resolved.job.eval_recipe})")
     return 0
 
 

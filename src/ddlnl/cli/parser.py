@@ -152,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", choices=["auto", "cpu", "paper"], default=None,
                    help="paper = the study's settings for this cell (configs/study/), cpu = sized for a 2-core CPU")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config field, e.g. datm.iterations=10, train.epochs=100, protocol=own (repeatable)")
+                   help="override a config field, e.g. datm.iterations=10, train.epochs=100, eval_recipe=own (repeatable)")
 
     p = sub.add_parser("results", help="list the result records of a sweep or a run directory as a table (filter, export CSV)")
     p.add_argument("root", help="the sweep's root directory, or a `ddlnl run` directory")

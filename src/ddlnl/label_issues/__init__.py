@@ -119,7 +119,7 @@ def issues_text(summary: dict[str, Any], out: Path) -> str:
     down = summary.get("downstream")
     if down:
         accs = ", ".join(f"{100 * a:.2f}" for a in down["accs"])
-        lines.append(f"downstream ({down['mode']}, {down['protocol']}): clean-test accuracy "
+        lines.append(f"downstream ({down['mode']}, {down.get('stopping', down.get('protocol'))}): clean-test accuracy "
                      f"{100 * down['mean']:.2f} +- {100 * down['std']:.2f} (runs: {accs})")
     lines.append(f"written: {out / 'issues.csv'}, {out / 'pred_probs.npy'}, {out / 'cleaned_labels.npz'}, "
                  f"{out / 'issues.json'}")

@@ -90,7 +90,7 @@ def save_cleaned_labels(issues: LabelIssues, path: str | Path, *, reference_labe
 
 
 def train_on_cleaned(data: LabeledTensors, issues: LabelIssues, test: LabeledTensors, cfg: TrainConfig,
-                     protocol: BaselineConfig = BaselineConfig(), *, mode: str = "relabel", num_classes: int,
+                     bcfg: BaselineConfig = BaselineConfig(), *, mode: str = "relabel", num_classes: int,
                      n_runs: int = 1, seed: int = 0, device: torch.device | str = "cpu",
                      show_progress: bool = False) -> EvalResult:
     """The downstream step: train the baseline recipe on the cleaned set; clean-test accuracy.
@@ -99,7 +99,7 @@ def train_on_cleaned(data: LabeledTensors, issues: LabelIssues, test: LabeledTen
         data: the training images (labels are replaced).
         issues: the scored labels.
         test: the clean test split.
-        cfg, protocol: the training recipe and protocol of the full-noisy baseline
+        cfg, bcfg: the training recipe and protocol (stopping rule, validation split) of the full-noisy baseline
             (:func:`ddlnl.train.run_baseline`), so the result compares with it directly.
         mode: ``relabel`` (flagged samples take their suggested label) or ``filter`` (flagged
             samples are dropped).
@@ -113,5 +113,5 @@ def train_on_cleaned(data: LabeledTensors, issues: LabelIssues, test: LabeledTen
         cleaned = data.with_labels(torch.from_numpy(issues.given)).subset(keep)
     else:
         raise UserError(f"cleaning mode {mode!r}: use relabel or filter")
-    return run_baseline(cleaned, test, cfg, protocol, num_classes=num_classes, n_runs=n_runs, seed=seed,
+    return run_baseline(cleaned, test, cfg, bcfg, num_classes=num_classes, n_runs=n_runs, seed=seed,
                         device=device, show_progress=show_progress)

@@ -20,22 +20,22 @@ class Method(NamedTuple):
     config: type
     summary: str
     # The method's own evaluation recipe: (common TrainConfig, SyntheticSet, dataset name) ->
-    # (TrainConfig, LabeledTensors to train on). None: the common protocol is its recipe.
-    own_protocol: Callable[..., Any] | None = None
+    # (TrainConfig, LabeledTensors to train on). None: the common recipe is its recipe.
+    own_recipe: Callable[..., Any] | None = None
 
 
 METHODS: dict[str, Method] = {
     "random": Method(random_subset.distill, random_subset.RandomConfig,
                      "random real images per noisy class, with their noisy labels (the fair reference)"),
-    "dm": Method(dm.distill, dm.DMConfig, "Distribution Matching (Zhao & Bilen, WACV 2023)", dm.own_protocol),
+    "dm": Method(dm.distill, dm.DMConfig, "Distribution Matching (Zhao & Bilen, WACV 2023)", dm.own_recipe),
     "datm": Method(datm.distill, datm.DATMConfig,
                    "Difficulty-Aligned Trajectory Matching with soft labels (Guo et al., ICLR 2024), TESLA gradient",
-                   datm.own_protocol),
+                   datm.own_recipe),
     "rcig": Method(rcig.distill, rcig.RCIGConfig,
-                   "Convexified Implicit Gradients, learned labels (Loo et al., ICML 2023)", rcig.own_protocol),
+                   "Convexified Implicit Gradients, learned labels (Loo et al., ICML 2023)", rcig.own_recipe),
     "dance": Method(dance.distill, dance.DANCEConfig,
                     "Dual-view distribution alignment with pre-trained models and multi-formation (Zhang et al., IJCAI 2024)",
-                    dance.own_protocol),
+                    dance.own_recipe),
 }
 
 

@@ -470,7 +470,7 @@ def dance_eval_config(base: TrainConfig, cfg: DANCEConfig = DANCEConfig()) -> Tr
                    final_lr_fraction=0.0)
 
 
-def own_protocol(base: TrainConfig, syn: SyntheticSet, dataset_name: str) -> tuple[TrainConfig, LabeledTensors]:
+def own_recipe(base: TrainConfig, syn: SyntheticSet, dataset_name: str) -> tuple[TrainConfig, LabeledTensors]:
     """DANCE's evaluation for the ``own`` protocol: :func:`dance_eval_config` on the common config
     (whose DSA strategy is already adapted to ``dataset_name``) with the set's own CutMix settings
     (``meta["config"]``, else DANCE's), trained on the decoded set."""

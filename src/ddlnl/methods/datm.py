@@ -250,7 +250,7 @@ def datm_eval_config(base: TrainConfig) -> TrainConfig:
                    final_lr_fraction=0.0)
 
 
-def own_protocol(base: TrainConfig, syn: SyntheticSet, dataset_name: str) -> tuple[TrainConfig, LabeledTensors]:
+def own_recipe(base: TrainConfig, syn: SyntheticSet, dataset_name: str) -> tuple[TrainConfig, LabeledTensors]:
     """DATM's evaluation recipe for the ``own`` protocol: :func:`datm_eval_config` on the common
     config (whose DSA strategy is already adapted to ``dataset_name``), trained on the set's soft
     labels (probabilities) with its learned lr."""

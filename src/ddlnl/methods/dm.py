@@ -234,7 +234,7 @@ def _corrected_step(net: torch.nn.Module, images: torch.Tensor, syn: torch.Tenso
     return loss
 
 
-def own_protocol(base: TrainConfig, syn: SyntheticSet, dataset_name: str):
+def own_recipe(base: TrainConfig, syn: SyntheticSet, dataset_name: str):
     """DM's evaluation recipe: the common one trained for 1000 epochs (main_DM.py
     ``epoch_eval_train``; the DC/DSA protocol uses 300)."""
     from dataclasses import replace

@@ -100,7 +100,7 @@ def cell_record(cell: Cell, resolved: Any, prepared: Any, *, key: str, base: str
         shown, space_note = display_images(syn, ds.train.images)
         res = evaluate_cell(resolved, prepared, syn, base, cell.ipc, device=device, show_progress=show_progress)
         record.update(config={"method": asdict(resolved.method_cfg(base, cell.ipc)), "train": asdict(resolved.train)},
-                      base_method=base, eval_recipe=resolved.job.protocol,
+                      base_method=base, eval_recipe=resolved.job.eval_recipe,
                       eval_seed=eval_seed(resolved.job.seed, base, cell.ipc),
                       seconds={"distill": distill_s, "evaluate": res.seconds}, learned_lr=syn.lr,
                       warnings=degenerate_run_warnings(syn, ds.mean, ds.std, images=shown))

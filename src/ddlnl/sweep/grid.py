@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..cells import BASELINE_PROTOCOLS
+from ..cells import BASELINE_CELLS
 from ..config import load_yaml
 from ..errors import ConfigError, UserError
 from ..methods import METHODS, get_method
@@ -37,7 +37,7 @@ class Grid:
     baselines: tuple[str, ...] = ("converged", "early-stop")
     n_runs: int = 3
     baseline_runs: int = 0
-    protocol: str = "common"
+    eval_recipe: str = "common"  # common | own (JobConfig.eval_recipe); YAML key eval_recipe (or protocol)
     preset: str = "auto"
     train_subset: int = 0
     overrides: tuple[str, ...] = ()
@@ -56,14 +56,14 @@ class Grid:
             raise ConfigError(f"grid {self.name!r}: datasets, noises, ipcs and seeds must each list at least one value")
         if self.preset not in {"auto", "cpu", "paper"}:
             raise ConfigError(f"grid {self.name!r}: preset {self.preset!r}; use auto, cpu or paper")
-        if self.protocol not in {"common", "own"}:
-            raise ConfigError(f"grid {self.name!r}: protocol {self.protocol!r}; use common or own")
+        if self.eval_recipe not in {"common", "own"}:
+            raise ConfigError(f"grid {self.name!r}: eval_recipe {self.eval_recipe!r}; use common or own")
         missing = [v for v in self.variants if v not in self.methods]
         if missing:
             raise ConfigError(f"grid {self.name!r}: variant(s) {', '.join(missing)} defined but not listed in methods; "
                               "list them in methods or drop them")
         for name, (base, _) in self.variants.items():
-            if name in METHODS or name in BASELINE_PROTOCOLS.values():
+            if name in METHODS or name in BASELINE_CELLS.values():
                 raise ConfigError(f"grid {self.name!r}: variant {name!r} has the name of a method; rename it "
                                   f"(e.g. {name}-variant)")
             if base in self.variants or base == "random":
@@ -72,8 +72,8 @@ class Grid:
         for m in self.methods:
             get_method(self.base_method(m))
         for b in self.baselines:
-            if b not in BASELINE_PROTOCOLS:
-                raise ConfigError(f"grid {self.name!r}: baseline {b!r}; use {', '.join(BASELINE_PROTOCOLS)}")
+            if b not in BASELINE_CELLS:
+                raise ConfigError(f"grid {self.name!r}: baseline {b!r}; use {', '.join(BASELINE_CELLS)}")
         for n in self.noises:
             parse_noise_spec(n)
         unknown = set(self.method_overrides) - set(self.methods) - {"random"}
@@ -81,7 +81,8 @@ class Grid:
             raise ConfigError(f"grid {self.name!r}: method_set names methods not in the grid: {', '.join(sorted(unknown))}")
 
 
-GRID_KEYS = {"name", "datasets", "noises", "methods", "ipcs", "seeds", "baselines", "n_runs", "baseline_runs", "protocol",
+GRID_KEYS = {"name", "datasets", "noises", "methods", "ipcs", "seeds", "baselines", "n_runs", "baseline_runs", "eval_recipe",
+             "protocol",
              "preset", "train_subset", "set", "method_set", "resources", "variants"}
 
 
@@ -236,7 +237,7 @@ def grid_from_dict(data: dict[str, Any], default_name: str = "grid") -> Grid:
         ipcs=tuple(_ints(data["ipcs"], "ipcs", minimum=1)), seeds=tuple(_ints(data.get("seeds", [0]), "seeds", minimum=0)),
         baselines=tuple(baselines),
         n_runs=_int(data, "n_runs", 3, 1), baseline_runs=_int(data, "baseline_runs", 0, 0),
-        protocol=_scalar_str(data, "protocol", "common"), preset=_scalar_str(data, "preset", "auto"),
+        eval_recipe=_eval_recipe(data), preset=_scalar_str(data, "preset", "auto"),
         train_subset=_int(data, "train_subset", 0, 0),
         overrides=tuple(_overrides(data.get("set"), "set")),
         method_overrides={check_name(k, "method_set"): tuple(_overrides(vs, f"method_set.{k}")) for k, vs in method_set.items()},
@@ -247,6 +248,14 @@ def grid_from_dict(data: dict[str, Any], default_name: str = "grid") -> Grid:
 
 
 RESOURCE_KEYS = {"cpus", "gpus", "mem_gb", "timeout_min", "partition"}
+
+
+def _eval_recipe(data: dict[str, Any]) -> str:
+    """The grid's ``eval_recipe``; ``protocol``, its name in grids written before, is still read."""
+    if "eval_recipe" in data and "protocol" in data:
+        raise ConfigError("grid keys 'eval_recipe' and 'protocol' name the same setting (protocol is its older "
+                          "name): keep eval_recipe only")
+    return _scalar_str(data, "eval_recipe" if "eval_recipe" in data else "protocol", "common")
 
 
 def _overrides(value: Any, key: str) -> list[str]:
@@ -299,7 +308,7 @@ def grid_to_dict(grid: Grid) -> dict[str, Any]:
             "datasets": {e.name: {"data_root": e.data_root, "noise_file": e.noise_file} for e in grid.datasets},
             "noises": list(grid.noises), "methods": list(grid.methods), "ipcs": list(grid.ipcs),
             "seeds": list(grid.seeds), "baselines": list(grid.baselines), "n_runs": grid.n_runs,
-            "baseline_runs": grid.baseline_runs, "protocol": grid.protocol, "preset": grid.preset, "train_subset": grid.train_subset,
+            "baseline_runs": grid.baseline_runs, "eval_recipe": grid.eval_recipe, "preset": grid.preset, "train_subset": grid.train_subset,
             "set": list(grid.overrides), "method_set": {k: list(v) for k, v in grid.method_overrides.items()},
             "variants": {k: {"method": b, "set": list(v)} for k, (b, v) in grid.variants.items()},
             "resources": dict(grid.resources)}

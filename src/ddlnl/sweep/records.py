@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
-from ..cells import BASELINE_PROTOCOLS
+from ..cells import BASELINE_CELLS
 from ..config import identity
 from ..errors import ConfigError, DamagedFile, UserError
 from ..job import JobConfig, resolve_job
@@ -29,7 +29,7 @@ class Cell:
 
     @property
     def is_baseline(self) -> bool:
-        return self.method in BASELINE_PROTOCOLS.values()
+        return self.method in BASELINE_CELLS.values()
 
     @property
     def name(self) -> str:
@@ -43,7 +43,7 @@ def expand(grid: Grid) -> list[Cell]:
     for entry in grid.datasets:
         for noise in grid.noises:
             for seed in grid.seeds:
-                cells += [Cell(entry.name, noise, seed, BASELINE_PROTOCOLS[b]) for b in grid.baselines]
+                cells += [Cell(entry.name, noise, seed, BASELINE_CELLS[b]) for b in grid.baselines]
                 for method in ("random", *grid.methods):
                     cells += [Cell(entry.name, noise, seed, method, ipc) for ipc in grid.ipcs]
     return cells
@@ -76,7 +76,7 @@ def cell_job(grid: Grid, cell: Cell):
     job = JobConfig(dataset=cell.dataset, data_root=entry.data_root, noise=cell.noise, noise_file=entry.noise_file,
                     methods=() if cell.is_baseline else (base,), ipcs=(cell.ipc or 1,), n_runs=grid.n_runs,
                     seed=cell.seed, preset=grid.preset, train_subset=grid.train_subset,
-                    baseline_runs=grid.baseline_runs, protocol=grid.protocol)
+                    baseline_runs=grid.baseline_runs, eval_recipe=grid.eval_recipe)
     overrides = list(grid.overrides)
     for method, items in grid.method_overrides.items():
         if method == base or (method == "random" and not cell.is_baseline):
@@ -121,8 +121,8 @@ def record_key(cell: Cell, resolved, base: str) -> str:
     else:
         parts.update(method=identity(resolved.method_cfg(base, cell.ipc)), train=identity(resolved.train),
                      runs=resolved.job.n_runs)
-        if resolved.job.protocol != "common":  # keeps the keys of existing common-protocol records
-            parts["protocol"] = resolved.job.protocol
+        if resolved.job.eval_recipe != "common":  # keeps the keys of existing common-recipe records
+            parts["protocol"] = resolved.job.eval_recipe  # (its name in the keys since records existed)
     return json_key(parts)
 
 

@@ -118,7 +118,7 @@ class BaselineConfig:
     tries first); it never looks at the test set.
     """
 
-    protocol: str = "converged"  # converged | early-stop
+    stopping: str = "converged"  # when training stops: converged (the whole schedule) | early-stop
     val_fraction: float = 0.1  # early-stop only: share of noisy training labels held out for selection
     record_every: int = 1  # epochs between recorded points of the accuracy curve
     # Images per split scored for the curve (test, noisy train): a fixed stratified subsample, so
@@ -130,10 +130,13 @@ class BaselineConfig:
     curve_size: int = 2000
 
     KEY_NEUTRAL: ClassVar[dict[str, Any]] = {"curve_size": 2000}
+    # Fields renamed after records existed, by their name in result keys (ddlnl.config.identity),
+    # so that those records keep their keys.
+    KEY_NAMES: ClassVar[dict[str, str]] = {"stopping": "protocol"}
 
     def check(self) -> None:
-        if self.protocol not in {"converged", "early-stop"}:
-            raise ConfigError(f"baseline protocol {self.protocol!r}: use converged or early-stop")
+        if self.stopping not in {"converged", "early-stop"}:
+            raise ConfigError(f"baseline stopping {self.stopping!r}: use converged or early-stop")
         if not 0.0 < self.val_fraction < 0.5:
             raise ConfigError(f"val_fraction must be in (0, 0.5), got {self.val_fraction}")
         if self.curve_size < 0 or self.record_every < 0:

@@ -138,7 +138,7 @@ def run_baseline(noisy_train: LabeledTensors, test: LabeledTensors, cfg: TrainCo
     """
     bcfg.check()
     curve_test = curve_subsample(test, bcfg.curve_size)
-    if bcfg.protocol == "converged":
+    if bcfg.stopping == "converged":
         # "noisy_train" shows whether the network has fitted (memorised) its noisy labels.
         return evaluate(noisy_train, test, cfg, num_classes=num_classes, n_runs=n_runs, seed=seed,
                         device=device, monitor={"noisy_train": curve_subsample(noisy_train, bcfg.curve_size),

@@ -95,7 +95,7 @@ from .loop import (  # noqa: F401
     _train_member, distill, objective, tune_learning_rates,
 )
 from .recipe import (  # noqa: F401
-    GRAYSCALE_DATASETS, RCIGEvalRecipe, own_protocol, rcig_eval_config, rcig_eval_recipe,
+    GRAYSCALE_DATASETS, RCIGEvalRecipe, own_recipe, rcig_eval_config, rcig_eval_recipe,
 )
 
 

@@ -1,4 +1,4 @@
-"""RCIG's own evaluation recipe (``protocol=own``)."""
+"""RCIG's own evaluation recipe (``eval_recipe=own``)."""
 
 from __future__ import annotations
 
@@ -70,9 +70,9 @@ def rcig_eval_config(base: TrainConfig, *, num_images: int, dataset_name: str | 
 
     Set here: ConvNet width 128 doubling per block (128, 256, 512), no normalisation, ReLU;
     weight decay 0; the step budget as epochs (``ceil(steps / batches per epoch)``, counted on the
-    set plus its flip copies, which :func:`own_protocol` trains on, as ``eval.py`` does); batch
+    set plus its flip copies, which :func:`own_recipe` trains on, as ``eval.py`` does); batch
     size; cosine schedule; DSA with the closest tokens to RCIG's augmax ops; ``optimizer="adam"``,
-    ``lr=1e-4``, ``loss="mse"`` (on the raw labels, see :func:`own_protocol`), ``warmup_epochs``,
+    ``lr=1e-4``, ``loss="mse"`` (on the raw labels, see :func:`own_recipe`), ``warmup_epochs``,
     ``final_lr_fraction``.
     """
     recipe = rcig_eval_recipe(num_images, dataset_name)
@@ -90,7 +90,7 @@ def rcig_eval_config(base: TrainConfig, *, num_images: int, dataset_name: str | 
     return dataclasses.replace(base, **changes)
 
 
-def own_protocol(base: TrainConfig, syn: SyntheticSet, dataset_name: str):
+def own_recipe(base: TrainConfig, syn: SyntheticSet, dataset_name: str):
     """RCIG's evaluation recipe (:func:`rcig_eval_config`): Adam, MSE on the *raw* learned labels
     (``meta["raw_labels"]``), warm-up then cosine to 1%, its step budget and augmentation, trained
     on the set plus its horizontal flips (labels repeated) where the recipe has flip copies
