@@ -22,6 +22,7 @@ from ddlnl.methods import METHODS, method_config
 from ddlnl.train import TrainConfig, evaluate, train, build_model
 
 from test_methods import TINY
+from test_run_dir import TINY as RUN_TINY
 
 DEVICE = os.environ.get("DDLNL_TEST_DEVICE", "cuda")
 pytestmark = pytest.mark.skipif(DEVICE.startswith("cuda") and not torch.cuda.is_available(), reason="needs CUDA")
@@ -72,9 +73,6 @@ def test_evaluation_on_cuda_scores_as_on_cpu(tiny_dataset, together):
 
 
 def test_run_command_on_cuda(tmp_path):
-    tiny = ["--set", "train.epochs=2", "--set", "baseline.epochs=2", "--set", "dm.iterations=2",
-            "--set", "dm.batch_real=8", "--set", "train.width=8", "--set", "baseline.width=8",
-            "--set", "dm.width=8", "--no-early-stop", "--quiet"]
     out = tmp_path / "run"
-    assert main(["run", "--device", DEVICE, "--out", str(out), "--methods", "dm", "--ipc", "1", *tiny]) == 0
+    assert main(["run", "--device", DEVICE, "--out", str(out), "--methods", "dm", "--ipc", "1", *RUN_TINY]) == 0
     assert (out / "table.md").is_file()
