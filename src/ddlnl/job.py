@@ -61,10 +61,17 @@ class JobConfig:
     early_stop_baseline: bool = True  # also the early-stopping baseline (noisy validation split)
     baseline_runs: int = 0  # training runs per baseline; 0 = n_runs (a baseline costs a full-data schedule)
     eval_recipe: str = "common"  # how synthetic sets are evaluated: common (one recipe for every method) | own (each method's published recipe)
+    imbalance: float = 1.0  # long-tailed training set: head/tail count ratio of the exponential profile (ddlnl.longtail); 1 = off
 
     def data_identity(self) -> dict[str, Any]:
-        """The fields that determine the (noisy) training data, for cache and result keys."""
-        return {k: getattr(self, k) for k in ("dataset", "noise", "noise_file", "seed", "train_subset")}
+        """The fields that determine the (noisy) training data, for cache and result keys.
+
+        ``imbalance`` enters only when it is on (!= 1), so the keys, run-directory names and
+        records of every balanced job stay what they were before the field existed."""
+        out = {k: getattr(self, k) for k in ("dataset", "noise", "noise_file", "seed", "train_subset")}
+        if float(self.imbalance) != 1.0:
+            out["imbalance"] = float(self.imbalance)  # 100 and 100.0 are one setting, one key
+        return out
 
     @property
     def runs_per_baseline(self) -> int:
@@ -87,6 +94,15 @@ class JobConfig:
             raise ConfigError(f"baseline_runs must be >= 0 (0 = n_runs), got {self.baseline_runs}")
         if self.eval_recipe not in {"common", "own"}:
             raise ConfigError(f"eval_recipe {self.eval_recipe!r}: use common (one recipe for all) or own (each method's)")
+        check_imbalance(self.imbalance)
+
+
+def check_imbalance(value: Any, where: str = "imbalance") -> float:
+    """``value`` as a float if it is a finite number >= 1 (the head/tail ratio; 1 = balanced), else
+    ConfigError naming ``where``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 1:
+        raise ConfigError(f"{where} must be a finite number >= 1 (the head/tail count ratio; 1 = off), got {value!r}")
+    return float(value)
 
 
 @dataclass(frozen=True)
@@ -245,7 +261,9 @@ class Prepared:
 
 
 def prepare_data(job: JobConfig) -> Prepared:
-    """Load the dataset, take the optional stratified subset, and apply the label noise."""
+    """Load the dataset, take the optional stratified subset, make it long-tailed (``imbalance``),
+    and apply the label noise: the clean set is imbalanced first, then noised
+    (:mod:`ddlnl.longtail`)."""
     dataset = load_dataset(job.dataset, job.data_root)
     if len(dataset.train) == 0 or len(dataset.test) == 0:
         raise ConfigError(f"dataset {dataset.name} has no {'training' if len(dataset.train) == 0 else 'test'} images: "
@@ -268,8 +286,29 @@ def prepare_data(job: JobConfig) -> Prepared:
             if per_image in meta:
                 meta[per_image] = meta[per_image][keep]
         dataset = replace(dataset, train=dataset.train.subset(keep), meta=meta)
+    if float(job.imbalance) != 1.0:
+        dataset = _long_tailed(dataset, float(job.imbalance), derive_seed(job.seed, "imbalance"))
     spec = parse_noise_spec(job.noise)
     if job.noise_file:
         spec = replace(spec, path=job.noise_file)
     noisy = make_noise(spec, dataset, derive_seed(job.seed, "noise"))
     return Prepared(dataset=dataset, noisy=noisy, noisy_train=dataset.train.with_labels(noisy.noisy))
+
+
+def _long_tailed(dataset: Dataset, ratio: float, seed: int) -> Dataset:
+    """The training split cut to the exponential long-tail profile (:func:`ddlnl.longtail.longtail_indices`,
+    class 0 the head, ``n_max`` the smallest class's count) on its clean labels."""
+    from .longtail import longtail_indices
+
+    labels = dataset.train.labels
+    if torch.unique(labels).numel() < dataset.num_classes:
+        raise ConfigError(f"imbalance={ratio:g}: {dataset.name}'s training split lacks a class; a long tail needs every class")
+    keep = longtail_indices(labels, ratio, seed=seed)
+    meta = dict(dataset.meta)
+    subset = meta.get("train_subset")
+    meta["train_subset"] = (torch.as_tensor(subset)[keep] if subset is not None else keep).tolist()
+    meta["imbalance"] = ratio
+    for per_image in ("coarse_labels", "fine_labels"):  # cifar100 / cifar100-coarse
+        if per_image in meta:
+            meta[per_image] = meta[per_image][keep]
+    return replace(dataset, train=dataset.train.subset(keep), meta=meta)

@@ -112,7 +112,8 @@ def _check_run_dir(out: Path, resolved: ResolvedJob, echo: Callable[[str], None]
                             "as it is: run this job again with --out NEW_DIR (or move it away)")
         if previous.get("data") != data:
             theirs = previous.get("data") or {}
-            diff = ", ".join(f"{k} {theirs.get(k)!r} there, {v!r} here" for k, v in data.items() if theirs.get(k) != v)
+            keys = [*data, *(k for k in theirs if k not in data)]  # imbalance is absent when balanced
+            diff = ", ".join(f"{k} {theirs.get(k)!r} there, {data.get(k)!r} here" for k in keys if theirs.get(k) != data.get(k))
             raise UserError(f"{out} holds a run on other data ({diff}); choose another --out")
         runs = list(previous.get("runs", []))
         if entry in runs:
@@ -173,7 +174,8 @@ def run_job(resolved: ResolvedJob, out: Path, *, device: torch.device,
     check_ipc(class_indices(prepared.noisy_train.labels, ds.num_classes), max(job.ipcs))
     out.mkdir(parents=True, exist_ok=True)
     _check_run_dir(out, resolved, echo)
-    echo(f"data: {ds.name}, {len(ds.train)} train / {len(ds.test)} test, {ds.num_classes} classes, preset {resolved.preset}, device {device}")
+    tail = "" if float(job.imbalance) == 1.0 else f" (long-tailed, imbalance {job.imbalance:g})"
+    echo(f"data: {ds.name}, {len(ds.train)} train{tail} / {len(ds.test)} test, {ds.num_classes} classes, preset {resolved.preset}, device {device}")
     echo(summary_text(prepared.noisy, ds.classes))
     for note in resolved.notes:
         echo(f"paper preset: {note}")

@@ -17,7 +17,7 @@ def _job_from_args(args: argparse.Namespace):
 
     fields = {"dataset": args.dataset, "data_root": args.data_root, "noise": args.noise,
               "noise_file": args.noise_file, "seed": args.seed, "preset": args.preset,
-              "train_subset": args.train_subset,
+              "train_subset": args.train_subset, "imbalance": getattr(args, "imbalance", None),
               "n_runs": getattr(args, "n_runs", None), "methods": getattr(args, "methods", None),
               "ipcs": getattr(args, "ipc", None) if isinstance(getattr(args, "ipc", None), tuple) else None}
     job = JobConfig()

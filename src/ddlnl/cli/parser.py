@@ -50,6 +50,16 @@ def _int_list(text: str) -> tuple[int, ...]:
     return vals
 
 
+def _imbalance(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 1 (the head/tail count ratio), got {text!r}") from None
+    if not value >= 1 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 1 (1 = balanced), got {text!r}")
+    return value
+
+
 def _str_list(text: str) -> tuple[str, ...]:
     vals = tuple(v.strip() for v in text.split(",") if v.strip())
     if not vals:
@@ -90,6 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ipc", type=_int_list, default=None, help="images per class, comma-separated (default 1,10)")
     p.add_argument("--n-runs", type=_positive_int, default=None, help="evaluation models per synthetic set (default 3)")
     p.add_argument("--no-early-stop", action="store_true", help="skip the early-stopping baseline (noisy validation split)")
+    p.add_argument("--imbalance", type=_imbalance, default=None, metavar="R",
+                   help="make the training set long-tailed before the noise: exponential profile, head/tail count "
+                        "ratio R (class 0 the head; ddlnl.longtail); 1 = balanced (default)")
     p.add_argument("--log", type=_str_list, default=(), metavar="csv,tensorboard",
                    help="also write the recorded training curves: csv (RUN/curves.csv), tensorboard (RUN/tensorboard/)")
     p.add_argument("--out", default=None, help="run directory (default runs/<dataset>-<noise>-seed<seed>-<hash of the data setting>; "

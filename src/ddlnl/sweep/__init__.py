@@ -42,6 +42,7 @@ expected are refused by name)::
     baseline_runs: 1
     preset: cpu                        # cpu | paper | auto
     train_subset: 5000
+    imbalance: 1                       # > 1: long-tailed training sets, head/tail count ratio (ddlnl.longtail)
     set: [train.width=32]              # --set overrides for every cell
     method_set: {dm: [iterations=300]} # per-method overrides (without the method prefix)
     variants:                          # named method variants for ablations: list the name in methods;

@@ -40,6 +40,7 @@ class Grid:
     eval_recipe: str = "common"  # common | own (JobConfig.eval_recipe); YAML key eval_recipe (or protocol)
     preset: str = "auto"
     train_subset: int = 0
+    imbalance: float = 1.0  # long-tailed training sets (JobConfig.imbalance); 1 = balanced
     overrides: tuple[str, ...] = ()
     method_overrides: dict[str, tuple[str, ...]] = field(default_factory=dict)
     resources: dict[str, Any] = field(default_factory=dict)
@@ -83,7 +84,7 @@ class Grid:
 
 GRID_KEYS = {"name", "datasets", "noises", "methods", "ipcs", "seeds", "baselines", "n_runs", "baseline_runs", "eval_recipe",
              "protocol",
-             "preset", "train_subset", "set", "method_set", "resources", "variants"}
+             "preset", "train_subset", "imbalance", "set", "method_set", "resources", "variants"}
 
 
 def _variants(raw: Any) -> dict[str, tuple[str, tuple[str, ...]]]:
@@ -238,13 +239,20 @@ def grid_from_dict(data: dict[str, Any], default_name: str = "grid") -> Grid:
         baselines=tuple(baselines),
         n_runs=_int(data, "n_runs", 3, 1), baseline_runs=_int(data, "baseline_runs", 0, 0),
         eval_recipe=_eval_recipe(data), preset=_scalar_str(data, "preset", "auto"),
-        train_subset=_int(data, "train_subset", 0, 0),
+        train_subset=_int(data, "train_subset", 0, 0), imbalance=_imbalance(data),
         overrides=tuple(_overrides(data.get("set"), "set")),
         method_overrides={check_name(k, "method_set"): tuple(_overrides(vs, f"method_set.{k}")) for k, vs in method_set.items()},
         resources=dict(resources), variants=_variants(data.get("variants")),
     )
     grid.check()
     return grid
+
+
+def _imbalance(data: dict[str, Any]) -> float:
+    """The grid's ``imbalance`` (a number >= 1; 1, the default, is balanced)."""
+    from ..job import check_imbalance
+
+    return check_imbalance(data.get("imbalance", 1.0), "grid key 'imbalance'")
 
 
 RESOURCE_KEYS = {"cpus", "gpus", "mem_gb", "timeout_min", "partition"}
@@ -311,4 +319,5 @@ def grid_to_dict(grid: Grid) -> dict[str, Any]:
             "baseline_runs": grid.baseline_runs, "eval_recipe": grid.eval_recipe, "preset": grid.preset, "train_subset": grid.train_subset,
             "set": list(grid.overrides), "method_set": {k: list(v) for k, v in grid.method_overrides.items()},
             "variants": {k: {"method": b, "set": list(v)} for k, (b, v) in grid.variants.items()},
-            "resources": dict(grid.resources)}
+            "resources": dict(grid.resources),
+            **({"imbalance": grid.imbalance} if grid.imbalance != 1.0 else {})}

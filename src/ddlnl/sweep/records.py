@@ -75,7 +75,7 @@ def cell_job(grid: Grid, cell: Cell):
     base = grid.base_method(cell.method)
     job = JobConfig(dataset=cell.dataset, data_root=entry.data_root, noise=cell.noise, noise_file=entry.noise_file,
                     methods=() if cell.is_baseline else (base,), ipcs=(cell.ipc or 1,), n_runs=grid.n_runs,
-                    seed=cell.seed, preset=grid.preset, train_subset=grid.train_subset,
+                    seed=cell.seed, preset=grid.preset, train_subset=grid.train_subset, imbalance=grid.imbalance,
                     baseline_runs=grid.baseline_runs, eval_recipe=grid.eval_recipe)
     overrides = list(grid.overrides)
     for method, items in grid.method_overrides.items():
