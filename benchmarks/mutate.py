@@ -195,10 +195,13 @@ EQUIVALENT: dict[str, dict[str, str]] = {
     "label_issues": {
         "thresholds[c] = 0.5 * (q[m - 1] + q[m]) if q[m] >= q[m - 1] else q[m]":
             "when q[m] == q[m - 1] the midpoint is q[m] itself: both branches give the same threshold",
-        "r = np.full_like(v, 2.0 / v.shape[1])": "the EM update is invariant to the scale of r (renormalised every "
-                                                 "step); only the first convergence check sees it",
-        "r = np.full_like(v, 1.0 * v.shape[1])": "the EM update is invariant to the scale of r (renormalised every "
-                                                 "step); only the first convergence check sees it",
+        "model = np.maximum(r @ t, 2e-300)  # N x K: (T^T r_n)_i":
+            "where (T^T r)_i is exactly 0 every term it divides is multiplied by 0 (T[j, i] = 0, or r_j = 0 and "
+            "then new_j = 0), so the floor's size never matters; the two floors differ only for a label the "
+            "current r gives a positive probability below 2e-300",
+        "new /= np.maximum(new.sum(axis=1, keepdims=True), 2e-300)":
+            "each row of new sums to sum_i v_i = 1 before this line (the votes are distributions), so the floor "
+            "only acts on an all-zero vote, which neighbour_votes never gives",
         "new *= np.maximum(new.sum(axis=1, keepdims=True), 1e-300)":
             "each row of new sums to exactly sum_i v_i = 1 before this line (the votes are distributions), so "
             "dividing and multiplying by it agree",
