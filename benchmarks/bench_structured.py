@@ -18,12 +18,26 @@ Nothing is tuned here: DM runs its CPU preset with the stated changes, the remed
 
     OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python benchmarks/bench_structured.py --part all
     .venv/bin/python benchmarks/bench_structured.py --no-run     # tables only
+    # only some rows, added to the committed tables (their measured rows are kept, not recomputed):
+    ... bench_structured.py --part structured --noises pairflip:0.4 --ipcs 10 --append
+    ... bench_structured.py --part longtail --ratios 100 --append
+
+``--append``: the rows already measured in the existing ``structured.md`` / ``longtail.md`` are read
+back from the tables and kept as they are (with the run that measured them: a ``run`` column and
+one line per run with its machine, dates and load); only rows that are missing ("not run") are
+computed. Rows that the missing ones depend on are recomputed without being evaluated when their
+artifacts are not in ``--root`` (e.g. the unremedied DM IPC-10 set whose teachers estimate T), and
+the long-tail budgets are taken from the table. A kept row's Δ columns are the ones it was written
+with; a new row's Δ are computed from the kept baselines' printed (2-decimal) values.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
+import os
+import re
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -39,7 +53,7 @@ from ddlnl.longtail import group_accuracy, ipc_budget, longtail_indices
 from ddlnl.methods import dm, random_subset
 from ddlnl.noise import make_noise, parse_noise_spec
 from ddlnl.pipeline import JobConfig, Prepared, evaluate_synthetic, prepare_data, resolve_job
-from ddlnl.report import fmt_acc, markdown_table, write_result
+from ddlnl.report import fmt_acc, machine_summary, markdown_table, write_result
 from ddlnl.train import run_baseline
 from ddlnl.utils import atomic_write_json, derive_seed
 
@@ -60,17 +74,24 @@ def configs(args):
 
 
 class Store:
-    """One JSON record per row under ``root``, keyed by its settings."""
+    """One JSON record per row under ``root``, keyed by its settings; with ``legacy``, rows read back
+    from the committed tables (:func:`read_legacy`) answer where ``root`` has no record."""
 
-    def __init__(self, root: Path, base: dict):
+    def __init__(self, root: Path, base: dict, legacy: dict | None = None):
         self.root = root
         self.base = base
+        self.legacy = legacy or {}
         root.mkdir(parents=True, exist_ok=True)
+        started = root / "run.json"
+        if not started.exists():
+            atomic_write_json(started, {"started": _stamp()})
+        self.started = json.loads(started.read_text())["started"]
 
     def path(self, name: str) -> Path:
         return self.root / f"{name}.json"
 
-    def get(self, name: str):
+    def own(self, name: str):
+        """The record computed under ``root`` (this run), or None."""
         p = self.path(name)
         if p.exists():
             rec = json.loads(p.read_text())
@@ -78,11 +99,18 @@ class Store:
                 return rec
         return None
 
+    def get(self, name: str):
+        return self.own(name) or self.legacy.get(name)
+
     def put(self, name: str, rec: dict) -> dict:
-        rec = {**rec, "base": self.base, "finished": time.time()}
+        rec = {**rec, "base": self.base, "finished": time.time(), "stamp": _stamp(), "load": list(os.getloadavg())}
         atomic_write_json(self.path(name), rec)
         print(f"{name}: {rec.get('mean', rec.get('refused'))}", flush=True)
         return rec
+
+
+def _stamp() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def _eval(syn, prepared, res, args, seed, train_counts):
@@ -113,6 +141,8 @@ def baselines(store, tag, prepared, res, args, train_counts):
 
 
 def distil_row(store, name, prepared, res, args, ipc, seed, train_counts, method="dm", noise_model=None, keep=None):
+    """The row ``name`` (computed unless ``store`` has it). With ``keep`` (a dict), the synthetic set is
+    made (and put in ``keep["syn"]``) even when the row exists, and then not evaluated again."""
     rec = store.get(name)
     if rec is not None and keep is None:
         return rec
@@ -131,6 +161,7 @@ def distil_row(store, name, prepared, res, args, ipc, seed, train_counts, method
     distill_s = time.perf_counter() - t0
     if keep is not None:
         keep["syn"] = syn
+        print(f"{name}: set made in {distill_s:.0f}s" + (" (row kept, not evaluated again)" if rec else ""), flush=True)
     if rec is not None:
         return rec
     syn.meta.update(dataset="fashion-mnist")
@@ -143,7 +174,7 @@ def teacher_set_model(store, name, syn, prepared, res, seed):
     """T and prior estimated from 3 teachers on ``syn``; cached with its clean-count estimate."""
     from ddlnl.correction import NoiseModel
 
-    rec = store.get(name)
+    rec = store.own(name)
     if rec is None:
         t0 = time.perf_counter()
         models = train_teachers(syn, res.train, 3, seed=seed)
@@ -160,19 +191,29 @@ def teacher_set_model(store, name, syn, prepared, res, seed):
 
 
 def run_structured(store, res, args, noise, ipcs=(10, 50, 1)):
+    tag = f"s-{noise}"
+    todo = [f"{tag}-baseline-{p}" for p in ("converged", "early-stop")]
+    todo += [f"{tag}-{m}-ipc{ipc}" for ipc in ipcs for m in ("random", "dm-none", "dm-estimated", "dm-true")]
+    if all(store.get(n) is not None for n in todo):
+        return
     prepared = prepare_data(JobConfig(dataset="fashion-mnist", noise=noise, train_subset=args.subset, seed=0))
     counts = torch.bincount(prepared.noisy.clean, minlength=10).tolist()
-    tag = f"s-{noise}"
     baselines(store, tag, prepared, res, args, counts)
     seed = derive_seed(0, "bench-structured", noise)
-    keep = {}
-    distil_row(store, f"{tag}-dm-none-ipc10", prepared, res, args, 10, seed, counts, keep=keep)
-    est, _ = teacher_set_model(store, f"{tag}-estimate", keep["syn"], prepared, res, derive_seed(seed, "teachers"))
+    est = None
+    if any(store.get(f"{tag}-dm-estimated-ipc{ipc}") is None for ipc in ipcs):
+        if store.own(f"{tag}-estimate") is None:  # T from teachers on the unremedied DM IPC-10 set
+            keep = {}
+            distil_row(store, f"{tag}-dm-none-ipc10", prepared, res, args, 10, seed, counts, keep=keep)
+            est, _ = teacher_set_model(store, f"{tag}-estimate", keep["syn"], prepared, res, derive_seed(seed, "teachers"))
+        else:
+            est, _ = teacher_set_model(store, f"{tag}-estimate", None, prepared, res, None)
     oracle = true_noise_model(prepared.noisy)
     for ipc in ipcs:
         distil_row(store, f"{tag}-random-ipc{ipc}", prepared, res, args, ipc, seed, counts, method="random")
         distil_row(store, f"{tag}-dm-none-ipc{ipc}", prepared, res, args, ipc, seed, counts)
-        distil_row(store, f"{tag}-dm-estimated-ipc{ipc}", prepared, res, args, ipc, seed, counts, noise_model=est)
+        if est is not None:
+            distil_row(store, f"{tag}-dm-estimated-ipc{ipc}", prepared, res, args, ipc, seed, counts, noise_model=est)
         distil_row(store, f"{tag}-dm-true-ipc{ipc}", prepared, res, args, ipc, seed, counts, noise_model=oracle)
 
 
@@ -187,26 +228,41 @@ def longtail_prepared(ratio, args):
 
 
 def run_longtail(store, res, args, ratio):
+    tag = f"lt-{ratio:g}"
+    todo = [f"{tag}-baseline-{p}" for p in ("converged", "early-stop")]
+    todo += [f"{tag}-{m}-{rule}" for rule in RULES for m in ("random", "dm")]
+    if all(store.get(n) is not None for n in todo):
+        return
     prepared = longtail_prepared(ratio, args)
     counts = torch.bincount(prepared.noisy.clean, minlength=10).tolist()
     given = torch.bincount(prepared.noisy.noisy, minlength=10).tolist()
-    tag = f"lt-{ratio}"
     baselines(store, tag, prepared, res, args, counts)
     seed = derive_seed(0, "bench-longtail", ratio)
     total = args.lt_total
-    budgets = {"uniform": ipc_budget("uniform", total, given)}
-    keep = {}
-    distil_row(store, f"{tag}-dm-uniform", prepared, res, args, budgets["uniform"], seed, counts, keep=keep)
-    _, est = teacher_set_model(store, f"{tag}-estimate", keep["syn"], prepared, res, derive_seed(seed, "teachers"))
-    budgets["proportional"] = ipc_budget("proportional", total, given)
-    budgets["clean"] = ipc_budget("clean", total, given, clean_counts=est["clean_counts"])
-    store.put(f"{tag}-budgets", {"budgets": budgets, "clean_counts_true": counts, "given_counts": given})
+    kept = store.get(f"{tag}-budgets")
+    if kept is not None and kept.get("given_counts") not in (None, given):
+        raise SystemExit(f"{tag}: the table's given counts {kept['given_counts']} differ from this construction's "
+                         f"{given}: not the same data; run without --append")
+    budgets = dict(kept["budgets"]) if kept else {}
+    budgets.setdefault("uniform", ipc_budget("uniform", total, given))
+    budgets.setdefault("proportional", ipc_budget("proportional", total, given))
+    if "clean" not in budgets:  # split by the clean counts estimated from teachers on the uniform DM set
+        keep = {}
+        distil_row(store, f"{tag}-dm-uniform", prepared, res, args, budgets["uniform"], seed, counts, keep=keep)
+        _, est = teacher_set_model(store, f"{tag}-estimate", keep["syn"], prepared, res, derive_seed(seed, "teachers"))
+        budgets["clean"] = ipc_budget("clean", total, given, clean_counts=est["clean_counts"])
+    if store.own(f"{tag}-budgets") is None:
+        store.put(f"{tag}-budgets", {"budgets": budgets, "clean_counts_true": counts, "given_counts": given})
     for rule in RULES:
         distil_row(store, f"{tag}-random-{rule}", prepared, res, args, budgets[rule], seed, counts, method="random")
         distil_row(store, f"{tag}-dm-{rule}", prepared, res, args, budgets[rule], seed, counts)
 
 
 # ------------------------------------------------------------------------------------ tables
+
+STRUCT_LABELS = {"random": "random subset", "dm-none": "DM (no remedy)", "dm-estimated": "DM + remedy (estimated T)",
+                 "dm-true": "DM + remedy (ORACLE: true T)"}
+BASELINE_LABELS = {"converged": "baseline: converged CE", "early-stop": "baseline: early-stopped CE"}
 
 
 def _acc(rec):
@@ -225,23 +281,167 @@ def _d(a, b):
     return "-" if a is None or b is None else f"{a - b:+.2f}"
 
 
-def write_structured(store, args, sets):
+# --------------------------------------------------------------- rows kept from a committed table
+
+
+def _table(path: Path) -> tuple[list[str], list[list[str]], list[str]]:
+    """The header, rows and other lines of the markdown result ``path`` (empty when absent)."""
+    if not path.exists():
+        return [], [], []
+    header, rows, other = [], [], []
+    for line in path.read_text().splitlines():
+        if line.startswith("| ") and line.endswith("|"):
+            cells = [c.strip() for c in line[1:-1].split(" | ")]
+            if not header:
+                header = cells
+            else:
+                rows.append(cells)
+        elif not line.startswith("|---"):
+            other.append(line)
+    return header, rows, other
+
+
+def _legacy_acc(text: str) -> dict | None:
+    if text in ("not run", "-", ""):
+        return None
+    if text == "refused":
+        return {"refused": "(as in the earlier run)"}
+    m = re.fullmatch(r"(-?[0-9.]+) ± ([0-9.]+)", text)
+    if not m:
+        raise SystemExit(f"--append: cannot read the accuracy {text!r} of the committed table")
+    return {"mean": float(m.group(1)) / 100, "std": float(m.group(2)) / 100}
+
+
+def _runs_of(other: list[str]) -> dict[str, str]:
+    """Run letter -> its description: the ``- run X: ...`` lines, else run A from the Machine/Run header."""
+    runs = {}
+    for line in other:
+        m = re.match(r"- run ([A-Z]): (.*)", line)
+        if m:
+            runs[m.group(1)] = m.group(2)
+    if not runs:
+        machine = next((line[len("Machine: "):].rstrip() for line in other if line.startswith("Machine: ")), None)
+        when = next((line[len("Run: "):].strip() for line in other if line.startswith("Run: ")), None)
+        if machine and when:
+            runs["A"] = f"{when}; {machine}"
+    return runs
+
+
+def read_legacy(results: Path) -> tuple[dict[str, dict], dict[str, dict[str, str]]]:
+    """The rows measured in the committed ``structured.md`` and ``longtail.md`` as records (``legacy``:
+    the row's printed cells, ``run``: its run letter), and each file's runs (letter -> description)."""
+    legacy: dict[str, dict] = {}
+    runs = {}
+    header, rows, other = _table(results / "structured.md")
+    runs["structured"] = _runs_of(other)
+    for cells in rows:
+        row = dict(zip(header, cells))
+        noise, label, ipc = row["noise"], row["row"], row["IPC"]
+        if label.startswith("(T estimate"):
+            legacy[f"s-{noise}-estimate-note"] = {"legacy": cells, "run": row.get("run", "A"), "text": label}
+            continue
+        key = {v: k for k, v in STRUCT_LABELS.items()}.get(label)
+        base = {v: k for k, v in BASELINE_LABELS.items()}.get(label)
+        name = f"s-{noise}-baseline-{base}" if base else f"s-{noise}-{key}-ipc{ipc}"
+        rec = _legacy_acc(row["accuracy (%)"])
+        if rec is not None:
+            legacy[name] = {**rec, "legacy": cells, "run": row.get("run", "A")}
+    header, rows, other = _table(results / "longtail.md")
+    runs["longtail"] = _runs_of(other)
+    budgets: dict[str, dict] = {}
+    for cells in rows:
+        row = dict(zip(header, cells))
+        ratio, label = row["imbalance"], row["row"]
+        m = re.match(r"\(given counts (\[.*?\]); clean counts (\[.*?\])\)", label)
+        if m:
+            budgets.setdefault(ratio, {}).update(given_counts=json.loads(m.group(1)), clean_counts_true=json.loads(m.group(2)))
+            continue
+        base = {v: k for k, v in BASELINE_LABELS.items()}.get(label)
+        if base:
+            name = f"lt-{ratio}-baseline-{base}"
+        else:
+            method, rule = (x.strip() for x in label.split("/"))
+            name = f"lt-{ratio}-{'dm' if method == 'DM' else 'random'}-{rule}"
+            per = row["images per class (class 0 = head)"]
+            if per not in ("-", ""):
+                budgets.setdefault(ratio, {}).setdefault("budgets", {})[rule] = [int(v) for v in per.split(",")]
+        rec = _legacy_acc(row["accuracy (%)"])
+        if rec is not None:
+            groups = {g: float(row[f"{g} (%)"]) / 100 for g in ("head", "middle", "tail") if row[f"{g} (%)"] != "-"}
+            legacy[name] = {**rec, "groups": groups, "legacy": cells, "run": row.get("run", "A")}
+    for ratio, b in budgets.items():
+        if "given_counts" in b and b.get("budgets"):
+            legacy[f"lt-{ratio}-budgets"] = {**b, "run": "A"}
+    return legacy, runs
+
+
+def check_same_settings(results: Path, sets: list[str]) -> None:
+    """``--append`` adds rows only to tables made under the same overrides (their notes print them)."""
+    for name in ("structured.md", "longtail.md"):
+        path = results / name
+        if not path.exists():
+            continue
+        m = re.search(r"Overrides: (\[.*?\])", path.read_text())
+        if m and m.group(1) != str(sets):
+            raise SystemExit(f"--append: {path} was made with the overrides {m.group(1)}, this run has {sets}; "
+                             "give the same settings (or another --results)")
+
+
+def _run_letter(store, runs: dict[str, str]) -> str:
+    for letter, text in runs.items():
+        if text.startswith(f"started {store.started}"):
+            return letter
+    return chr(ord(max(runs)) + 1) if runs else "A"
+
+
+def _runs_lines(store, runs: dict[str, str], names: list[str], kind: str) -> tuple[str, list[str]]:
+    """This invocation's run letter and the ``- run X: ...`` lines (earlier runs kept, this run's
+    rewritten from its records: dates, machine, and the 1-minute load when each row finished)."""
+    letter = _run_letter(store, runs)
+    own = [store.own(n) for n in names]
+    own = [r for r in own if r is not None]
+    runs = dict(runs)
+    if own:
+        loads = [r["load"][0] for r in own if "load" in r]
+        machine = machine_summary().split(", load average")[0]
+        runs[letter] = (f"started {store.started}, last row {max(r.get('stamp', '') for r in own)}; {machine}; "
+                        f"{len(own)} {kind} row(s), 1-minute load average when they finished "
+                        f"{min(loads):.1f}-{max(loads):.1f} (2 cores shared by several engineers' jobs)")
+    return letter, [f"- run {k}: {v}" for k, v in sorted(runs.items())]
+
+
+# --------------------------------------------------------------------------------------- writers
+
+
+def write_structured(store, args, sets, runs):
     rows = []
     verdict = []
-    for noise in STRUCTURED_NOISES:
+    noises = list(dict.fromkeys([*STRUCTURED_NOISES, *args.noises]))
+    names = []
+    letter = _run_letter(store, runs)
+
+    def run_of(name, rec):
+        return "-" if rec is None else (letter if store.own(name) is not None else rec.get("run", "A"))
+
+    for noise in noises:
         tag = f"s-{noise}"
         conv, es = store.get(f"{tag}-baseline-converged"), store.get(f"{tag}-baseline-early-stop")
-        for name, rec in (("baseline: converged CE", conv), ("baseline: early-stopped CE", es)):
-            rows.append([noise, name, "full", _acc(rec), "-", "-", "-"])
-        est = store.get(f"{tag}-estimate")
+        for proto, rec in (("converged", conv), ("early-stop", es)):
+            name = f"{tag}-baseline-{proto}"
+            names.append(name)
+            rows.append([noise, BASELINE_LABELS[proto], "full", _acc(rec), "-", "-", "-", run_of(name, rec)])
         for ipc in IPCS:
             none = store.get(f"{tag}-dm-none-ipc{ipc}")
-            for method in ("random", "dm-none", "dm-estimated", "dm-true"):
-                rec = store.get(f"{tag}-{method}-ipc{ipc}")
-                label = {"random": "random subset", "dm-none": "DM (no remedy)", "dm-estimated": "DM + remedy (estimated T)",
-                         "dm-true": "DM + remedy (ORACLE: true T)"}[method]
+            for method, label in STRUCT_LABELS.items():
+                name = f"{tag}-{method}-ipc{ipc}"
+                names.append(name)
+                rec = store.get(name)
+                if rec is not None and store.own(name) is None and "legacy" in rec:
+                    rows.append([*rec["legacy"][:7], rec.get("run", "A")])  # kept as it was written
+                    continue
                 rows.append([noise, label, str(ipc), _acc(rec), _d(_pts(rec), _pts(conv)), _d(_pts(rec), _pts(es)),
-                             _d(_pts(rec), _pts(none)) if method.startswith("dm-") and method != "dm-none" else "-"])
+                             _d(_pts(rec), _pts(none)) if method.startswith("dm-") and method != "dm-none" else "-",
+                             run_of(name, rec)])
             if noise == "asymmetric:0.4" and ipc in (10, 50):
                 for method in ("dm-estimated", "dm-true"):
                     rec = store.get(f"{tag}-{method}-ipc{ipc}")
@@ -249,72 +449,119 @@ def write_structured(store, args, sets):
                         ok = _pts(rec) > max(_pts(conv), _pts(es)) and _pts(rec) - _pts(none) >= 5
                         verdict.append(f"IPC {ipc}, {method}: {_pts(rec):.2f} vs converged {_pts(conv):.2f}, early stop "
                                        f"{_pts(es):.2f}, unremedied {_pts(none):.2f} -> goal {'MET' if ok else 'NOT met'}")
+        note = store.legacy.get(f"{tag}-estimate-note")
+        if note:
+            rows.append([noise, note["text"], "", "", "", "", "", note["run"]])
+        est = store.own(f"{tag}-estimate")
         if est:
+            names.append(f"{tag}-estimate")
             rows.append([noise, f"(T estimate: rate {est['noise_rate']:.3f} vs realized {est['realized_rate']:.3f}, "
-                                f"max abs T error {est['max_abs_T_error']:.3f})", "", "", "", "", ""])
-    table = markdown_table(["noise", "row", "IPC", "accuracy (%)", "Δ converged", "Δ early stop", "Δ unremedied"], rows)
+                                f"max abs T error {est['max_abs_T_error']:.3f})", "", "", "", "", "", letter])
+    letter, run_lines = _runs_lines(store, runs, names, "structured")
+    table = markdown_table(["noise", "row", "IPC", "accuracy (%)", "Δ converged", "Δ early stop", "Δ unremedied", "run"],
+                           rows)
     notes = ("Goal (asymmetric 0.4, IPC 10-50): the remedied distiller above both baselines and >= 5 points above the "
              "unremedied one.\n\n" + ("\n".join(f"- {v}" for v in verdict) or "- not measured (rows missing)") +
+             "\n\nRuns (the `run` column; every row's settings are the same, below):\n\n" + "\n".join(run_lines) +
              f"\n\nScale, and why: Fashion-MNIST, stratified {args.subset}-image training subset (200 per class), the full "
-             f"10k clean test set; 2 CPU cores shared with five other jobs, so DM runs {args.dm_iterations} iterations (its "
+             f"10k clean test set; 2 CPU cores shared with other jobs, so DM runs {args.dm_iterations} iterations (its "
              f"CPU preset has 300; the same for every DM row) and each set is evaluated by {args.n_runs} run(s) "
              f"({args.train_epochs} epochs, the common recipe); baselines: {args.baseline_epochs} epochs, 1 run, early stop on a 10% noisy "
-             f"validation split. Overrides: {sets}. One noise seed (0). Rows marked 'not run' were not reached before the "
-             f"session's deadline (the run goes: asymmetric 0.4 at IPC 10 and 50, the long tail, then the rest). Oracle rows use the realized T of the injected noise "
+             f"validation split. Overrides: {sets}. One noise seed (0). Rows marked 'not run' were not reached before a "
+             f"session's deadline. Oracle rows use the realized T of the injected noise "
              f"(they need the clean labels): they bound what the remedy can do with a perfect T, and are not a usable method. "
              f"Estimated rows: T from ddlnl.estimate.estimate_noise on 3 teachers trained on the unremedied DM IPC-10 set of "
-             f"the same setting; 'refused' = the estimated P(true | given) was too close to singular to invert "
-             f"(ddlnl.correction.MAX_UNMIXING_NORM). Nothing was tuned; no row is chosen by test accuracy.")
+             f"the same setting (a later run that adds estimated rows re-makes that set, and prints its own T estimate line); "
+             f"'refused' = the estimated P(true | given) was too close to singular to invert "
+             f"(ddlnl.correction.MAX_UNMIXING_NORM). Rows of an earlier run are kept as written; a new row's Δ columns use "
+             f"the baselines' printed values. Nothing was tuned; no row is chosen by test accuracy.")
     return write_result(RESULTS / "structured.md", "Structured noise: DM with and without the transition-matrix remedy",
                         table, notes)
 
 
-def write_longtail(store, args, sets):
+def write_longtail(store, args, sets, runs):
     rows = []
     verdict = []
-    for ratio in RATIOS:
-        tag = f"lt-{ratio}"
+    names = []
+    letter = _run_letter(store, runs)
+    ratios = list(dict.fromkeys([*RATIOS, *args.ratios]))
+
+    def g(rec, k):
+        return f"{100 * rec['groups'][k]:.1f}" if rec and k in rec.get("groups", {}) else "-"
+
+    def run_of(name, rec):
+        return "-" if rec is None else (letter if store.own(name) is not None else rec.get("run", "A"))
+
+    for ratio in ratios:
+        tag = f"lt-{ratio:g}"
         conv, es = store.get(f"{tag}-baseline-converged"), store.get(f"{tag}-baseline-early-stop")
         b = store.get(f"{tag}-budgets")
-
-        def g(rec, k):
-            return f"{100 * rec['groups'][k]:.1f}" if rec and "groups" in rec else "-"
-
-        for name, rec in (("baseline: converged CE", conv), ("baseline: early-stopped CE", es)):
-            rows.append([str(ratio), name, "full", _acc(rec), g(rec, "head"), g(rec, "middle"), g(rec, "tail")])
+        for proto, rec in (("converged", conv), ("early-stop", es)):
+            name = f"{tag}-baseline-{proto}"
+            names.append(name)
+            rows.append([f"{ratio:g}", BASELINE_LABELS[proto], "full", _acc(rec), g(rec, "head"), g(rec, "middle"),
+                         g(rec, "tail"), run_of(name, rec)])
         for rule in RULES:
             for method in ("random", "dm"):
-                rec = store.get(f"{tag}-{method}-{rule}")
-                budget = ",".join(map(str, b["budgets"][rule])) if b else "-"
-                rows.append([str(ratio), f"{'DM' if method == 'dm' else 'random'} / {rule}", budget, _acc(rec),
-                             g(rec, "head"), g(rec, "middle"), g(rec, "tail")])
-                if method == "dm" and rec and "groups" in rec and conv and es:
+                name = f"{tag}-{method}-{rule}"
+                names.append(name)
+                rec = store.get(name)
+                budget = ",".join(map(str, b["budgets"][rule])) if b and rule in b.get("budgets", {}) else "-"
+                rows.append([f"{ratio:g}", f"{'DM' if method == 'dm' else 'random'} / {rule}", budget, _acc(rec),
+                             g(rec, "head"), g(rec, "middle"), g(rec, "tail"), run_of(name, rec)])
+                if method == "dm" and rec and "groups" in rec and conv and es and "tail" in rec["groups"]:
                     tail, base_tail = rec["groups"]["tail"], max(conv["groups"]["tail"], es["groups"]["tail"])
                     overall_ok = rec["mean"] >= min(conv["mean"], es["mean"])
-                    verdict.append(f"ratio {ratio}, DM/{rule}: tail {100 * tail:.1f} vs baselines' best tail "
+                    verdict.append(f"ratio {ratio:g}, DM/{rule}: tail {100 * tail:.1f} vs baselines' best tail "
                                    f"{100 * base_tail:.1f}; overall {100 * rec['mean']:.2f} vs converged "
                                    f"{100 * conv['mean']:.2f} / early stop {100 * es['mean']:.2f} -> goal "
                                    f"{'MET' if tail >= base_tail and rec['mean'] >= max(conv['mean'], es['mean']) else 'NOT met'}"
                                    + ("" if overall_ok else " (overall below both baselines)"))
         if b:
-            rows.append([str(ratio), f"(given counts {b['given_counts']}; clean counts {b['clean_counts_true']})",
-                         "", "", "", "", ""])
+            rows.append([f"{ratio:g}", f"(given counts {b['given_counts']}; clean counts {b['clean_counts_true']})",
+                         "", "", "", "", "", run_of(f"{tag}-budgets", b)])
+    letter, run_lines = _runs_lines(store, runs, names, "long-tail")
     table = markdown_table(["imbalance", "row", "images per class (class 0 = head)", "accuracy (%)", "head (%)",
-                            "middle (%)", "tail (%)"], rows)
+                            "middle (%)", "tail (%)", "run"], rows)
     measured = "\n".join(f"- {v}" for v in verdict) or (
-        "- NOT MEASURED: no long-tail row finished in this run (the 2-core machine's time went to the structured-noise "
-        "rows first). The construction, budgets and per-class accuracy are tested (tests/test_longtail.py); run "
-        "`benchmarks/bench_structured.py --part longtail` to fill this table.")
+        "- NOT MEASURED: no long-tail DM row finished. The construction, budgets and per-class accuracy are tested "
+        "(tests/test_longtail.py); run `benchmarks/bench_structured.py --part longtail` to fill this table.")
     notes = ("Goal: tail-third accuracy at or above the baselines' without a lower overall accuracy (here: tail >= the "
              "better baseline's tail AND overall >= the better baseline's overall).\n\n" + measured
+             + "\n\nRuns (the `run` column; every row's settings are the same, below):\n\n" + "\n".join(run_lines)
              + f"\n\nConstruction: the clean Fashion-MNIST training set made long-tailed first (ddlnl.longtail, "
              f"n_c = floor({args.lt_max} * r^(-c/9)), class 0 the head), then symmetric 0.4 noise on it. Budgets: "
              f"{args.lt_total} synthetic images in all (mean IPC {args.lt_total // 10}); 'clean' splits them by the estimated "
              f"clean count per given class (3 teachers trained on the uniform DM set, ddlnl.estimate). Head/middle/tail: "
              f"classes 0-3 / 4-6 / 7-9 by training count; the group accuracy is the mean of its classes' test accuracies "
              f"(the test set is balanced). DM {args.dm_iterations} iterations, {args.n_runs} evaluation run(s), baselines "
-             f"{args.baseline_epochs} epochs x 1 run. Overrides: {sets}. Nothing tuned; nothing chosen by test accuracy.")
+             f"{args.baseline_epochs} epochs x 1 run. Overrides: {sets}. A later run takes the budgets of an earlier one "
+             f"from this table. Nothing tuned; nothing chosen by test accuracy.")
     return write_result(RESULTS / "longtail.md", "Long-tailed noisy Fashion-MNIST: per-class IPC budgets", table, notes)
+
+
+def _noise_list(text: str) -> tuple[str, ...]:
+    vals = tuple(v.strip() for v in text.split(",") if v.strip())
+    for v in vals:
+        try:
+            parse_noise_spec(v)
+        except UserError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+    if not vals:
+        raise argparse.ArgumentTypeError("give at least one noise spec")
+    return vals
+
+
+def _number_list(minimum: float, kind: str):
+    def parse(text: str) -> tuple:
+        try:
+            vals = tuple(int(v) if float(v).is_integer() else float(v) for v in text.split(",") if v.strip())
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected comma-separated {kind}, got {text!r}") from None
+        if not vals or min(vals) < minimum or (kind == "integers" and any(isinstance(v, float) for v in vals)):
+            raise argparse.ArgumentTypeError(f"expected comma-separated {kind} >= {minimum:g}, got {text!r}")
+        return vals
+    return parse
 
 
 def main() -> None:
@@ -322,6 +569,14 @@ def main() -> None:
     ap.add_argument("--root", default="runs/bench-structured")
     ap.add_argument("--part", default="all", choices=["all", "structured", "longtail"])
     ap.add_argument("--no-run", action="store_true")
+    ap.add_argument("--noises", type=_noise_list, default=STRUCTURED_NOISES,
+                    help=f"structured part: the noise settings to run (default {','.join(STRUCTURED_NOISES)})")
+    ap.add_argument("--ipcs", type=_number_list(1, "integers"), default=IPCS,
+                    help=f"structured part: the IPCs to run (default {','.join(map(str, IPCS))})")
+    ap.add_argument("--ratios", type=_number_list(1, "numbers"), default=RATIOS,
+                    help=f"long-tail part: the imbalance ratios to run (default {','.join(map(str, RATIOS))})")
+    ap.add_argument("--append", action="store_true",
+                    help="keep the rows measured in the existing tables (not recomputed) and add the missing ones")
     ap.add_argument("--subset", type=int, default=2000)
     ap.add_argument("--dm-iterations", type=int, default=100)
     ap.add_argument("--n-runs", type=int, default=1)
@@ -337,24 +592,30 @@ def main() -> None:
     args.train_epochs = res.train.epochs
     base = {"sets": sets, "n_runs": args.n_runs, "subset": args.subset, "lt_max": args.lt_max, "lt_total": args.lt_total,
             "dm": asdict(res.methods["dm"]), "train": asdict(res.train)}
-    store = Store(Path(args.root), base)
+    legacy, runs = read_legacy(RESULTS) if args.append else ({}, {"structured": {}, "longtail": {}})
+    if args.append:
+        check_same_settings(RESULTS, sets)
+    store = Store(Path(args.root), base, legacy)
+
+    def tables():
+        write_structured(store, args, sets, runs["structured"])
+        write_longtail(store, args, sets, runs["longtail"])
+
     if not args.no_run:
-        # Order (what finishes first is what a short run reports): the goal's setting at IPC 10 and 50,
-        # the long tail, IPC 1 of the goal's setting, then the other structured settings at IPC 10, 50, 1.
+        # Order (what finishes first is what a short run reports): the goal's setting first, then the
+        # long tail, then the other structured settings; within a setting the IPCs as given.
         if args.part in ("all", "structured"):
-            run_structured(store, res, args, "asymmetric:0.4", ipcs=(10, 50))
-            write_structured(store, args, sets)
-        if args.part in ("all", "longtail"):
-            for ratio in RATIOS:
-                run_longtail(store, res, args, ratio)
-                write_longtail(store, args, sets)
-        if args.part in ("all", "structured"):
-            for noise in STRUCTURED_NOISES:
-                for ipc in IPCS[::-1] if noise != STRUCTURED_NOISES[0] else (1,):
+            for noise in args.noises:
+                for ipc in args.ipcs:
                     run_structured(store, res, args, noise, ipcs=(ipc,))
-                    write_structured(store, args, sets)
-    print(write_structured(store, args, sets))
-    print(write_longtail(store, args, sets))
+                    tables()
+        if args.part in ("all", "longtail"):
+            for ratio in args.ratios:
+                run_longtail(store, res, args, ratio)
+                tables()
+    tables()
+    print((RESULTS / "structured.md").read_text())
+    print((RESULTS / "longtail.md").read_text())
 
 
 if __name__ == "__main__":
