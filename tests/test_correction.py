@@ -1,6 +1,9 @@
 """The structured-noise remedy (ddlnl.correction): with the true T, a class mean blended by
-asymmetric noise is turned back toward the clean one; DM with the remedy moves its synthetic
-images toward the clean class; methods without it refuse the option."""
+asymmetric noise is turned back toward the clean one; DM and DANCE with the remedy match each class
+to its clean embedding mean (DANCE's calibration targets the rows of T); DATM's experts train on the
+forward-corrected loss; methods without it refuse the option."""
+
+import json
 
 import numpy as np
 import pytest
@@ -144,7 +147,12 @@ def test_default_off_and_unsupported_methods_refuse():
     assert method_config("dm", overrides=["noise_correction=estimated"]).noise_correction == "estimated"
     with pytest.raises(ConfigError, match="noise_correction"):
         method_config("dm", overrides=["noise_correction=maybe"])
-    for name in ("datm", "rcig", "dance", "random"):
+    for name in ("dance", "datm"):
+        assert method_config(name).noise_correction == "none"
+        assert method_config(name, overrides=["noise_correction=true"]).noise_correction == "true"
+        with pytest.raises(ConfigError, match="noise_correction"):
+            method_config(name, overrides=["noise_correction=maybe"])
+    for name in ("rcig", "random"):
         with pytest.raises(ConfigError, match=f"{name} does not support noise_correction"):
             method_config(name, overrides=["noise_correction=true"])
 
@@ -161,9 +169,9 @@ def test_run_refuses_correction_for_unsupported_method_and_runs_the_oracle(tmp_p
     cells = json.loads((out / "results.json").read_text())["cells"]
     assert all(c["config"]["method"]["noise_correction"] == "true" for c in cells if c["cell"]["method"] == "dm")
     capsys.readouterr()
-    assert main(["run", "--out", str(tmp_path / "x"), "--methods", "datm", *TINY,
-                 "--set", "datm.noise_correction=true"]) == 2
-    assert "datm does not support noise_correction" in _error_line(capsys)
+    assert main(["run", "--out", str(tmp_path / "x"), "--methods", "rcig", *TINY,
+                 "--set", "rcig.noise_correction=true"]) == 2
+    assert "rcig does not support noise_correction" in _error_line(capsys)
 
 
 @pytest.mark.slow
@@ -188,3 +196,190 @@ def test_run_with_noise_correction_both_sources(tmp_path, capsys):
 
     syn = load_synthetic(tmp_path / "estimated" / "synthetic" / "dm-ipc1.safetensors")
     assert syn.meta["noise_model"]["source"] == "estimated"
+
+
+# ------------------------------------------------------------------ DANCE and DATM remedies
+
+
+def test_forward_corrected_ce_is_minus_log_of_the_noisy_label_probability():
+    from ddlnl.correction import forward_corrected_ce
+
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(6, 3, generator=g)
+    target = torch.tensor([0, 1, 2, 1, 0, 2])
+    t = _asym_T(3, 0.4, [(0, 1), (2, 1)])  # column 1 takes flips; T[0, 2] = 0 stays exactly 0
+    # Independent: numpy softmax, p @ T, -log of the given label's entry.
+    z = logits.numpy().astype(np.float64)
+    p = np.exp(z - z.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    expected = -np.log((p @ t)[np.arange(6), target.numpy()]).mean()
+    assert float(forward_corrected_ce(logits, target, t)) == pytest.approx(expected, rel=1e-5)
+    # Identity T: plain cross-entropy; soft targets: the expectation over their rows.
+    assert float(forward_corrected_ce(logits, target, np.eye(3))) == pytest.approx(
+        float(torch.nn.functional.cross_entropy(logits, target)), rel=1e-5)
+    soft = torch.nn.functional.one_hot(target, 3).float()
+    assert float(forward_corrected_ce(logits, soft, t)) == pytest.approx(expected, rel=1e-5)
+
+
+def test_forward_corrected_expert_epoch_is_sgd_on_the_forward_corrected_loss(tiny_dataset):
+    """An expert with ``forward_transition`` takes full-batch SGD steps on -log (softmax T)[y]: row
+    e + 1 = row e - lr * grad of that loss (by hand, from a plain module), which is not the plain
+    cross-entropy step."""
+    import torch.nn.functional as F
+    from torch.nn.utils import parameters_to_vector, vector_to_parameters
+
+    from ddlnl.experts import ExpertConfig, expert_key, get_experts
+    from ddlnl.train import build_model
+
+    train = tiny_dataset.train
+    t = _asym_T(4, 0.4, [(0, 1), (2, 3)])
+    cfg = ExpertConfig(num_experts=1, epochs=2, lr=0.5, batch_size=1000, width=4, depth=1, augment="none",
+                       forward_transition=tuple(map(tuple, t)))
+    rows = get_experts(train, cfg, seed=1, num_classes=4, cache=False).trajectory(0)
+
+    def grad(row, loss_of):
+        model = build_model(cfg.train_config(), channels=1, num_classes=4, image_size=tuple(train.images.shape[2:]),
+                            seed=0)
+        vector_to_parameters(row.clone(), model.parameters())
+        loss = loss_of(model(train.images))
+        return parameters_to_vector(torch.autograd.grad(loss, list(model.parameters()))).detach()
+
+    tt = torch.tensor(t, dtype=torch.float32)
+    forward = lambda z: -torch.log((F.softmax(z, 1) @ tt)[torch.arange(len(z)), train.labels]).mean()  # noqa: E731
+    for e in range(cfg.epochs):
+        torch.testing.assert_close(rows[e + 1], rows[e] - cfg.lr * grad(rows[e], forward), rtol=1e-4, atol=1e-5)
+    plain = rows[0] - cfg.lr * grad(rows[0], lambda z: F.cross_entropy(z, train.labels))
+    assert (plain - rows[1]).abs().max() > 1e-3
+    # Other experts, other key; plain experts keep theirs (no forward_transition in their key fields).
+    plain_cfg = ExpertConfig(num_experts=1, epochs=2, lr=0.5, batch_size=1000, width=4, depth=1, augment="none")
+    assert "forward_transition" not in plain_cfg.key_fields()
+    assert expert_key(train, cfg, seed=1, num_classes=4) != expert_key(train, plain_cfg, seed=1, num_classes=4)
+
+
+def test_datm_with_the_remedy_trains_its_experts_with_the_forward_corrected_loss(tiny_dataset, monkeypatch):
+    from ddlnl.methods import datm
+    from ddlnl.methods.datm import DATMConfig
+
+    from test_datm import TINY as DATM_TINY
+
+    seen = []
+    real = datm.get_experts
+
+    def spy(train, ecfg, **kw):
+        seen.append(ecfg)
+        return real(train, ecfg, **kw)
+
+    monkeypatch.setattr(datm, "get_experts", spy)
+    t = _asym_T(4, 0.3, [(0, 1)])
+    model = NoiseModel(t, np.full(4, 0.25), "true")
+    cfg = DATMConfig(**{**DATM_TINY, "noise_correction": "true"})
+    syn = datm.distill(tiny_dataset.train, 1, cfg, seed=0, num_classes=4, noise_model=model)
+    np.testing.assert_allclose(np.asarray(seen[-1].forward_transition), t)
+    assert syn.meta["noise_model"]["source"] == "true"
+    datm.distill(tiny_dataset.train, 1, DATMConfig(**DATM_TINY), seed=0, num_classes=4)
+    assert seen[-1].forward_transition == ()  # off by default: the reference's experts
+    with pytest.raises(ConfigError, match="needs a noise model"):
+        datm.distill(tiny_dataset.train, 1, cfg, seed=0, num_classes=4)
+
+
+def test_dance_with_true_T_matches_each_class_to_its_clean_embedding_mean(monkeypatch):
+    """DANCE's inner-class target of the blended class under the remedy is the clean class's mean
+    embedding under the iteration's middle encoder; its calibration target for class c is T[c]."""
+    import copy
+
+    from ddlnl.methods import dance
+    from ddlnl.methods.dance import DANCEConfig
+    from ddlnl.noise import realized_transition
+
+    images, clean, noisy, _ = _two_pattern_data(n=600)
+    train = LabeledTensors(images, noisy)
+    prior = np.bincount(clean.numpy(), minlength=3) / len(clean)
+    model = NoiseModel(realized_transition(clean, noisy, 3), prior, "true")
+    targets, calib = [], []
+    real_targets, real_inter = dance.unmixed_targets, dance.inter_class_loss
+
+    def spy_targets(encoder, reals, unmix):
+        out = real_targets(encoder, reals, unmix)
+        targets.append((copy.deepcopy(encoder), out.detach().clone()))
+        return out
+
+    def spy_inter(net, syn, labels):
+        calib.append(labels.detach().clone())
+        return real_inter(net, syn, labels)
+
+    monkeypatch.setattr(dance, "unmixed_targets", spy_targets)
+    monkeypatch.setattr(dance, "inter_class_loss", spy_inter)
+    # Whole classes every iteration (batch_real above every class size), no augmentation, no tiles.
+    cfg = DANCEConfig(iterations=2, batch_real=1000, width=8, depth=2, factor=1, dsa_strategy="", num_pretrained=1,
+                      pretrain_epochs=1, pretrain_batch=64, cache_experts=False, noise_correction="true")
+    syn = dance.distill(train, 2, cfg, seed=0, num_classes=3, noise_model=model)
+    assert len(targets) == 2 and syn.meta["noise_model"]["source"] == "true"
+    for encoder, target in targets:
+        with torch.no_grad():
+            clean_means = torch.stack([encoder.embed(images[clean == c]).mean(0) for c in range(3)])
+            given_means = torch.stack([encoder.embed(images[noisy == c]).mean(0) for c in range(3)])
+        before = (given_means[1] - clean_means[1]).norm()
+        after = (target[1] - clean_means[1]).norm()
+        assert before > 0.2 * (clean_means[0] - clean_means[1]).norm()  # the flips do blend class 1
+        assert after < 0.25 * before
+        torch.testing.assert_close(target[0], given_means[0], rtol=1e-4, atol=1e-5)  # nothing flipped into 0
+    # Calibration: class c's synthetic images are pulled toward T[c], not toward the one-hot c.
+    t = torch.as_tensor(model.transition, dtype=torch.float32)
+    assert len(calib) == 2 * 3
+    for i, labels in enumerate(calib):
+        torch.testing.assert_close(labels, t[torch.full((2,), i % 3)])
+    # The calibration loss with soft rows is their cross-entropy (by hand).
+    net = torch.nn.Linear(4, 3)
+    x = torch.randn(5, 4)
+    rows = t[torch.tensor([0, 1, 1, 2, 0])]
+    by_hand = -(rows * torch.log_softmax(net(x), 1)).sum(1).mean()
+    torch.testing.assert_close(dance.inter_class_loss(net, x, rows), by_hand)
+
+
+def test_dance_remedy_off_by_default_and_needs_a_noise_model():
+    from ddlnl.methods import dance
+    from ddlnl.methods.dance import DANCEConfig
+
+    assert DANCEConfig().noise_correction == "none"
+    images, _, noisy, _ = _two_pattern_data(n=20)
+    cfg = DANCEConfig(iterations=1, width=8, depth=2, factor=1, num_pretrained=1, pretrain_epochs=1,
+                      cache_experts=False, noise_correction="estimated")
+    with pytest.raises(ConfigError, match="needs a noise model"):
+        dance.distill(LabeledTensors(images, noisy), 1, cfg, seed=0, num_classes=3)
+
+
+def test_run_gives_dance_and_datm_the_oracle_T(tmp_path, capsys):
+    """``ddlnl run --set dance.noise_correction=true`` / ``datm...``: the job hands the distiller the
+    realized T of its noise (recorded in the set's meta), as it does DM."""
+    from ddlnl.cli import main
+    from ddlnl.synthetic import load_synthetic
+
+    tiny = ["--set", "train.epochs=1", "--set", "baseline.epochs=1", "--set", "train.width=8",
+            "--set", "baseline.width=8", "--n-runs", "1", "--ipc", "1", "--no-early-stop", "--quiet"]
+    methods = {"dance": ["iterations=1", "num_pretrained=1", "pretrain_epochs=1", "width=8", "batch_real=8"],
+               "datm": ["iterations=1", "num_experts=1", "expert_train_epochs=2", "max_start_epoch=1",
+                        "current_max_start_epoch=1", "width=8", "syn_steps=2"]}
+    for name, sets in methods.items():
+        out = tmp_path / name
+        argv = ["run", "--out", str(out), "--methods", name, "--noise", "pairflip:0.3", *tiny,
+                *[a for s in sets for a in ("--set", f"{name}.{s}")], "--set", f"{name}.noise_correction=true"]
+        assert main(argv) == 0, capsys.readouterr().err
+        syn = load_synthetic(out / "synthetic" / f"{name}-ipc1.safetensors")
+        noise = json.loads((out / "noise.json").read_text())
+        assert syn.meta["noise_model"]["source"] == "true"
+        np.testing.assert_allclose(syn.meta["noise_model"]["transition"], noise["realized_T"], atol=1e-9)
+
+
+def test_the_estimated_route_of_a_job_without_dm_uses_dm_s_preset():
+    from dataclasses import replace
+
+    from ddlnl.job import JobConfig, resolve_job
+    from ddlnl.remedy import teacher_dm_config
+
+    resolved = resolve_job(replace(JobConfig(), methods=("dance",), preset="cpu"), ["dance.noise_correction=estimated"])
+    cfg = teacher_dm_config(resolved)
+    assert cfg == replace(method_config("dm", "cpu"), depth=cfg.depth, dsa_strategy=cfg.dsa_strategy)
+    assert cfg.iterations == 300 and cfg.noise_correction == "none" and "flip" not in cfg.dsa_strategy
+    with_dm = resolve_job(replace(JobConfig(), methods=("dm", "dance"), preset="cpu"),
+                          ["dm.iterations=7", "dm.noise_correction=true"])
+    assert teacher_dm_config(with_dm).iterations == 7 and teacher_dm_config(with_dm).noise_correction == "none"

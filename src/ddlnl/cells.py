@@ -65,6 +65,8 @@ def synthetic_key(resolved: ResolvedJob, method: str, ipc: int) -> str:
     parts: list = [resolved.job.data_identity(), method, ipc, identity(mcfg)]
     if getattr(mcfg, "noise_correction", "none") not in ("none", "true"):
         dm = resolved.methods.get("dm")
+        # A job without DM: its teachers' set is DM's preset config (teacher_dm_config), named here
+        # as None, as before that config was made explicit (same preset, same set).
         parts.append([identity(resolved.train), identity(dm) if dm is not None else None])
     return json_key(parts)
 

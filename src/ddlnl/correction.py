@@ -32,11 +32,24 @@ Where ``T`` comes from (:class:`NoiseModel.source`):
 * ``true``: the realized transition matrix and class prior of noise injected here (an oracle: it
   needs the clean labels). For tests and for the oracle rows of benchmarks, labelled as such.
 
-Which distillers take it: DM (``--set dm.noise_correction=estimated|true``): its per-class matching
-targets become the unmixed means above. The others refuse the option with one line
-(:func:`refuse_unsupported`): DANCE's inter-class view trains on a model fitted to the noisy labels
-and DATM/RCIG learn from trajectories/kernels on those labels, whose corrections (forward-corrected
-expert training, corrected targets) are not implemented here.
+Which distillers take it (each through its ``noise_correction`` field, off by default):
+
+* DM (``--set dm.noise_correction=estimated|true``): its per-class matching targets become the
+  unmixed means above.
+* DANCE (``dance.noise_correction``): the inner-class view matches the same unmixed means (under
+  the iteration's middle encoder), and the inter-class calibration's target for a synthetic image
+  of class ``c`` is the row ``T[c]`` (:func:`calibration_targets`) instead of the one-hot ``c``: the
+  final pre-trained model was fitted to the *noisy* labels, so what it predicts for a clean
+  class-``c`` image is ``P(given | true = c) = T[c]``, and pushing it to say ``c`` with certainty
+  pulls the image toward the samples that carry label ``c``, flipped ones included.
+* DATM (``datm.noise_correction``): the expert trajectories are trained with the forward-corrected
+  cross-entropy ``-log (softmax(f(x)) T)[given]`` (:func:`forward_corrected_ce`; Patrini et al.'s
+  forward correction), so each expert's softmax estimates ``P(true | x)`` while its corrected
+  output fits the noisy labels; the student matches those trajectories, and the label
+  initialisation reads the corrected experts. The student's own loss is unchanged.
+
+RCIG refuses the option with one line (:func:`refuse_unsupported`): its kernel targets are not
+corrected here.
 """
 
 from __future__ import annotations
@@ -46,6 +59,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from .errors import ConfigError, UserError
 
@@ -56,6 +70,9 @@ __all__ = [
     "given_posterior",
     "unmixing_matrix",
     "unmix_means",
+    "forward_corrected_ce",
+    "calibration_targets",
+    "check_noise_model",
     "true_noise_model",
     "refuse_unsupported",
 ]
@@ -63,7 +80,7 @@ __all__ = [
 # Values of a method's ``noise_correction`` field: "none" (off, the default), or the source of T.
 CORRECTION_SOURCES = ("none", "estimated", "true")
 # Methods with a ``noise_correction`` field.
-SUPPORTED_METHODS = ("dm",)
+SUPPORTED_METHODS = ("dance", "datm", "dm")
 # A given-class blend whose inverse weights exceed this norm in some row is refused: the corrected
 # target would be mostly sampling noise (the norm is 3.6 at a 0.4 swap and 9.5 at 0.45; 10 keeps
 # every rate < 0.45 of a two-class swap).
@@ -148,6 +165,45 @@ def unmix_means(given_means: torch.Tensor, unmixing: np.ndarray | torch.Tensor) 
     """
     b = torch.as_tensor(unmixing, dtype=given_means.dtype, device=given_means.device)
     return b @ given_means
+
+
+def forward_corrected_ce(logits: torch.Tensor, target: torch.Tensor,
+                         transition: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """Mean forward-corrected cross-entropy ``-log (softmax(logits) @ T)[target]`` (Patrini et al.,
+    CVPR 2017): the model's softmax is read as ``P(true | x)`` and ``T`` maps it to the
+    distribution of the given (noisy) label.
+
+    Args:
+        logits: ``B x K``.
+        target: ``B`` int64 given labels, or ``B x K`` probability rows over the given labels (a
+            CutMix mix is two calls; soft rows give ``-sum_j t_j log (p @ T)_j``).
+        transition: ``K x K`` ``T[i, j] = P(noisy = j | true = i)``.
+    Computed in log space (``logsumexp(log_softmax + log T)``), so zero entries of ``T`` are exact.
+    """
+    t = torch.as_tensor(transition, dtype=torch.float32, device=logits.device)
+    log_noisy = torch.logsumexp(F.log_softmax(logits.float(), dim=1).unsqueeze(2) + torch.log(t).unsqueeze(0), dim=1)
+    if target.ndim == 2:
+        return -(target * log_noisy).sum(1).mean()
+    return F.nll_loss(log_noisy, target)
+
+
+def calibration_targets(labels: torch.Tensor, transition: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """Rows ``T[labels]`` (``B x K`` float32 on ``labels``' device): what a model fitted to the
+    noisy labels should predict for clean images of classes ``labels`` (DANCE's corrected
+    calibration target)."""
+    t = torch.as_tensor(transition, dtype=torch.float32, device=labels.device)
+    return t[labels]
+
+
+def check_noise_model(method: str, source: str, noise_model: NoiseModel | None, num_classes: int) -> NoiseModel:
+    """The noise model a distiller's ``noise_correction=source`` needs, checked (ConfigError when it
+    is missing or of another class count)."""
+    if noise_model is None:
+        raise ConfigError(f"{method}: noise_correction={source} needs a noise model (T): run it through a job "
+                          "(ddlnl run/sweep) or pass noise_model=")
+    if noise_model.transition.shape[0] != num_classes:
+        raise ConfigError(f"{method}: the noise model has {noise_model.transition.shape[0]} classes, the data {num_classes}")
+    return noise_model
 
 
 def true_noise_model(noisy: Any) -> NoiseModel:

@@ -329,6 +329,9 @@ def job_experts(resolved: Any, method: str = "datm") -> tuple[Any, ExpertConfig,
         mcfg = replace(mcfg, depth=fit_depth(mcfg.depth, ds.image_size))
     if not hasattr(mcfg, "expert_config"):
         raise ConfigError(f"method {method!r} uses no expert trajectories")
+    if method == "datm" and getattr(mcfg, "noise_correction", "none") != "none":
+        raise ConfigError(f"datm.noise_correction={mcfg.noise_correction}: its forward-corrected experts need T, "
+                          "which the distillation makes; `ddlnl run` trains them (drop the option here)")
     if getattr(mcfg, "zca", False):  # the method trains its experts on the whitened images (datm.distill)
         space = fit_zca_space(prepared.noisy_train.images, mcfg.ZCA_CONVENTION, mcfg.zca_reg)
         prepared = replace(prepared, noisy_train=LabeledTensors(space.transform(prepared.noisy_train.images),

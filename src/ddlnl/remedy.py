@@ -1,7 +1,8 @@
 """Where a job's noise remedy gets its ``T`` (:mod:`ddlnl.correction` holds the correction itself).
 
 ``estimated``: :data:`N_TEACHERS` models trained only on the job's *unremedied* DM set at
-:data:`TEACHER_IPC` (same data, the job's ``dm`` config with ``noise_correction=none``) score the
+:data:`TEACHER_IPC` (same data, the job's ``dm`` config with ``noise_correction=none``, or DM's
+preset config when the job runs DANCE or DATM alone: :func:`teacher_dm_config`) score the
 given labels, and :func:`ddlnl.estimate.estimate_noise` reads ``T`` and the class prior off them
 (anchor points). ``true``: the realized ``T`` of the injected noise (an oracle).
 """
@@ -19,7 +20,7 @@ import torch
 from .correction import NoiseModel, true_noise_model
 from .errors import DataError
 
-__all__ = ["TEACHER_IPC", "N_TEACHERS", "estimated_noise_model", "noise_model_for_job"]
+__all__ = ["TEACHER_IPC", "N_TEACHERS", "estimated_noise_model", "teacher_dm_config", "noise_model_for_job"]
 
 # Estimated route inside a job: teachers trained on the job's unremedied DM set at this IPC. Not
 # tuned: the IPC at which the estimate benchmark (ddlnl estimate) distils its set, and 3 teachers.
@@ -42,6 +43,24 @@ def estimated_noise_model(teacher_set: Any, noisy_train: Any, train_cfg: Any, *,
     return NoiseModel(np.asarray(est.transition), np.asarray(est.class_prior), "estimated")
 
 
+def teacher_dm_config(resolved: Any, image_size: tuple[int, int] | None = None) -> Any:
+    """The DM config of the estimated route's teacher set: the job's ``dm`` config without the
+    remedy, or (a job of DANCE or DATM alone) DM under the job's preset, its DSA strategy adapted
+    to the dataset, as ``resolve_job`` makes it."""
+    from .job import KNOWN_IMAGE_SIZES, _fit
+    from .methods import method_config
+    from .train import dsa_strategy_for
+
+    cfg = resolved.methods.get("dm")
+    if cfg is None:
+        cfg = method_config("dm", resolved.preset)
+        cfg = replace(cfg, dsa_strategy=dsa_strategy_for(resolved.job.dataset, cfg.dsa_strategy))
+        size = image_size or KNOWN_IMAGE_SIZES.get(resolved.job.dataset)
+        if size is not None:
+            cfg = _fit(cfg, size)
+    return replace(cfg, noise_correction="none")
+
+
 def noise_model_for_job(resolved: Any, prepared: Any, mcfg: Any, *, device: torch.device | str = "cpu",
                         out: Path | None = None) -> NoiseModel | None:
     """The noise model a method config asks for in a job (None when ``noise_correction`` is off).
@@ -60,8 +79,7 @@ def noise_model_for_job(resolved: Any, prepared: Any, mcfg: Any, *, device: torc
     if source == "true":
         return true_noise_model(prepared.noisy)
     resolved = fit_to_images(resolved, prepared.dataset.image_size)
-    dm_cfg = resolved.methods.get("dm") or dm.DMConfig()
-    dm_cfg = replace(dm_cfg, noise_correction="none")
+    dm_cfg = teacher_dm_config(resolved, prepared.dataset.image_size)
     job = resolved.job
     key = json.dumps([job.data_identity(), TEACHER_IPC, asdict(dm_cfg)], sort_keys=True, default=str)
     path = None if out is None else Path(out) / f"teacher-dm-ipc{TEACHER_IPC}.safetensors"

@@ -47,7 +47,8 @@ def train_expert(train: LabeledTensors, cfg: ExpertConfig, *, index: int, seed: 
 
     Initial weights come from ``derive_seed(seed, "expert", index)``; epoch ``e`` is one call of
     :func:`ddlnl.train.train` with seed ``derive_seed(expert_seed, "epoch", e)`` (batch order and
-    DSA draws). One optimiser serves every epoch, so with momentum (DANCE's pre-training: 0.9)
+    DSA draws). With ``cfg.forward_transition`` the loss is the forward-corrected cross-entropy
+    (:func:`ddlnl.correction.forward_corrected_ce`). One optimiser serves every epoch, so with momentum (DANCE's pre-training: 0.9)
     its buffer carries over the epoch boundaries as in one continuous training run; the epoch's
     lr (:meth:`ExpertConfig.epoch_lr`) is set at every step.
     """
@@ -61,9 +62,17 @@ def train_expert(train: LabeledTensors, cfg: ExpertConfig, *, index: int, seed: 
     layout = ParamLayout.of(model)
     rows = [layout.flatten(model).cpu()]
     optimizer = train_module.make_optimizer(tcfg, model, cfg.epoch_lr(0))
+    loss_fn = None
+    if cfg.forward_transition:  # forward-corrected cross-entropy (ddlnl.correction)
+        from ..correction import forward_corrected_ce
+
+        t = torch.tensor(cfg.forward_transition, dtype=torch.float32)
+        if t.shape[0] != num_classes:
+            raise DataError(f"experts: forward_transition is {t.shape[0]} x {t.shape[0]}, the data have {num_classes} classes")
+        loss_fn = lambda logits, target, idx, epoch: forward_corrected_ce(logits, target, t)  # noqa: E731
     for epoch in range(cfg.epochs):
         train_module.train(model, train, tcfg, seed=derive_seed(expert_seed, "epoch", epoch),
-                           lr=cfg.epoch_lr(epoch), optimizer=optimizer)
+                           lr=cfg.epoch_lr(epoch), optimizer=optimizer, loss_fn=loss_fn)
         rows.append(layout.flatten(model).cpu())
     return torch.stack(rows)
 

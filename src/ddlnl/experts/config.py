@@ -53,6 +53,10 @@ class ExpertConfig:
     sam_rho: float = 0.0  # 0 = plain SGD; FTD: 0.01
     sam_alpha: float = 0.0  # FTD (the study): 0.3
     sam_adaptive: bool = False  # FTD: True
+    # Forward-corrected training (ddlnl.correction.forward_corrected_ce; DATM's noise_correction):
+    # the K x K transition matrix T[i][j] = P(noisy = j | true = i) whose forward correction
+    # replaces the cross-entropy; () = plain cross-entropy (the reference).
+    forward_transition: tuple[tuple[float, ...], ...] = ()
 
     # A 2-core CPU: 2 experts of 8 epochs at width 32, as DATMConfig.PRESETS["cpu"].
     PRESETS: ClassVar[dict[str, dict]] = {"cpu": {"num_experts": 2, "epochs": 8, "width": 32}}
@@ -74,6 +78,13 @@ class ExpertConfig:
             raise ConfigError(f"experts: storage_dtype {self.storage_dtype!r}: use float32 or float16")
         if self.dsa_mode not in ("single", "idc"):
             raise ConfigError(f"experts: dsa_mode {self.dsa_mode!r}: use single or idc")
+        if self.forward_transition:
+            t = self.forward_transition
+            k = len(t)
+            if any(len(row) != k for row in t) or any(v < 0 for row in t for v in row) or \
+                    any(abs(sum(row) - 1.0) > 1e-6 for row in t):
+                raise ConfigError("experts: forward_transition must be a K x K matrix of probability rows "
+                                  "(T[i][j] = P(noisy = j | true = i))")
         self.train_config().check()
 
     def train_config(self) -> TrainConfig:
@@ -113,4 +124,9 @@ class ExpertConfig:
         # every epoch before): such experts are other experts, so they get another key.
         if self.momentum > 0:
             fields["momentum_across_epochs"] = True
+        # Forward-corrected experts are other experts; plain ones keep the keys they had.
+        if not self.forward_transition:
+            fields.pop("forward_transition")
+        else:
+            fields["forward_transition"] = [list(map(float, row)) for row in self.forward_transition]
         return fields

@@ -57,6 +57,8 @@ Not implemented / deviations (all documented in the config too):
 - Evaluation-time selection: the reference reports the best test accuracy over checkpoints every
   500 iterations; ddlnl returns the last iteration's set.
 - ``decode_type`` "multi"/"bound" (ImageNet only in the reference) and non-ConvNet encoders.
+- ddlnl option, not in DANCE: ``noise_correction`` (off by default), the structured-noise remedy of
+  :mod:`ddlnl.correction` (unmixed inner-class targets; calibration toward the rows of ``T``).
 
 Defining steps (pinned by ``tests/test_defining_dance.py``, ``tests/test_dance.py``):
 
@@ -81,6 +83,8 @@ import torch
 import torch.nn.functional as F
 
 from ..augment import DSA
+from ..correction import (CORRECTION_SOURCES, NoiseModel, calibration_targets, check_noise_model, unmix_means,
+                          unmixing_matrix)
 from ..data import LabeledTensors
 from ..errors import ConfigError
 from ..experts import ExpertConfig, Trajectories, get_experts
@@ -137,7 +141,14 @@ class DANCEConfig:
     # ddlnl option, not in DANCE: "bf16" runs both views' networks under bfloat16 autocast
     # (ddlnl.precision); "fp32" is the exact path, as DANCE.py.
     precision: str = "fp32"
-    KEY_NEUTRAL: ClassVar[dict[str, object]] = {"precision": "fp32"}
+    # Structured-noise remedy (ddlnl.correction): none | estimated | true. Not the published method
+    # (off by default). With a source of T: the inner-class view matches each class to the unmixed
+    # mean sum_y B[c, y] mean embed(real of given class y), B = P(true | given)^-1, under ONE DSA
+    # draw per iteration shared by every class (the targets mix every class's real batch); the
+    # inter-class calibration's target for class c is the row T[c] (what the noisy-label model
+    # should say for a clean class-c image) instead of the one-hot c. "true" is an oracle.
+    noise_correction: str = "none"
+    KEY_NEUTRAL: ClassVar[dict[str, object]] = {"precision": "fp32", "noise_correction": "none"}
 
     # A 2-core CPU on a 5,000-image 28x28 Fashion-MNIST subset at IPC 10 (factor 2: 40 decoded
     # images per class): 3 pre-trained models x 10 epochs at width 32 (lr x0.2 at epochs 6 and 8;
@@ -163,6 +174,8 @@ class DANCEConfig:
         if self.num_pretrained < 1 or self.pretrain_epochs < 1:
             raise ConfigError("dance: num_pretrained and pretrain_epochs must be >= 1")
         check_precision(self.precision, "dance")
+        if self.noise_correction not in CORRECTION_SOURCES:
+            raise ConfigError(f"dance: noise_correction {self.noise_correction!r}: use one of {', '.join(CORRECTION_SOURCES)}")
         self.expert_config().check()
 
     def pretrain_milestones(self) -> tuple[int, ...]:
@@ -306,8 +319,20 @@ def inner_class_loss(encoder: torch.nn.Module, real: torch.Tensor, syn: torch.Te
 
 def inter_class_loss(model: torch.nn.Module, syn: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Mean cross-entropy of ``model`` (the final pre-trained network) on ``syn`` with ``labels``
-    (``interloss``)."""
-    return F.cross_entropy(model(syn).float(), labels)
+    (``interloss``): hard ``B`` int64 labels, or ``B x K`` probability rows (the remedy's ``T[c]``)."""
+    logits = model(syn).float()
+    if labels.ndim == 2:
+        return -(labels * F.log_softmax(logits, dim=1)).sum(1).mean()
+    return F.cross_entropy(logits, labels)
+
+
+def unmixed_targets(encoder: torch.nn.Module, real: list[torch.Tensor], unmix) -> torch.Tensor:
+    """The remedy's inner-class targets, ``K x D``: row ``c`` is ``sum_y B[c, y]`` mean
+    ``embed(real[y])`` (``real[y]``: a batch of given class ``y``, already augmented), the estimate
+    of class ``c``'s clean mean embedding (:func:`ddlnl.correction.unmix_means`)."""
+    with torch.no_grad():
+        means = torch.stack([encoder.embed(r).float().mean(0) for r in real])
+    return unmix_means(means, unmix)
 
 
 def _frozen(experts: Trajectories, device: torch.device) -> torch.nn.Module:
@@ -340,7 +365,8 @@ def _initial_pixels(train: LabeledTensors, ipc: int, cfg: DANCEConfig, indices: 
 
 
 def distill(train: LabeledTensors, ipc: int, cfg: DANCEConfig = DANCEConfig(), *, seed: int,
-            num_classes: int, device: torch.device | str = "cpu", progress: bool = False) -> SyntheticSet:
+            num_classes: int, device: torch.device | str = "cpu", progress: bool = False,
+            noise_model: NoiseModel | None = None) -> SyntheticSet:
     """Distil ``train`` (noisy hard labels) with DANCE into ``ipc`` STORED images per class.
 
     Pre-trained models come from :func:`ddlnl.experts.get_experts` (:meth:`DANCEConfig.expert_config`;
@@ -355,9 +381,18 @@ def distill(train: LabeledTensors, ipc: int, cfg: DANCEConfig = DANCEConfig(), *
         matching loss, mean over classes, per logged iteration), ``loss_calib`` (calibration
         cross-entropy, mean over classes and passes), ``pretrained`` and ``lam`` (the model and
         interpolation weight of each logged iteration), ``expert_key``, ``pixel_box`` (per-channel
-        normalised values of pixels 0 and 1), ``init_indices``.
+        normalised values of pixels 0 and 1), ``init_indices``; with ``noise_correction`` also
+        ``noise_model``.
+
+    ``noise_model``: ``T`` and the class prior for ``cfg.noise_correction`` (required when it is on;
+    :func:`ddlnl.remedy.noise_model_for_job` makes it in a job).
     """
     cfg.check()
+    unmix = transition = None
+    if cfg.noise_correction != "none":
+        noise_model = check_noise_model("dance", cfg.noise_correction, noise_model, num_classes)
+        unmix = unmixing_matrix(noise_model)
+        transition = torch.as_tensor(noise_model.transition, dtype=torch.float32)
     device = torch.device(device)
     indices = class_indices(train.labels, num_classes)
     check_ipc(indices, ipc * (cfg.factor ** 2 if cfg.init == "real" else 1))
@@ -404,7 +439,27 @@ def distill(train: LabeledTensors, ipc: int, cfg: DANCEConfig = DANCEConfig(), *
             with torch.no_grad():
                 stored.clamp_(0.0, 1.0)
         inner = 0.0
+        if unmix is not None:
+            # The remedy: every class's real batch under the iteration's one draw, unmixed into
+            # clean-class targets once (the encoder is fixed for the iteration; the real side has
+            # no graph), then one step per class as below.
+            draw = dsa.sample(1, g, siamese=True) if dsa is not None else None
+            reals = []
+            for idx in indices:
+                real = images[idx[torch.randperm(idx.numel(), generator=g)[:cfg.batch_real]].to(device)]
+                reals.append(dsa.apply(real, draw) if draw is not None else real)
+            with autocast(device, cfg.precision):
+                targets = unmixed_targets(encoder, reals, unmix)
         for c in range(num_classes):  # inner-class view: one step per class
+            if unmix is not None:
+                syn, _ = synthetic(c)
+                if draw is not None:
+                    syn = dsa.apply(syn, draw)
+                with autocast(device, cfg.precision):
+                    loss = ((targets[c] - encoder.embed(syn).float().mean(0)) ** 2).sum()
+                step(loss)
+                inner += float(loss.detach())
+                continue
             idx = indices[c]
             real = images[idx[torch.randperm(idx.numel(), generator=g)[:cfg.batch_real]].to(device)]
             syn, _ = synthetic(c)
@@ -419,6 +474,8 @@ def distill(train: LabeledTensors, ipc: int, cfg: DANCEConfig = DANCEConfig(), *
         for _ in range(cfg.iter_calib):  # inter-class view: calibration by the final model
             for c in range(num_classes):
                 syn, labels = synthetic(c)
+                if transition is not None:  # the remedy: toward T[c], what the noisy-label model says for clean c
+                    labels = calibration_targets(labels, transition.to(device))
                 if dsa is not None:
                     syn = dsa.apply(syn, dsa.sample(1, g, siamese=True))
                 with autocast(device, cfg.precision):
@@ -444,7 +501,8 @@ def distill(train: LabeledTensors, ipc: int, cfg: DANCEConfig = DANCEConfig(), *
                               "loss": log["loss_inner"], **log, "expert_key": experts.key,
                               "num_pretrained": experts.num_experts,
                               "pixel_box": {"lo": lo.flatten().tolist(), "hi": hi.flatten().tolist()},
-                              "init_indices": init_idx, "image_space": "normalised"})
+                              "init_indices": init_idx, "image_space": "normalised",
+                              **({"noise_model": noise_model.to_dict()} if unmix is not None else {})})
 
 
 # --------------------------------------------------------------------------------------------

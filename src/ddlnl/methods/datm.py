@@ -70,7 +70,8 @@ the expert length changes the initialisation, in the reference as here. Set ``la
 non-negative epoch to fix it independently of the length.
 
 Not implemented: the reference's evaluation-driven checkpoint choice (the last iteration's set is
-returned).
+returned). ddlnl option, not in DATM: ``noise_correction`` (off by default), experts trained with
+the forward-corrected cross-entropy of :mod:`ddlnl.correction`.
 
 Defining steps (pinned by ``tests/test_defining_datm.py``, ``tests/test_datm.py``):
 
@@ -94,6 +95,7 @@ import torch
 import torch.nn.functional as F
 
 from ..augment import DSA, AugmentationDraw, fit_zca_space
+from ..correction import CORRECTION_SOURCES, NoiseModel, check_noise_model
 from ..data import LabeledTensors
 from ..errors import ConfigError
 from ..experts import ExpertConfig, ParamLayout, Trajectories, functional_forward, get_experts
@@ -156,6 +158,12 @@ class DATMConfig:
     depth: int = 3
     norm: str = "instance"
     log_every: int = 1  # record loss / lr / start epoch every this many iterations
+    # Structured-noise remedy (ddlnl.correction): none | estimated | true. Not the published method
+    # (off by default). With a source of T the experts are trained with the forward-corrected
+    # cross-entropy -log (softmax(f(x)) T)[given] (their own cache key), so the trajectories the
+    # student matches, and the experts that initialise its images and labels, estimate the clean
+    # posterior; the student's loss is unchanged. "true" is an oracle (the realized T).
+    noise_correction: str = "none"
 
     # A 2-core CPU on ~10k Fashion-MNIST images, ~4 min when the machine is idle (experts ~1.5 min,
     # once per noisy set; distillation ~2.5 min per IPC; 2-3x that when other jobs share the cores):
@@ -168,7 +176,7 @@ class DATMConfig:
     # loss fell from 0.55 to ~0.1 within 20 iterations, the lr rose from 0.010 to 0.016.
     # Options added after results existed: at these values they leave result keys unchanged.
     KEY_NEUTRAL: ClassVar[dict[str, Any]] = {"expert_ftd": False, "expert_sam_rho": 0.01, "expert_sam_alpha": 0.3,
-                                             "zca_reg": 0.1}
+                                             "zca_reg": 0.1, "noise_correction": "none"}
     ZCA_CONVENTION: ClassVar[str] = "kornia"  # DATM/MTT: kornia.enhance.ZCAWhitening
 
     PRESETS: ClassVar[dict[str, dict]] = {"cpu": {
@@ -218,6 +226,8 @@ class DATMConfig:
         if not -self.expert_train_epochs - 1 <= self.label_epoch <= self.expert_train_epochs:
             raise ConfigError(f"datm: label_epoch {self.label_epoch} is not an expert epoch "
                               f"(0..{self.expert_train_epochs}, or negative from the end)")
+        if self.noise_correction not in CORRECTION_SOURCES:
+            raise ConfigError(f"datm: noise_correction {self.noise_correction!r}: use one of {', '.join(CORRECTION_SOURCES)}")
         if self.gradient not in {"tesla", "unrolled"}:
             raise ConfigError(f"datm: gradient {self.gradient!r}: use tesla or unrolled")
         if self.init not in {"correct", "real"}:
@@ -492,7 +502,8 @@ def initial_label_logits(images: torch.Tensor, slot_classes: torch.Tensor, exper
 
 
 def distill(train: LabeledTensors, ipc: int, cfg: DATMConfig = DATMConfig(), *, seed: int,
-            num_classes: int, device: torch.device | str = "cpu", progress: bool = False) -> SyntheticSet:
+            num_classes: int, device: torch.device | str = "cpu", progress: bool = False,
+            noise_model: NoiseModel | None = None) -> SyntheticSet:
     """Distil ``train`` (noisy hard labels) into ``ipc`` images per class with DATM.
 
     Experts come from :func:`ddlnl.experts.get_experts` (cached per noisy training set, trained
@@ -507,9 +518,19 @@ def distill(train: LabeledTensors, ipc: int, cfg: DATMConfig = DATMConfig(), *, 
         lr, and ``meta``: ``loss`` (matching loss per logged iteration), ``syn_lr`` and
         ``start_epoch`` per logged iteration, ``skipped`` (iterations above ``threshold``),
         ``expert_key``, ``init_indices``, ``init_filled``, ``initial_label_accuracy`` (share of
-        slots whose initial soft label's argmax is the slot class).
+        slots whose initial soft label's argmax is the slot class); with ``noise_correction`` also
+        ``noise_model``.
+
+    ``noise_model``: ``T`` and the class prior for ``cfg.noise_correction`` (required when it is on;
+    :func:`ddlnl.remedy.noise_model_for_job` makes it in a job): the experts are trained with its
+    forward-corrected cross-entropy.
     """
     cfg.check()
+    expert_cfg = cfg.expert_config()
+    if cfg.noise_correction != "none":
+        noise_model = check_noise_model("datm", cfg.noise_correction, noise_model, num_classes)
+        expert_cfg = replace(expert_cfg, forward_transition=tuple(tuple(float(v) for v in row)
+                                                                  for row in noise_model.transition))
     device = torch.device(device)
     indices = class_indices(train.labels, num_classes)
     check_ipc(indices, ipc)  # before the experts are trained
@@ -517,7 +538,7 @@ def distill(train: LabeledTensors, ipc: int, cfg: DATMConfig = DATMConfig(), *, 
     if cfg.zca:  # experts and distillation in ZCA space, as the reference with --zca
         zca_space = fit_zca_space(train.images, cfg.ZCA_CONVENTION, cfg.zca_reg)
         train = LabeledTensors(zca_space.transform(train.images), train.labels)
-    experts = get_experts(train, cfg.expert_config(), seed=cfg.expert_seed, num_classes=num_classes,
+    experts = get_experts(train, expert_cfg, seed=cfg.expert_seed, num_classes=num_classes,
                           device=device, progress=progress, cache=cfg.cache_experts)
     g = generator(derive_seed(seed, "datm"))
     dsa = DSA(cfg.dsa_strategy) if cfg.dsa_strategy else None
@@ -585,7 +606,8 @@ def distill(train: LabeledTensors, ipc: int, cfg: DATMConfig = DATMConfig(), *, 
                               "num_experts": experts.num_experts, "init_indices": init_idx.tolist(),
                               "init_filled": filled, "init_label_fallback": n_fallback,
                               "initial_label_accuracy": initial_acc, "label_temperature": 1.0,
-                              **_image_space_meta(zca_space)})
+                              **_image_space_meta(zca_space),
+                              **({"noise_model": noise_model.to_dict()} if cfg.noise_correction != "none" else {})})
 
 
 def _image_space_meta(space: Any) -> dict[str, Any]:

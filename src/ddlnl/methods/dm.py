@@ -34,7 +34,7 @@ from typing import ClassVar, Sequence
 import torch
 
 from ..data import LabeledTensors
-from ..correction import CORRECTION_SOURCES, NoiseModel, unmix_means, unmixing_matrix
+from ..correction import CORRECTION_SOURCES, NoiseModel, check_noise_model, unmix_means, unmixing_matrix
 from ..errors import ConfigError
 from ..precision import autocast, check_precision, inplace_relu_
 from ..synthetic import SyntheticSet
@@ -135,12 +135,7 @@ def distill(train: LabeledTensors, ipc: int | Sequence[int], cfg: DMConfig = DMC
     cfg.check()
     unmix = None
     if cfg.noise_correction != "none":
-        if noise_model is None:
-            raise ConfigError(f"dm: noise_correction={cfg.noise_correction} needs a noise model (T): run it through "
-                              "a job (ddlnl run/sweep) or pass noise_model=")
-        if noise_model.transition.shape[0] != num_classes:
-            raise ConfigError(f"dm: the noise model has {noise_model.transition.shape[0]} classes, the data {num_classes}")
-        unmix = unmixing_matrix(noise_model)
+        unmix = unmixing_matrix(check_noise_model("dm", cfg.noise_correction, noise_model, num_classes))
     device = torch.device(device)
     g = generator(derive_seed(seed, "dm"))
     indices = class_indices(train.labels, num_classes)
