@@ -1,0 +1,98 @@
+"""``benchmarks/bench_structured.py --append``: the rows measured in committed tables are read back
+and kept as written, with the run that measured them; what is missing stays "not run"; a table
+made under other settings is refused."""
+
+from __future__ import annotations
+
+import runpy
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_structured.py"
+SETS = ("['train.width=32', 'baseline.width=32', 'baseline.epochs=40', 'baseline_protocol.record_every=5', "
+        "'dm.width=32', 'dm.iterations=100']")
+STRUCTURED = f"""# Structured noise: DM with and without the transition-matrix remedy
+
+Machine: AMD EPYC, 2 cores, no GPU, load average (1/5/15 min) 1.0/1.3/3.2  
+Run: 2026-12-02 16:22 UTC
+
+| noise | row | IPC | accuracy (%) | Δ converged | Δ early stop | Δ unremedied |
+|---|---|---|---|---|---|---|
+| asymmetric:0.4 | baseline: converged CE | full | 71.85 ± 0.00 | - | - | - |
+| asymmetric:0.4 | baseline: early-stopped CE | full | 73.55 ± 0.00 | - | - | - |
+| asymmetric:0.4 | random subset | 1 | not run | - | - | - |
+| asymmetric:0.4 | DM (no remedy) | 10 | 71.13 ± 0.00 | -0.72 | -2.42 | - |
+| asymmetric:0.4 | DM + remedy (estimated T) | 10 | 72.54 ± 0.00 | +0.69 | -1.01 | +1.41 |
+| asymmetric:0.4 | (T estimate: rate 0.187 vs realized 0.202, max abs T error 0.320) |  |  |  |  |  |
+
+Overrides: {SETS}.
+"""
+LONGTAIL = f"""# Long-tailed noisy Fashion-MNIST: per-class IPC budgets
+
+Machine: AMD EPYC, 2 cores, no GPU, load average (1/5/15 min) 1.0/1.3/3.2  
+Run: 2026-12-02 16:22 UTC
+
+| imbalance | row | images per class (class 0 = head) | accuracy (%) | head (%) | middle (%) | tail (%) |
+|---|---|---|---|---|---|---|
+| 10 | baseline: converged CE | full | 77.12 ± 0.00 | 83.0 | 60.6 | 85.8 |
+| 10 | DM / uniform | 10,10,10,10,10,10,10,10,10,10 | 61.97 ± 0.00 | 60.5 | 47.4 | 78.5 |
+| 10 | DM / clean | 23,17,14,13,10,5,7,7,3,1 | not run | - | - | - |
+| 10 | (given counts [367, 323, 245, 215, 200, 159, 150, 137, 112, 132]; clean counts [500, 387, 299, 232, 179, 139, 107, 83, 64, 50]) |  |  |  |  |  |
+
+Overrides: {SETS}.
+"""
+
+
+def _tables(tmp_path: Path, structured: str = STRUCTURED) -> Path:
+    res = tmp_path / "results"
+    res.mkdir()
+    (res / "structured.md").write_text(structured)
+    (res / "longtail.md").write_text(LONGTAIL)
+    return res
+
+
+def _run(monkeypatch, *argv: str) -> None:
+    monkeypatch.setattr(sys, "argv", ["bench_structured.py", *argv])
+    runpy.run_path(str(SCRIPT), run_name="__main__")
+
+
+def _rows(path: Path) -> list[list[str]]:
+    return [[c.strip() for c in line[1:-1].split(" | ")] for line in path.read_text().splitlines()
+            if line.startswith("| ") and not line.startswith("| noise") and not line.startswith("| imbalance")]
+
+
+def test_append_keeps_the_measured_rows_as_written_with_their_run(tmp_path, monkeypatch, capsys):
+    res = _tables(tmp_path)
+    bench = runpy.run_path(str(SCRIPT))
+    legacy, runs = bench["read_legacy"](res)
+    assert legacy["s-asymmetric:0.4-dm-estimated-ipc10"]["mean"] == pytest.approx(0.7254)
+    assert "s-asymmetric:0.4-random-ipc1" not in legacy  # "not run" is not a measurement
+    assert legacy["lt-10-dm-uniform"]["groups"]["tail"] == pytest.approx(0.785)
+    assert legacy["lt-10-budgets"]["budgets"]["clean"] == [23, 17, 14, 13, 10, 5, 7, 7, 3, 1]
+    assert legacy["lt-10-budgets"]["given_counts"][0] == 367
+    assert runs["structured"]["A"].startswith("2026-12-02 16:22 UTC; AMD EPYC")
+
+    _run(monkeypatch, "--no-run", "--append", "--results", str(res), "--root", str(tmp_path / "root"))
+    rows = {(r[0], r[1], r[2]): r for r in _rows(res / "structured.md")}
+    kept = rows[("asymmetric:0.4", "DM + remedy (estimated T)", "10")]
+    assert kept == ["asymmetric:0.4", "DM + remedy (estimated T)", "10", "72.54 ± 0.00", "+0.69", "-1.01", "+1.41", "A"]
+    assert rows[("asymmetric:0.4", "random subset", "1")][3:] == ["not run", "-", "-", "-", "-"]
+    assert ("pairflip:0.4", "DM (no remedy)", "50") in rows  # every setting of the study listed
+    text = (res / "structured.md").read_text()
+    assert "- run A: 2026-12-02 16:22 UTC; AMD EPYC" in text
+    lt = {(r[0], r[1]): r for r in _rows(res / "longtail.md")}
+    assert lt[("10", "DM / uniform")][3:] == ["61.97 ± 0.00", "60.5", "47.4", "78.5", "A"]
+    assert lt[("10", "DM / clean")][2:4] == ["23,17,14,13,10,5,7,7,3,1", "not run"]
+    # Appending again reads its own output back unchanged.
+    before = (res / "structured.md").read_text().split("\n", 4)[4]
+    _run(monkeypatch, "--no-run", "--append", "--results", str(res), "--root", str(tmp_path / "root"))
+    assert (res / "structured.md").read_text().split("\n", 4)[4] == before
+
+
+def test_append_refuses_a_table_made_under_other_settings(tmp_path, monkeypatch):
+    res = _tables(tmp_path)
+    with pytest.raises(SystemExit, match="was made with the overrides"):
+        _run(monkeypatch, "--no-run", "--append", "--dm-iterations", "300", "--results", str(res),
+             "--root", str(tmp_path / "root"))
