@@ -63,13 +63,15 @@ STRUCTURED_NOISES = ("asymmetric:0.4", "pairflip:0.4", "asymmetric:0.2")
 IPCS = (1, 10, 50)
 RATIOS = (10, 100)
 RULES = ("uniform", "proportional", "clean")
+# Distillers besides DM whose remedy rows --distillers adds (their CPU presets, unchanged).
+EXTRA_DISTILLERS = ("dance", "datm")
 
 
 def configs(args):
     sets = ["train.width=32", "baseline.width=32", f"baseline.epochs={args.baseline_epochs}",
             "baseline_protocol.record_every=5", "dm.width=32", f"dm.iterations={args.dm_iterations}", *args.set]
-    res = resolve_job(JobConfig(dataset="fashion-mnist", preset="cpu", methods=("dm",)), sets, torch.device("cpu"),
-                      image_size=(28, 28))
+    res = resolve_job(JobConfig(dataset="fashion-mnist", preset="cpu", methods=("dm", *EXTRA_DISTILLERS)), sets,
+                      torch.device("cpu"), image_size=(28, 28))
     return res, sets
 
 
@@ -170,6 +172,31 @@ def distil_row(store, name, prepared, res, args, ipc, seed, train_counts, method
     return store.put(name, {**ev, "distill_seconds": distill_s, "ipc": ipc, **extra})
 
 
+def other_distiller_row(store, name, method, prepared, res, args, ipc, seed, train_counts, noise_model=None):
+    """A DANCE or DATM row (its CPU preset; ``noise_model`` turns its remedy on), evaluated as the DM rows."""
+    from ddlnl.methods import get_method
+
+    rec = store.get(name)
+    if rec is not None:
+        return rec
+    mcfg = res.methods[method]
+    if noise_model is not None:
+        mcfg = replace(mcfg, noise_correction=noise_model.source)
+        try:
+            unmixing_matrix(noise_model)
+        except UserError as exc:
+            if method == "dance":  # DANCE unmixes; DATM's forward correction needs no inverse
+                return store.put(name, {"refused": str(exc), "noise_model": noise_model.to_dict()})
+    t0 = time.perf_counter()
+    extra = {"noise_model": noise_model} if noise_model is not None else {}
+    syn = get_method(method).distill(prepared.noisy_train, ipc, mcfg, seed=seed, num_classes=10, **extra)
+    distill_s = time.perf_counter() - t0
+    syn.meta.update(dataset="fashion-mnist")
+    ev = _eval(syn, prepared, res, args, derive_seed(seed, "eval"), train_counts)
+    return store.put(name, {**ev, "distill_seconds": distill_s, "ipc": ipc, "method_config": asdict(mcfg),
+                            **({"noise_model": noise_model.to_dict()} if noise_model is not None else {})})
+
+
 def teacher_set_model(store, name, syn, prepared, res, seed):
     """T and prior estimated from 3 teachers on ``syn``; cached with its clean-count estimate."""
     from ddlnl.correction import NoiseModel
@@ -194,6 +221,8 @@ def run_structured(store, res, args, noise, ipcs=(10, 50, 1)):
     tag = f"s-{noise}"
     todo = [f"{tag}-baseline-{p}" for p in ("converged", "early-stop")]
     todo += [f"{tag}-{m}-ipc{ipc}" for ipc in ipcs for m in ("random", "dm-none", "dm-estimated", "dm-true")]
+    todo += [f"{tag}-{d}-{s}-ipc{ipc}" for ipc in ipcs for d in args.distillers if d != "dm"
+             for s in ("none", "estimated", "true")]
     if all(store.get(n) is not None for n in todo):
         return
     prepared = prepare_data(JobConfig(dataset="fashion-mnist", noise=noise, train_subset=args.subset, seed=0))
@@ -201,7 +230,8 @@ def run_structured(store, res, args, noise, ipcs=(10, 50, 1)):
     baselines(store, tag, prepared, res, args, counts)
     seed = derive_seed(0, "bench-structured", noise)
     est = None
-    if any(store.get(f"{tag}-dm-estimated-ipc{ipc}") is None for ipc in ipcs):
+    others = [d for d in args.distillers if d != "dm"]
+    if any(store.get(f"{tag}-{d}-estimated-ipc{ipc}") is None for ipc in ipcs for d in ("dm", *others)):
         if store.own(f"{tag}-estimate") is None:  # T from teachers on the unremedied DM IPC-10 set
             keep = {}
             distil_row(store, f"{tag}-dm-none-ipc10", prepared, res, args, 10, seed, counts, keep=keep)
@@ -215,6 +245,12 @@ def run_structured(store, res, args, noise, ipcs=(10, 50, 1)):
         if est is not None:
             distil_row(store, f"{tag}-dm-estimated-ipc{ipc}", prepared, res, args, ipc, seed, counts, noise_model=est)
         distil_row(store, f"{tag}-dm-true-ipc{ipc}", prepared, res, args, ipc, seed, counts, noise_model=oracle)
+        for d in others:
+            for source, model in (("none", None), ("estimated", est), ("true", oracle)):
+                if source == "estimated" and model is None:
+                    continue
+                other_distiller_row(store, f"{tag}-{d}-{source}-ipc{ipc}", d, prepared, res, args, ipc,
+                                    derive_seed(seed, d), counts, noise_model=model)
 
 
 def longtail_prepared(ratio, args):
@@ -340,7 +376,11 @@ def read_legacy(results: Path) -> tuple[dict[str, dict], dict[str, dict[str, str
         if label.startswith("(T estimate"):
             legacy[f"s-{noise}-estimate-note"] = {"legacy": cells, "run": row.get("run", "A"), "text": label}
             continue
-        key = {v: k for k, v in STRUCT_LABELS.items()}.get(label)
+        labels = {**{v: k for k, v in STRUCT_LABELS.items()},
+                  **{f"{d.upper()} (no remedy)": f"{d}-none" for d in EXTRA_DISTILLERS},
+                  **{f"{d.upper()} + remedy (estimated T)": f"{d}-estimated" for d in EXTRA_DISTILLERS},
+                  **{f"{d.upper()} + remedy (ORACLE: true T)": f"{d}-true" for d in EXTRA_DISTILLERS}}
+        key = labels.get(label)
         base = {v: k for k, v in BASELINE_LABELS.items()}.get(label)
         name = f"s-{noise}-baseline-{base}" if base else f"s-{noise}-{key}-ipc{ipc}"
         rec = _legacy_acc(row["accuracy (%)"])
@@ -413,7 +453,7 @@ def _runs_lines(store, runs: dict[str, str], names: list[str], kind: str) -> tup
 # --------------------------------------------------------------------------------------- writers
 
 
-def write_structured(store, args, sets, runs):
+def write_structured(store, args, sets, runs, res):
     rows = []
     verdict = []
     noises = list(dict.fromkeys([*STRUCTURED_NOISES, *args.noises]))
@@ -442,6 +482,24 @@ def write_structured(store, args, sets, runs):
                 rows.append([noise, label, str(ipc), _acc(rec), _d(_pts(rec), _pts(conv)), _d(_pts(rec), _pts(es)),
                              _d(_pts(rec), _pts(none)) if method.startswith("dm-") and method != "dm-none" else "-",
                              run_of(name, rec)])
+            for d in EXTRA_DISTILLERS:
+                names_d = [f"{tag}-{d}-{src}-ipc{ipc}" for src in ("none", "estimated", "true")]
+                if not any(store.get(n) for n in names_d):
+                    continue  # listed only where measured
+                d_none = store.get(names_d[0])
+                for src, name in zip(("none", "estimated", "true"), names_d):
+                    names.append(name)
+                    rec = store.get(name)
+                    label = {"none": f"{d.upper()} (no remedy)", "estimated": f"{d.upper()} + remedy (estimated T)",
+                             "true": f"{d.upper()} + remedy (ORACLE: true T)"}[src]
+                    rows.append([noise, label, str(ipc), _acc(rec), _d(_pts(rec), _pts(conv)), _d(_pts(rec), _pts(es)),
+                                 _d(_pts(rec), _pts(d_none)) if src != "none" else "-", run_of(name, rec)])
+                    if noise == "asymmetric:0.4" and ipc in (10, 50) and src != "none" and rec and "mean" in rec \
+                            and conv and es and d_none and "mean" in d_none:
+                        ok = _pts(rec) > max(_pts(conv), _pts(es)) and _pts(rec) - _pts(d_none) >= 5
+                        verdict.append(f"IPC {ipc}, {d}-{src}: {_pts(rec):.2f} vs converged {_pts(conv):.2f}, early "
+                                       f"stop {_pts(es):.2f}, unremedied {_pts(d_none):.2f} -> goal "
+                                       f"{'MET' if ok else 'NOT met'}")
             if noise == "asymmetric:0.4" and ipc in (10, 50):
                 for method in ("dm-estimated", "dm-true"):
                     rec = store.get(f"{tag}-{method}-ipc{ipc}")
@@ -473,7 +531,14 @@ def write_structured(store, args, sets, runs):
              f"Estimated rows: T from ddlnl.estimate.estimate_noise on 3 teachers trained on the unremedied DM IPC-10 set of "
              f"the same setting (a later run that adds estimated rows re-makes that set, and prints its own T estimate line); "
              f"'refused' = the estimated P(true | given) was too close to singular to invert "
-             f"(ddlnl.correction.MAX_UNMIXING_NORM). Rows of an earlier run are kept as written; a new row's Δ columns use "
+             f"(ddlnl.correction.MAX_UNMIXING_NORM). DANCE / DATM rows (where measured): their CPU presets unchanged "
+             f"(DANCE: {res.methods['dance'].iterations} iterations, {res.methods['dance'].num_pretrained} models pre-trained "
+             f"{res.methods['dance'].pretrain_epochs} epochs, width {res.methods['dance'].width}, factor "
+             f"{res.methods['dance'].factor}: IPC counts stored images, each decoded into {res.methods['dance'].factor ** 2}; "
+             f"DATM: {res.methods['datm'].iterations} iterations, {res.methods['datm'].num_experts} experts x "
+             f"{res.methods['datm'].expert_train_epochs} epochs, width {res.methods['datm'].width}), the same T as the DM "
+             f"rows; their remedy is ddlnl.correction's (DANCE: unmixed inner-class targets and calibration toward T[c]; "
+             f"DATM: forward-corrected experts). Rows of an earlier run are kept as written; a new row's Δ columns use "
              f"the baselines' printed values. Nothing was tuned; no row is chosen by test accuracy.")
     return write_result(RESULTS / "structured.md", "Structured noise: DM with and without the transition-matrix remedy",
                         table, notes)
@@ -575,6 +640,8 @@ def main() -> None:
                     help=f"structured part: the IPCs to run (default {','.join(map(str, IPCS))})")
     ap.add_argument("--ratios", type=_number_list(1, "numbers"), default=RATIOS,
                     help=f"long-tail part: the imbalance ratios to run (default {','.join(map(str, RATIOS))})")
+    ap.add_argument("--distillers", type=lambda t: tuple(v.strip() for v in t.split(",") if v.strip()), default=("dm",),
+                    help=f"structured part: dm and any of {','.join(EXTRA_DISTILLERS)} (their remedy rows; default dm)")
     ap.add_argument("--append", action="store_true",
                     help="keep the rows measured in the existing tables (not recomputed) and add the missing ones")
     ap.add_argument("--subset", type=int, default=2000)
@@ -586,6 +653,9 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=[], help="extra overrides (smoke runs: train.epochs=2)")
     ap.add_argument("--results", default=str(RESULTS), help="where the two tables go")
     args = ap.parse_args()
+    unknown = set(args.distillers) - {"dm", *EXTRA_DISTILLERS}
+    if unknown or "dm" not in args.distillers:
+        ap.error(f"--distillers: dm plus any of {', '.join(EXTRA_DISTILLERS)}, got {','.join(args.distillers)}")
     globals()["RESULTS"] = Path(args.results)
     torch.set_num_threads(1)
     res, sets = configs(args)
@@ -598,7 +668,7 @@ def main() -> None:
     store = Store(Path(args.root), base, legacy)
 
     def tables():
-        write_structured(store, args, sets, runs["structured"])
+        write_structured(store, args, sets, runs["structured"], res)
         write_longtail(store, args, sets, runs["longtail"])
 
     if not args.no_run:
