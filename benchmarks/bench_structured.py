@@ -374,7 +374,8 @@ def read_legacy(results: Path) -> tuple[dict[str, dict], dict[str, dict[str, str
         row = dict(zip(header, cells))
         noise, label, ipc = row["noise"], row["row"], row["IPC"]
         if label.startswith("(T estimate"):
-            legacy[f"s-{noise}-estimate-note"] = {"legacy": cells, "run": row.get("run", "A"), "text": label}
+            run = row.get("run", "A")  # one T-estimate line per run that made one
+            legacy.setdefault(f"s-{noise}-estimate-notes", {})[run] = {"legacy": cells, "run": run, "text": label}
             continue
         labels = {**{v: k for k, v in STRUCT_LABELS.items()},
                   **{f"{d.upper()} (no remedy)": f"{d}-none" for d in EXTRA_DISTILLERS},
@@ -507,9 +508,9 @@ def write_structured(store, args, sets, runs, res):
                         ok = _pts(rec) > max(_pts(conv), _pts(es)) and _pts(rec) - _pts(none) >= 5
                         verdict.append(f"IPC {ipc}, {method}: {_pts(rec):.2f} vs converged {_pts(conv):.2f}, early stop "
                                        f"{_pts(es):.2f}, unremedied {_pts(none):.2f} -> goal {'MET' if ok else 'NOT met'}")
-        note = store.legacy.get(f"{tag}-estimate-note")
-        if note:
-            rows.append([noise, note["text"], "", "", "", "", "", note["run"]])
+        for run, note in sorted(store.legacy.get(f"{tag}-estimate-notes", {}).items()):
+            if run != letter or store.own(f"{tag}-estimate") is None:  # this run's own line comes from its record
+                rows.append([noise, note["text"], "", "", "", "", "", run])
         est = store.own(f"{tag}-estimate")
         if est:
             names.append(f"{tag}-estimate")
