@@ -383,3 +383,43 @@ def test_the_estimated_route_of_a_job_without_dm_uses_dm_s_preset():
     with_dm = resolve_job(replace(JobConfig(), methods=("dm", "dance"), preset="cpu"),
                           ["dm.iterations=7", "dm.noise_correction=true"])
     assert teacher_dm_config(with_dm).iterations == 7 and teacher_dm_config(with_dm).noise_correction == "none"
+
+
+def test_sample_posterior_is_bayes_rule_per_sample():
+    from ddlnl.correction import sample_posterior
+
+    t = _asym_T(3, 0.4, [(0, 1)])
+    q = np.array([[0.5, 0.5, 0.0], [0.2, 0.3, 0.5]])
+    post = sample_posterior(q, np.array([1, 0]), t)
+    # Sample 0, given 1: 0.5 * 0.4 vs 0.5 * 1.0 -> 2/7, 5/7; sample 1, given 0: only true 0 gives 0.
+    np.testing.assert_allclose(post, [[0.4 / 1.4, 1.0 / 1.4, 0.0], [1.0, 0.0, 0.0]])
+
+
+def test_dm_posterior_init_starts_the_receiving_class_from_its_clean_images():
+    """correction_init=posterior: class 1's initial images are images of clean class 1, where the
+    given-label init (same data, same seed) starts some of them from the flipped class-0 images."""
+    from ddlnl.correction import sample_posterior
+    from ddlnl.noise import realized_transition
+
+    images, clean, noisy, _ = _two_pattern_data(n=200)
+    train = LabeledTensors(images, noisy)
+    t = realized_transition(clean, noisy, 3)
+    q = 0.1 / 2 + 0.9 * np.eye(3)[clean.numpy()] - 0.1 / 2 * np.eye(3)[clean.numpy()]  # a good clean posterior
+    post = sample_posterior(q, noisy.numpy(), t)
+    model = NoiseModel(t, np.full(3, 1 / 3), "estimated", sample_posterior=post)
+    base = dict(iterations=0, width=8, dsa_strategy="", noise_correction="estimated")
+    given = dm.distill(train, 30, DMConfig(**base), seed=0, num_classes=3, noise_model=model)
+    chosen = dm.distill(train, 30, DMConfig(**base, correction_init="posterior"), seed=0, num_classes=3,
+                        noise_model=model)
+    def clean_of(syn, c):
+        return clean[torch.tensor(syn.meta["init_indices"][30 * c:30 * (c + 1)])]
+
+    assert (clean_of(given, 1) == 0).sum() >= 3  # ~29% of given-1 images are clean 0
+    for c in range(3):
+        assert bool((clean_of(chosen, c) == c).all())
+    assert len(set(chosen.meta["init_indices"])) == 90
+    with pytest.raises(ConfigError, match="correction_init=posterior needs"):
+        DMConfig(correction_init="posterior", noise_correction="true").check()
+    with pytest.raises(ConfigError, match="needs per-sample posteriors"):
+        dm.distill(train, 2, DMConfig(**base, correction_init="posterior"), seed=0, num_classes=3,
+                   noise_model=NoiseModel(t, np.full(3, 1 / 3), "estimated"))

@@ -68,6 +68,7 @@ __all__ = [
     "SUPPORTED_METHODS",
     "NoiseModel",
     "given_posterior",
+    "sample_posterior",
     "unmixing_matrix",
     "unmix_means",
     "forward_corrected_ce",
@@ -100,6 +101,10 @@ class NoiseModel:
     transition: np.ndarray
     class_prior: np.ndarray
     source: str
+    # Optional N x K float64 P(true = c | x_n, given = y_n) of each training sample (the estimated
+    # route: teachers' clean posteriors times T's column of the given label, :func:`sample_posterior`);
+    # DM's correction_init=posterior chooses its initial images by it.
+    sample_posterior: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         t = np.asarray(self.transition, dtype=np.float64)
@@ -114,10 +119,31 @@ class NoiseModel:
             raise UserError(f"noise model source {self.source!r}: use estimated or true")
         object.__setattr__(self, "transition", t)
         object.__setattr__(self, "class_prior", p)
+        if self.sample_posterior is not None:
+            q = np.asarray(self.sample_posterior, dtype=np.float64)
+            if q.ndim != 2 or q.shape[1] != t.shape[0] or not np.all(np.isfinite(q)) or np.any(q < -1e-9):
+                raise UserError(f"noise model: sample_posterior must be N x {t.shape[0]} probabilities, got {q.shape}")
+            object.__setattr__(self, "sample_posterior", q)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"source": self.source, "transition": self.transition.tolist(),
-                "class_prior": self.class_prior.tolist(), "convention": "T[i, j] = P(noisy = j | true = i)"}
+        out = {"source": self.source, "transition": self.transition.tolist(),
+               "class_prior": self.class_prior.tolist(), "convention": "T[i, j] = P(noisy = j | true = i)"}
+        if self.sample_posterior is not None:  # N x K is the data's size: only what it says in sum
+            out["sample_posterior"] = {"n": int(self.sample_posterior.shape[0]),
+                                       "argmax_counts": np.bincount(self.sample_posterior.argmax(1),
+                                                                    minlength=self.transition.shape[0]).tolist()}
+        return out
+
+
+def sample_posterior(clean_probs: np.ndarray, given: np.ndarray, transition: np.ndarray) -> np.ndarray:
+    """``N x K`` ``P(true = c | x_n, given = y_n)`` by Bayes' rule under class-conditional noise:
+    proportional to ``P(true = c | x_n) T[c, y_n]`` (``clean_probs``: a model's clean posterior,
+    e.g. teachers that never saw a noisy label); a row whose products all vanish keeps
+    ``clean_probs``."""
+    q = np.asarray(clean_probs, dtype=np.float64)
+    joint = q * np.asarray(transition, dtype=np.float64)[:, np.asarray(given)].T
+    total = joint.sum(1, keepdims=True)
+    return np.where(total > 0, joint / np.maximum(total, 1e-300), q)
 
 
 def given_posterior(model: NoiseModel) -> np.ndarray:

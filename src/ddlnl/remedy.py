@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .correction import NoiseModel, true_noise_model
+from .correction import NoiseModel, sample_posterior, true_noise_model
 from .errors import DataError
 
 __all__ = ["TEACHER_IPC", "N_TEACHERS", "estimated_noise_model", "teacher_dm_config", "noise_model_for_job"]
@@ -32,7 +32,8 @@ def estimated_noise_model(teacher_set: Any, noisy_train: Any, train_cfg: Any, *,
                           n_teachers: int = N_TEACHERS, seed: int, device: torch.device | str = "cpu") -> NoiseModel:
     """``T`` and ``pi`` estimated from ``n_teachers`` models trained only on ``teacher_set`` (a
     :class:`~ddlnl.synthetic.SyntheticSet`), scoring the given labels of ``noisy_train``
-    (:func:`ddlnl.estimate.estimate_noise`, anchor points)."""
+    (:func:`ddlnl.estimate.estimate_noise`, anchor points), with each sample's
+    ``P(true | x, given)`` (:func:`ddlnl.correction.sample_posterior`) for DM's posterior init."""
     from .estimate import estimate_noise
     from .label_issues import teacher_outputs, train_teachers
 
@@ -40,7 +41,8 @@ def estimated_noise_model(teacher_set: Any, noisy_train: Any, train_cfg: Any, *,
     probs = teacher_outputs(models, noisy_train.images, batch_size=train_cfg.eval_batch_size,
                             keep_features=False).probs
     est = estimate_noise(probs, noisy_train.labels.numpy(), num_classes)
-    return NoiseModel(np.asarray(est.transition), np.asarray(est.class_prior), "estimated")
+    post = sample_posterior(probs, noisy_train.labels.numpy(), est.transition)
+    return NoiseModel(np.asarray(est.transition), np.asarray(est.class_prior), "estimated", sample_posterior=post)
 
 
 def teacher_dm_config(resolved: Any, image_size: tuple[int, int] | None = None) -> Any:

@@ -64,12 +64,19 @@ class DMConfig:
     # iteration is shared by all classes (the targets mix every class's real batch). "true" is an
     # oracle (the injected noise's realized T).
     noise_correction: str = "none"
+    # With the remedy, where the initial images come from (init="real"): "given" (the images of the
+    # slot's given class, as DM) | "posterior": images whose P(true | x, given) (the estimated
+    # route's per-sample posterior, ddlnl.correction.sample_posterior) is largest for the slot's
+    # class, drawn at random among those whose posterior argmax is that class (topped up by the
+    # highest posterior), so that a flipped image does not start in the class it was flipped into.
+    correction_init: str = "given"
 
     # ddlnl option, not in DM: "bf16" embeds under bfloat16 autocast (ddlnl.precision); "fp32" is
     # the exact path, as main_DM.py.
     precision: str = "fp32"
 
-    KEY_NEUTRAL: ClassVar[dict[str, object]] = {"noise_correction": "none", "precision": "fp32"}
+    KEY_NEUTRAL: ClassVar[dict[str, object]] = {"noise_correction": "none", "precision": "fp32",
+                                                "correction_init": "given"}
 
     # Smaller settings for a 2-core CPU: DM's images move most in the first few hundred iterations
     # (measured on Fashion-MNIST: 81 iterations already took IPC 10 from 37% to 68% at 60% noise), and the class
@@ -84,6 +91,11 @@ class DMConfig:
         if self.noise_correction not in CORRECTION_SOURCES:
             raise ConfigError(f"dm: noise_correction {self.noise_correction!r}: use one of {', '.join(CORRECTION_SOURCES)}")
         check_precision(self.precision, "dm")
+        if self.correction_init not in {"given", "posterior"}:
+            raise ConfigError(f"dm: correction_init {self.correction_init!r}: use given or posterior")
+        if self.correction_init == "posterior" and (self.noise_correction != "estimated" or self.init != "real"):
+            raise ConfigError("dm: correction_init=posterior needs noise_correction=estimated (its per-sample "
+                              "posteriors) and init=real")
 
 
 def class_matching_loss(net: torch.nn.Module, real: torch.Tensor, syn: torch.Tensor) -> torch.Tensor:
@@ -142,7 +154,10 @@ def distill(train: LabeledTensors, ipc: int | Sequence[int], cfg: DMConfig = DMC
     counts = [int(ipc)] * num_classes if isinstance(ipc, int) else [int(n) for n in ipc]
     if len(counts) != num_classes:
         raise ConfigError(f"dm: {len(counts)} per-class IPC values for {num_classes} classes: give one per class")
-    init_idx = sample_per_class(indices, ipc if isinstance(ipc, int) else counts, g)
+    if cfg.correction_init == "posterior":
+        init_idx = posterior_init_indices(noise_model, counts, g)
+    else:
+        init_idx = sample_per_class(indices, ipc if isinstance(ipc, int) else counts, g)
     if cfg.init == "real":
         syn = train.images[init_idx].clone()
     else:
@@ -200,6 +215,33 @@ def distill(train: LabeledTensors, ipc: int | Sequence[int], cfg: DMConfig = DMC
                               "loss": torch.stack(losses).tolist() if losses else [],
                               "init_indices": init_idx.tolist(),
                               **({"noise_model": noise_model.to_dict()} if unmix is not None else {})})
+
+
+def posterior_init_indices(noise_model: NoiseModel, counts: Sequence[int], g: torch.Generator) -> torch.Tensor:
+    """Class-major initial indices for ``correction_init=posterior``: for class ``c``, ``counts[c]``
+    distinct samples drawn at random among those whose ``P(true | x, given)`` argmax is ``c``, the
+    rest (when too few) the highest ``P(true = c | x, given)`` among the others; a sample serves
+    one slot at most."""
+    post = noise_model.sample_posterior
+    if post is None:
+        raise ConfigError("dm: correction_init=posterior needs per-sample posteriors (the estimated route's "
+                          "noise model carries them)")
+    post = torch.as_tensor(post)
+    best = post.argmax(1)
+    used = torch.zeros(post.shape[0], dtype=torch.bool)
+    picks = []
+    for c, n in enumerate(counts):
+        cand = torch.nonzero((best == c) & ~used).flatten()
+        take = cand[torch.randperm(cand.numel(), generator=g)[:n]]
+        if take.numel() < n:
+            rest = torch.nonzero(~used & (best != c)).flatten()
+            order = rest[torch.argsort(post[rest, c], descending=True, stable=True)]
+            take = torch.cat([take, order[:n - take.numel()]])
+        if take.numel() < n:
+            raise ConfigError(f"dm: correction_init=posterior: {n} images for class {c}, fewer samples left")
+        used[take] = True
+        picks.append(take)
+    return torch.cat(picks)
 
 
 def _corrected_step(net: torch.nn.Module, images: torch.Tensor, syn: torch.Tensor, indices: list[torch.Tensor],
