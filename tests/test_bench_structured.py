@@ -85,10 +85,12 @@ def test_append_keeps_the_measured_rows_as_written_with_their_run(tmp_path, monk
     lt = {(r[0], r[1]): r for r in _rows(res / "longtail.md")}
     assert lt[("10", "DM / uniform")][3:] == ["61.97 ± 0.00", "60.5", "47.4", "78.5", "A"]
     assert lt[("10", "DM / clean")][2:4] == ["23,17,14,13,10,5,7,7,3,1", "not run"]
-    # Appending again reads its own output back unchanged.
+    # A hand-written conclusions section is kept by a rewrite; appending again reads its own output back unchanged.
+    (res / "structured.md").write_text((res / "structured.md").read_text() + "\n## Conclusions\n\nBy hand.\n")
     before = (res / "structured.md").read_text().split("\n", 4)[4]
     _run(monkeypatch, "--no-run", "--append", "--results", str(res), "--root", str(tmp_path / "root"))
     assert (res / "structured.md").read_text().split("\n", 4)[4] == before
+    assert before.endswith("## Conclusions\n\nBy hand.\n")
 
 
 def test_append_refuses_a_table_made_under_other_settings(tmp_path, monkeypatch):
