@@ -106,7 +106,10 @@ TARGETS: dict[str, tuple[str, list[str], list[str]]] = {
                     ["tests/test_defining_dsa.py", "tests/test_augment.py"]),
     "augment_draws": ("src/ddlnl/augment/ops.py", ["_cutout"], ["tests/test_defining_dsa.py", "tests/test_augment.py"]),
     "augment_dsa": ("src/ddlnl/augment/dsa.py", ["DSA._sample_op"], ["tests/test_defining_dsa.py", "tests/test_augment.py"]),
-    "dm": ("src/ddlnl/methods/dm.py", ["class_matching_loss", "distill"], ["tests/test_defining_dm.py"]),
+    "dm": ("src/ddlnl/methods/dm.py", ["class_matching_loss", "distill"],
+           ["tests/test_defining_dm.py",
+            "tests/test_correction.py::test_dm_with_true_T_matches_each_class_to_its_clean_embedding_mean",
+            "tests/test_correction.py::test_dm_correction_needs_a_noise_model"]),
     "dance": ("src/ddlnl/methods/dance.py", ["interpolate", "inner_class_loss", "inter_class_loss"],
               ["tests/test_defining_dance.py"]),
     "dance_dm": ("src/ddlnl/methods/dm.py", ["matching_loss"], ["tests/test_defining_dance.py"]),
@@ -238,7 +241,32 @@ EQUIVALENT: dict[str, dict[str, str]] = {
             "with one value values[-1] is values[0], which is never greater than itself",
     },
     "random_subset": {'g = generator(derive_seed(seed, "XXrandom-subsetXX"))': _SALT},
-    "dm": {'g = generator(derive_seed(seed, "XXdmXX"))': _SALT},
+    "dm": {
+        'g = generator(derive_seed(seed, "XXdmXX"))': _SALT,
+        'reinitialize_(net, derive_seed(seed, "XXdm-netXX", it), host=host)': _SALT,
+        'bar = progress_bar(range(cfg.iterations), desc=f"XXdm ipc={ipc}XX", enabled=progress)': _DISPLAY,
+        'bar.set_postfix(loss=f"XX{float(loss.detach()):.3f}XX")': _DISPLAY,
+        "net = build_model(net_cfg, channels=channels, num_classes=num_classes, image_size=(h, w), seed=1,":
+            "the network is re-initialised (reinitialize_, the iteration's seed) before its first use, so the "
+            "construction seed's weights are never used",
+        "image_size=(h, w), seed=1)": "the host copy is re-initialised by reinitialize_ before its weights are "
+                                      "copied over, so its construction seed's weights are never used",
+        'host = None if device.type != "cpu" else build_model(net_cfg, channels=channels, num_classes=num_classes,':
+            "equivalent on a CPU: a CPU host copy is re-initialised with the same seed and copied over, the same "
+            "bit-identical weights as re-initialising in place; on a GPU (no host) reinitialize_ refuses the device "
+            "model (tests/test_cuda.py, skipped without a GPU)",
+        'host = None if device.type == "XXcpuXX" else build_model(net_cfg, channels=channels, num_classes=num_classes,':
+            "equivalent on a CPU: a CPU host copy is re-initialised with the same seed and copied over, the same "
+            "bit-identical weights as re-initialising in place",
+        "host = None": "equivalent on a CPU, where host is None already; on a GPU reinitialize_ refuses the device "
+                       "model without a CPU host (tests/test_cuda.py, skipped without a GPU)",
+        "p.requires_grad_(True)": "the network's parameters then collect gradients, but no optimiser holds them and "
+                                  "they are re-drawn every iteration: the images' gradient and step are the same",
+        "opt.zero_grad(set_to_none=False)": "backward writes the same gradient into a zeroed tensor as into None",
+        "draw = dsa.sample(2, g, siamese=True)": "a siamese draw gives every image the first draw's parameters; a "
+                                                 "length-2 draw only consumes one more uniform per op from g: another, "
+                                                 "equally distributed stream (like a seed salt)",
+    },
 }
 
 
