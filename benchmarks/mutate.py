@@ -141,6 +141,10 @@ _SALT = ("a seed salt: another salt gives another, equally distributed, draw fro
          "defines which draw a seed gives")
 _DISPLAY = ("the progress bar's text (shown only with show_progress): not a behaviour of training, and not "
             "part of the defining step")
+_STACK = ("the stacked values are 1-D per-sample vectors (length N), so dimension +1 is the last one, as -1: "
+          "the same N x 3 rows")
+_HALF = ("for an odd side k the square starts half a pixel earlier and ends half a pixel earlier: the integer "
+         "rows in [top - 0.5, top - 0.5 + k) are those in [top, top + k); for an even k, k / 2 == k // 2")
 EQUIVALENT: dict[str, dict[str, str]] = {
     "noise": {
         "return np.minimum(picked, probs.shape[1] + 1).astype(np.int64)":
@@ -228,6 +232,27 @@ EQUIVALENT: dict[str, dict[str, str]] = {
             "each row of new sums to exactly sum_i v_i = 1 before this line (the votes are distributions), so "
             "dividing and multiplying by it agree",
         "if np.abs(new - r).max() <= tol:": "< and <= differ only when the change equals tol exactly",
+    },
+    "augment": {
+        "theta = torch.stack([torch.stack([sx, zero, zero], +1), torch.stack([zero, sy, zero], -1)], 1)": _STACK,
+        "theta = torch.stack([torch.stack([sx, zero, zero], -1), torch.stack([zero, sy, zero], +1)], 1)": _STACK,
+        "theta = torch.stack([torch.stack([cos, -sin, zero], +1), torch.stack([sin, cos, zero], -1)], 1)": _STACK,
+        "theta = torch.stack([torch.stack([cos, -sin, zero], -1), torch.stack([sin, cos, zero], +1)], 1)": _STACK,
+        "return index.clamp(0, max(count + 1, 0))":
+            "the upper clamp never acts on a quantile in [0, 1): a float32 u is at most 1 - 2^-24, and in float64 "
+            "(1 - 2^-24) * count < count for every count below 2^24, so the floor is at most count - 1",
+        "return index.clamp(0, max(count - 1, 1))":
+            "differs only for count 1, where floor(u * 1) is 0 for every u in [0, 1) and neither clamp acts",
+    },
+    "augment_draws": {
+        "top = _quantile_to_index(quantile_h, h + 1 - size_h % 2).to(x.device) - size_h / 2": _HALF,
+        "left = _quantile_to_index(quantile_w, w + 1 - size_w % 2).to(x.device) - size_w / 2": _HALF,
+    },
+    "augment_dsa": {
+        'return {"flip": uniform() <= p.prob_flip}': "a float32 uniform equals prob_flip exactly with probability "
+                                                    "at most 2^-24: the same flip probability",
+        'raise AssertionError(f"XXunhandled op {op!r}XX")  # guarded by STRATEGY_TOKENS':
+            "unreachable: DSA refuses an unknown strategy token when it is built",
     },
     "datm": {
         "x = images if step.draw is None and self.dsa is None else self.dsa.apply(images, step.draw)":

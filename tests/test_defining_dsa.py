@@ -161,7 +161,7 @@ def _centre_quantile(k: int, count: int) -> float:
     return (k + 0.5) / count
 
 
-@pytest.mark.parametrize("h,w", [(7, 8), (8, 8), (32, 32)])
+@pytest.mark.parametrize("h,w", [(7, 8), (8, 8), (32, 32), (12, 20)])  # (12, 20): shifts of 2 and 3
 def test_crop_equals_reference_for_every_translation_it_can_draw(h: int, w: int) -> None:
     x = tiny(n=1, h=h, w=w)
     dsa = DSA("crop")
@@ -232,3 +232,16 @@ def test_draw_parameters_have_the_reference_distributions() -> None:
               "brightness_shift": r["brightness"], "saturation_factor": r["saturation"], "contrast_factor": 1.0}
     for key, width in widths.items():
         assert abs(float(p[key].double().std()) - width / math.sqrt(12)) < 0.02 * max(width, 1), key
+
+
+def test_draws_follow_non_default_strengths_as_the_reference_maps_them() -> None:
+    # Every strength enters its op's draw as in ParamDiffAug/rand_*: the ranges move with it.
+    p = DSAParams(prob_flip=0.2, ratio_scale=1.5, ratio_rotate=30.0, brightness=0.4, saturation=3.0, contrast=0.2)
+    d = DSA(mode="all", params=p).sample(20000, gen(4)).params
+    lo_hi = {"scale_x": (1 / 1.5, 1.5), "rotate_degrees": (-30.0, 30.0), "brightness_shift": (-0.2, 0.2),
+             "saturation_factor": (0.0, 3.0), "contrast_factor": (0.2, 1.2)}
+    for key, (lo, hi) in lo_hi.items():
+        v = d[key].double()
+        assert lo - 1e-6 <= float(v.min()) < lo + 0.01 * (hi - lo), key
+        assert hi - 0.01 * (hi - lo) < float(v.max()) <= hi + 1e-6, key
+    assert abs(float(d["flip"].double().mean()) - 0.2) < 0.02
