@@ -60,11 +60,16 @@ def main() -> None:
     ap.add_argument("--subset", type=int, default=5000)
     ap.add_argument("--pairs", type=int, default=2)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--fixed-lr", type=float, default=None,
+                    help="inner and Hessian-inverse Adam lr fixed at this value (no lr search), so that "
+                         "only the outer steps are timed; their cost does not depend on the value")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     ds = load_dataset("fashion-mnist")
     train = ds.train.subset(torch.arange(args.subset))
     overrides = dict(iterations=args.steps, pool_size=args.pool, batch_real=args.batch_real)
+    if args.fixed_lr is not None:
+        overrides.update(inner_lr=args.fixed_lr, hinv_lr=args.fixed_lr)
     with tempfile.TemporaryDirectory() as tmp:
         landed = load_landed(args.landed, Path(tmp))
         modules = {"landed": landed, "now": rcig_now}
@@ -94,7 +99,9 @@ def main() -> None:
               "peak RSS of the process (GiB)"]
     table = markdown_table(header, rows)
     print(table)
-    notes = (f"distill() wall time, lr search included: {args.steps} outer steps, {args.pool} pool networks, "
+    search = ("lr search included" if args.fixed_lr is None else
+              f"no lr search (inner and Hessian-inverse lr fixed at {args.fixed_lr:g})")
+    notes = (f"distill() wall time, {search}: {args.steps} outer steps, {args.pool} pool networks, "
              f"{args.batch_real} real images per step, a {args.subset}-image Fashion-MNIST subset, "
              f"{args.threads} thread(s); otherwise RCIGConfig's published defaults, with the fields added since "
              f"the landed module at the values that reproduce it ({same_as_landed['now']}). Landed = "
