@@ -500,6 +500,15 @@ def figure(rows: dict[str, list[dict]], title: str, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def kept_findings(path: Path) -> str:
+    """The hand-written ``## Findings`` section at the end of a committed table (kept by every rewrite), or ""."""
+    if not path.exists():
+        return ""
+    text = path.read_text()
+    at = text.find("\n## Findings")
+    return text[at:].strip("\n") if at >= 0 else ""
+
+
 def report(out_root: Path, s: Settings, noises: tuple[str, ...], target: Path, extra_notes: str = "") -> None:
     sections, missing = [], []
     for noise in noises:
@@ -521,7 +530,9 @@ def report(out_root: Path, s: Settings, noises: tuple[str, ...], target: Path, e
              "not a reported row).")
     if missing:
         body += "\n\nNot run (or incomplete) within the CPU budget: " + ", ".join(missing) + "."
-    write_result(target, "Denoising with a distilled set vs label-noise baselines", body, notes(s) + extra_notes)
+    findings = kept_findings(target)
+    write_result(target, "Denoising with a distilled set vs label-noise baselines", body,
+                 notes(s) + extra_notes + ("\n\n" + findings if findings else ""))
     say(f"written {target}")
 
 
