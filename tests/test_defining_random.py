@@ -56,3 +56,27 @@ def test_same_seed_same_subset_and_the_set_records_what_made_it(tiny_dataset):
     assert a.meta["source_indices"] == b.meta["source_indices"] and torch.equal(a.images, b.images)
     assert {k: a.meta[k] for k in ("method", "config", "ipc", "seed", "num_classes")} == \
         {"method": "random", "config": {}, "ipc": 2, "seed": 9, "num_classes": 4}
+
+
+def test_per_class_budgets_are_checked_against_each_noisy_class():
+    labels = torch.tensor([2, 0, 2, 1, 0, 2])  # class sizes 2, 1, 3
+    idx = class_indices(labels, 3)
+    check_ipc(idx, [2, 1, 3])  # every class's whole size is allowed
+    check_ipc(idx, [1, 1, 1])
+    for bad in ([1, 1], [1, 1, 1, 1], [1, 0, 1]):
+        with pytest.raises(ConfigError, match=r"^per-class ipc must give one value >= 1 for each of the 3 classes, "
+                                              rf"got \[{', '.join(map(str, bad))}\]$"):
+            check_ipc(idx, bad)
+    with pytest.raises(ConfigError, match=r"^per-class ipc must give one value >= 1 for each of the 0 classes"):
+        check_ipc([], [])
+    with pytest.raises(ConfigError, match=r"^ipc 2 for \(noisy\) class 1 exceeds its 1 images: lower that class's "
+                                          r"budget$"):
+        check_ipc(idx, [1, 2, 1])
+
+
+def test_per_class_budget_draws_that_many_real_images_of_each_noisy_class(tiny_dataset):
+    t = _noisy(tiny_dataset)
+    syn = random_subset.distill(t, [1, 3, 2, 4], seed=5, num_classes=4)
+    idx = torch.tensor(syn.meta["source_indices"])
+    assert syn.labels.tolist() == [0, 1, 1, 1, 2, 2, 3, 3, 3, 3]
+    assert torch.equal(t.labels[idx], syn.labels) and len(set(idx.tolist())) == 10
