@@ -145,6 +145,7 @@ _STACK = ("the stacked values are 1-D per-sample vectors (length N), so dimensio
           "the same N x 3 rows")
 _HALF = ("for an odd side k the square starts half a pixel earlier and ends half a pixel earlier: the integer "
          "rows in [top - 0.5, top - 0.5 + k) are those in [top, top + k); for an even k, k / 2 == k // 2")
+_SQUARE_T = "ExpertConfig.check refuses a forward_transition that is not K x K, so t.shape[1] == t.shape[0]"
 EQUIVALENT: dict[str, dict[str, str]] = {
     "noise": {
         "return np.minimum(picked, probs.shape[1] + 1).astype(np.int64)":
@@ -158,6 +159,9 @@ EQUIVALENT: dict[str, dict[str, str]] = {
             "the CDF's constant cancels: only cdf(b) - cdf(a) is used",
     },
     "experts": {
+        "if t.shape[1] != num_classes:": _SQUARE_T,
+        'raise DataError(f"experts: forward_transition is {t.shape[1]} x {t.shape[0]}, the data have {num_classes} classes")': _SQUARE_T,
+        'raise DataError(f"experts: forward_transition is {t.shape[0]} x {t.shape[1]}, the data have {num_classes} classes")': _SQUARE_T,
         'expert_seed = derive_seed(seed, "XXexpertXX", index)': _SALT,
         'train_module.train(model, train, tcfg, seed=derive_seed(expert_seed, "XXepochXX", epoch),': _SALT,
         "optimizer = train_module.make_optimizer(tcfg, model, cfg.epoch_lr(1))":
@@ -254,6 +258,10 @@ EQUIVALENT: dict[str, dict[str, str]] = {
         'raise AssertionError(f"XXunhandled op {op!r}XX")  # guarded by STRATEGY_TOKENS':
             "unreachable: DSA refuses an unknown strategy token when it is built",
     },
+    "dance": {
+        "if labels.ndim == 3:": "torch's F.cross_entropy takes probability rows too and computes the same mean soft "
+                                "cross-entropy",
+    },
     "datm": {
         "x = images if step.draw is None and self.dsa is None else self.dsa.apply(images, step.draw)":
             "plan_steps gives a step a DSA draw exactly when the student has a DSA, so draw is None iff dsa is "
@@ -281,8 +289,8 @@ EQUIVALENT: dict[str, dict[str, str]] = {
             "bit-identical weights as re-initialising in place; on a GPU (no host) reinitialize_ refuses the device "
             "model (tests/test_cuda.py, skipped without a GPU)",
         'host = None if device.type == "XXcpuXX" else build_model(net_cfg, channels=channels, num_classes=num_classes,':
-            "equivalent on a CPU: a CPU host copy is re-initialised with the same seed and copied over, the same "
-            "bit-identical weights as re-initialising in place",
+            "a host copy is then built on a CPU too: it is re-initialised with the same seed and copied over, the "
+            "same bit-identical weights as re-initialising in place; on a GPU nothing changes (a host is built)",
         "host = None": "equivalent on a CPU, where host is None already; on a GPU reinitialize_ refuses the device "
                        "model without a CPU host (tests/test_cuda.py, skipped without a GPU)",
         "p.requires_grad_(True)": "the network's parameters then collect gradients, but no optimiser holds them and "
@@ -560,6 +568,9 @@ def run_module(name: str, args: argparse.Namespace, log) -> dict:
     timing = work / "seconds.json"
     spent = json.loads(timing.read_text()) if timing.exists() else []
     timing.write_text(json.dumps(spent + [round(seconds, 1)]))
+    load = os.getloadavg()
+    (work / "last_run.json").write_text(json.dumps({"finished": f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M}",
+                                                    "load": [round(v, 1) for v in load]}))
     return collect(name, work, seconds)
 
 
@@ -586,6 +597,7 @@ def collect(name: str, work: Path, seconds: float) -> dict:
             known = {**EQUIVALENT.get(FORMER_MODULE.get(name, name), {}), **EQUIVALENT.get(name, {})}
             survivors.append((i, line, diff, known.get(after)))
     return {"module": name, "source": source, "functions": functions, "tests": tests, "seconds": seconds,
+            "last_run": json.loads((work / "last_run.json").read_text()) if (work / "last_run.json").exists() else None,
             "all_seconds": sum(runs), "runs": len(runs), "total": len(mutants), "untested": count("untested"),
             # mutmut's ok_suspicious: the tests FAILED, only slowly (under load): a kill
             "killed": count("ok_killed", "bad_timeout", "ok_suspicious"), "survived": count("bad_survived"),
@@ -603,6 +615,11 @@ def machine_line() -> str:
             f"load average {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}")
 
 
+def _last(r: dict) -> str:
+    last = r.get("last_run")
+    return f"{last['finished']}, {' '.join(f'{v:.1f}' for v in last['load'])}" if last else "not recorded"
+
+
 def report(results: list[dict], header: str = "") -> str:
     lines = ["# Mutation testing of the defining functions", "",
              f"`python benchmarks/mutate.py {' '.join(r['module'] for r in results)}` (mutmut 2.5.1; mutations only "
@@ -613,14 +630,15 @@ def report(results: list[dict], header: str = "") -> str:
     lines += ["A mutant is *killed* when a listed test fails, errors or times out; a *survivor* left every listed "
               "test green. *Equivalent* survivors (reason below each) cannot be told apart from the original by "
               "any behaviour the step defines; killed % is killed / (mutants - equivalent).", "",
-              "| module | mutants | killed | survived | equivalent | killed % of non-equivalent | minutes (all runs) |",
-              "|---|---|---|---|---|---|---|"]
+              "| module | mutants | killed | survived | equivalent | killed % of non-equivalent | minutes (all runs) "
+              "| last run finished (UTC), load average then |",
+              "|---|---|---|---|---|---|---|---|"]
     for r in results:
         equivalent = sum(1 for s in r["survivors"] if s[3])
         tested = r["total"] - r["untested"] - equivalent
         pct = 100.0 * r["killed"] / tested if tested else float("nan")
         lines.append(f"| {r['module']} | {r['total'] - r['untested']} | {r['killed']} | {r['survived'] - equivalent} | "
-                     f"{equivalent} | {pct:.1f} | {r['all_seconds'] / 60:.1f} ({r['runs']}) |")
+                     f"{equivalent} | {pct:.1f} | {r['all_seconds'] / 60:.1f} ({r['runs']}) | {_last(r)} |")
     lines += ["", "## What was mutated and which tests ran", ""]
     for r in results:
         lines.append(f"- **{r['module']}** (`{r['source']}`): {', '.join(r['functions'])}; tests: "

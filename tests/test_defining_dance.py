@@ -134,3 +134,23 @@ def test_pixels_are_clipped_to_the_box_at_the_start_of_every_iteration_and_at_th
     assert all(inside(seen[i]) for i in (0, 4, 8))  # class 0, first thing of each iteration
     assert not all(inside(x) for x in seen)  # momentum moved later classes out meanwhile
     assert inside(syn.images)
+
+
+def test_inter_class_loss_with_probability_rows_is_the_soft_cross_entropy_by_hand():
+    # The remedy's targets are rows T[c]: -sum_k p_k log softmax(z)_k per image, averaged; one-hot
+    # rows give the hard-label cross-entropy.
+    import math
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 3))
+    syn = torch.randn(4, 1, 4, 4)
+    rows = torch.tensor([[0.7, 0.2, 0.1], [0.0, 0.5, 0.5], [1.0, 0.0, 0.0], [0.1, 0.1, 0.8]])
+    z = model(syn).detach().double()
+    by_hand = 0.0
+    for n in range(4):
+        log_norm = math.log(sum(math.exp(float(v)) for v in z[n]))
+        by_hand -= sum(float(rows[n, k]) * (float(z[n, k]) - log_norm) for k in range(3)) / 4
+    assert float(dance.inter_class_loss(model, syn, rows).detach()) == pytest.approx(by_hand, rel=1e-5)
+    hard = torch.tensor([0, 2, 1, 1])
+    assert float(dance.inter_class_loss(model, syn, torch.eye(3)[hard]).detach()) == \
+        pytest.approx(float(dance.inter_class_loss(model, syn, hard).detach()), rel=1e-6)

@@ -67,3 +67,31 @@ def test_the_trajectory_has_one_row_per_epoch_plus_the_start(tiny_dataset, epoch
     tr = get_experts(tiny_dataset.train, tiny_cfg(epochs=epochs, num_experts=2), seed=0, num_classes=4, cache=False)
     assert (tr.num_experts, tr.num_epochs) == (2, epochs)
     assert tr.trajectory(1).shape[0] == epochs + 1
+
+
+def test_forward_correction_trains_on_the_forward_corrected_cross_entropy(tiny_dataset):
+    # Patrini et al.'s forward loss, written here as -log((softmax(z) @ T)[y]): each row is one
+    # full-batch SGD step on it (not on the plain cross-entropy).
+    train = tiny_dataset.train
+    t = ((0.7, 0.1, 0.1, 0.1), (0.0, 0.6, 0.4, 0.0), (0.2, 0.0, 0.8, 0.0), (0.25, 0.25, 0.25, 0.25))
+    cfg = tiny_cfg(epochs=2, forward_transition=t)
+    rows = get_experts(train, cfg, seed=3, num_classes=4, cache=False).trajectory(0)
+    tm = torch.tensor(t)
+    for e in range(cfg.epochs):
+        model = build_model(cfg.train_config(), channels=train.images.shape[1], num_classes=4,
+                            image_size=tuple(train.images.shape[2:]), seed=0)
+        vector_to_parameters(rows[e].clone(), model.parameters())
+        noisy = F.softmax(model(train.images), dim=1) @ tm
+        loss = -torch.log(noisy[torch.arange(len(train.labels)), train.labels]).mean()
+        g = parameters_to_vector(torch.autograd.grad(loss, list(model.parameters())))
+        torch.testing.assert_close(rows[e + 1], rows[e] - cfg.lr * g, rtol=1e-4, atol=1e-5)
+        plain = full_batch_gradient(cfg, rows[e], train.images, train.labels)
+        assert (g - plain).abs().max() > 1e-3  # the correction changes the step
+
+
+def test_a_forward_transition_of_another_class_count_is_refused(tiny_dataset):
+    from ddlnl.errors import DataError
+
+    cfg = tiny_cfg(epochs=1, forward_transition=((0.9, 0.1, 0.0), (0.0, 1.0, 0.0), (0.5, 0.0, 0.5)))
+    with pytest.raises(DataError, match="^experts: forward_transition is 3 x 3, the data have 4 classes$"):
+        get_experts(tiny_dataset.train, cfg, seed=0, num_classes=4, cache=False)
