@@ -639,6 +639,12 @@ def report(results: list[dict], header: str = "") -> str:
         pct = 100.0 * r["killed"] / tested if tested else float("nan")
         lines.append(f"| {r['module']} | {r['total'] - r['untested']} | {r['killed']} | {r['survived'] - equivalent} | "
                      f"{equivalent} | {pct:.1f} | {r['all_seconds'] / 60:.1f} ({r['runs']}) | {_last(r)} |")
+    if len(results) > 1:
+        eq = sum(sum(1 for s in r["survivors"] if s[3]) for r in results)
+        total = sum(r["total"] - r["untested"] for r in results)
+        killed = sum(r["killed"] for r in results)
+        lines.append(f"| **all** | {total} | {killed} | {sum(r['survived'] for r in results) - eq} | {eq} | "
+                     f"{100.0 * killed / max(total - eq, 1):.1f} | {sum(r['all_seconds'] for r in results) / 60:.1f} | |")
     lines += ["", "## What was mutated and which tests ran", ""]
     for r in results:
         lines.append(f"- **{r['module']}** (`{r['source']}`): {', '.join(r['functions'])}; tests: "

@@ -185,3 +185,24 @@ def test_calibrated_em_steps_by_hand():
     # a class no posterior mass reaches keeps an identity row
     got, *_ = _em(np.array([[1.0, 0.0], [1.0, 0.0]]), np.array([0, 1]), 2, np.full((2, 2), 0.5), 1, 0.0)
     np.testing.assert_allclose(got, [[0.5, 0.5], [0.0, 1.0]])
+
+
+def test_em_stops_at_the_first_relative_gain_below_tol():
+    # The EM's log-likelihood rises every iteration; it stops at the first gain <= tol * |loglik|.
+    # tol 1: the second iteration's gain is far below |loglik|, so it stops there; a tiny tol
+    # goes on, but stops before max_iter once the gains vanish.
+    from ddlnl.estimate.transition import _em
+
+    rng = np.random.default_rng(0)
+    prior = rng.dirichlet(np.ones(3) * 0.5, 400)
+    true = np.array([rng.choice(3, p=p) for p in prior])
+    flip = np.array([[0.6, 0.3, 0.1], [0.1, 0.7, 0.2], [0.3, 0.0, 0.7]])
+    labels = np.array([rng.choice(3, p=flip[c]) for c in true])
+    start = np.full((3, 3), 1 / 3)
+    lls = [_em(prior, labels, 3, start, max_iter=m, tol=0.0)[2] for m in range(1, 8)]
+    assert all(b >= a - 1e-9 for a, b in zip(lls, lls[1:]))
+    assert _em(prior, labels, 3, start, max_iter=50, tol=1.0)[3] == 2
+    gain_2 = lls[1] - lls[0]
+    assert gain_2 > 1.0 / abs(lls[1])  # a rule "gain <= tol / |loglik|" would not stop at 2
+    it = _em(prior, labels, 3, start, max_iter=5000, tol=1e-9)[3]
+    assert 2 < it < 5000
