@@ -206,3 +206,31 @@ def test_em_stops_at_the_first_relative_gain_below_tol():
     assert gain_2 > 1.0 / abs(lls[1])  # a rule "gain <= tol / |loglik|" would not stop at 2
     it = _em(prior, labels, 3, start, max_iter=5000, tol=1e-9)[3]
     assert 2 < it < 5000
+
+
+def test_temperature_fit_at_the_edges_of_its_grid_stays_on_the_grid():
+    # Confident teachers and labels that ignore them: the likelihood rises with the temperature
+    # (flatter is better), so the best temperature is the grid's largest, 20; sharp teachers that
+    # are always right give the smallest, 0.02.
+    rng = np.random.default_rng(1)
+    k, n = 4, 200
+    cls = rng.integers(0, k, n)
+    probs = 0.02 / (k - 1) * np.ones((n, k))
+    probs[np.arange(n), cls] = 0.98
+    t_high, _ = fit_temperature(probs, rng.integers(0, k, n), np.eye(k))
+    assert t_high == pytest.approx(20.0, rel=1e-3)
+    t_low, _ = fit_temperature(probs, cls, np.eye(k))
+    assert t_low == pytest.approx(0.02, rel=1e-3)
+
+
+def test_posterior_is_bayes_and_normalised_however_small_the_labels_evidence():
+    from ddlnl.estimate.transition import _posterior
+
+    t = np.array([[1.0, 0.0], [1.0, 1e-299]])  # the given label 1 has evidence 0.15 * 1e-299
+    np.testing.assert_allclose(_posterior(np.array([[0.85, 0.15]]), np.array([1]), t), [[0.0, 1.0]], atol=1e-12)
+    t = np.array([[0.8, 0.2], [0.4, 0.6]])
+    post = _posterior(np.array([[0.5, 0.5], [0.9, 0.1]]), np.array([1, 0]), t)
+    np.testing.assert_allclose(post, [[0.25, 0.75], [0.72 / 0.76, 0.04 / 0.76]], rtol=1e-12)
+    # a label no class can produce: the prior is kept
+    zero = np.array([[1.0, 0.0], [1.0, 0.0]])
+    np.testing.assert_allclose(_posterior(np.array([[0.3, 0.7]]), np.array([1]), zero), [[0.3, 0.7]])
