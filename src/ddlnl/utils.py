@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import json
 import os
@@ -402,3 +403,45 @@ def free_memory_bytes(device: torch.device | str) -> int | None:
         except (ValueError, OSError, AttributeError):
             return None
     return None
+
+
+# glibc's mallopt parameters (malloc.h).
+_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
+# Freed memory the C allocator may keep for reuse instead of returning it to the system: above
+# the working set of one step of the loops here (DM's per-class real batch at width 128 and batch
+# 256 allocates about 350 MiB of activations; a training step with its autograd graph, more).
+RETAINED_BYTES = 1 << 30
+SYSTEM_MALLOC_ENV = "DDLNL_SYSTEM_MALLOC"
+_retaining: bool | None = None
+
+
+def retain_freed_cpu_memory() -> bool:
+    """Let the C allocator reuse freed memory for the next large CPU tensors; once per process.
+
+    Why: with glibc's defaults every tensor of 32 MiB or more (e.g. a width-32 conv output of 256
+    32x32 images) is a fresh ``mmap`` given back on free, so each allocation page-faults all of its
+    pages in again: measured on DM's CPU loop (width 32, batch_real 256), 85,000-320,000 minor
+    page faults and 0.2-0.8 s of system time per iteration, up to half the iteration. With
+    ``mmap`` off (``M_MMAP_MAX`` 0; a failed heap growth still falls back to ``mmap``) and up to
+    :data:`RETAINED_BYTES` of free heap kept (``M_TRIM_THRESHOLD``), the next step reuses the
+    pages: no faults. Values are unchanged (only where tensors live); the price is that the
+    process keeps up to ``RETAINED_BYTES`` of freed memory resident.
+
+    Process-wide, as any allocator setting: the CPU loops (:func:`ddlnl.train.train`,
+    ``ddlnl.methods.dm.distill``) call it. ``DDLNL_SYSTEM_MALLOC=1`` leaves the allocator as it
+    is. Returns whether the setting is in effect (False off glibc, e.g. on macOS, or when opted
+    out).
+    """
+    global _retaining
+    if _retaining is None:
+        _retaining = False
+        if os.environ.get(SYSTEM_MALLOC_ENV, "") not in ("", "0"):
+            return False
+        try:
+            mallopt = ctypes.CDLL(None).mallopt  # the C library the process runs on
+        except (OSError, AttributeError):
+            return False
+        mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+        # mallopt returns 1 on success; musl's is a stub returning 0.
+        _retaining = mallopt(_M_MMAP_MAX, 0) == 1 and mallopt(_M_TRIM_THRESHOLD, RETAINED_BYTES) == 1
+    return _retaining

@@ -13,7 +13,7 @@ from torch import nn
 
 from ..data import LabeledTensors
 from ..errors import ConfigError
-from ..utils import derive_seed, generator, progress
+from ..utils import derive_seed, generator, progress, retain_freed_cpu_memory
 
 from .config import TrainConfig
 from .predict import accuracy
@@ -71,6 +71,8 @@ def train(model: nn.Module, data: LabeledTensors, cfg: TrainConfig, *, seed: int
     if select == "test":
         raise ConfigError("selecting a checkpoint by test accuracy is not allowed; use a noisy validation split")
     device = next(model.parameters()).device
+    if device.type == "cpu":
+        retain_freed_cpu_memory()  # a step's activations reuse the last step's pages (see there)
     images = data.images.to(device)
     labels = data.labels.to(device)
     n = images.shape[0]
