@@ -263,7 +263,7 @@ def test_label_epoch_minus_one_is_the_experts_last_epoch(tiny_dataset):
     # The reference labels with buffer[...][-1]: its experts store train_epochs + 1 parameter sets,
     # so -1 is epoch train_epochs (the study: 100). The initial logits are the mean, over experts
     # predicting the slot's class, of the logits of that epoch's network.
-    from ddlnl.methods.datm import initial_label_logits
+    from ddlnl.methods.datm_init import initial_label_logits
 
     cfg = method_config("datm", overrides={**TINY, "expert_train_epochs": 3, "max_start_epoch": 2})
     experts = get_experts(tiny_dataset.train, cfg.expert_config(), seed=0, num_classes=4, cache=False)
