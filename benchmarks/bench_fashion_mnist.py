@@ -17,6 +17,13 @@ epochs of a width-32 net on 10k images take ~10 min per baseline run; 5k images 
 
     .venv/bin/python benchmarks/bench_fashion_mnist.py                  # run/resume, then tables
     .venv/bin/python benchmarks/bench_fashion_mnist.py --grid configs/grids/fashion-mnist-methods.yaml
+
+A rerun of a grid at other code or settings goes to its own files (``--name``), and ``--compare``
+adds a before/after table per cell against an earlier run's committed tables (read from their
+markdown, so the earlier records need not exist any more):
+
+    .venv/bin/python benchmarks/bench_fashion_mnist.py --grid configs/grids/fashion-mnist-methods.yaml \
+        --root runs/fm-methods-rerun --name fashion_mnist_rerun --compare fashion_mnist
 """
 
 from __future__ import annotations
@@ -45,6 +52,10 @@ def main() -> None:
                     help="grid YAML(s) (default configs/grids/fashion-mnist-cpu.yaml)")
     ap.add_argument("--root", default="runs/fashion-mnist-cpu")
     ap.add_argument("--no-run", action="store_true", help="only write tables from existing records")
+    ap.add_argument("--name", default="fashion_mnist",
+                    help="prefix of the result files under benchmarks/results/ (default fashion_mnist)")
+    ap.add_argument("--compare", default=None, metavar="PREFIX",
+                    help="an earlier run's prefix: write PREFIX-vs-NAME cell by cell into NAME_changes.md")
     args = ap.parse_args()
     grids = [load_grid(g) for g in (args.grid or [HERE.parent / "configs/grids/fashion-mnist-cpu.yaml"])]
     root = Path(args.root)
@@ -55,9 +66,11 @@ def main() -> None:
     all_grids = grids_of_root(root) or grids
     records = load_records(root, all_grids)
     scale = describe(grids[0])
-    write_baselines(records, scale)
-    write_methods(records, scale)
-    report_dir = RESULTS / "fashion_mnist_report"
+    write_baselines(records, scale, args.name)
+    write_methods(records, scale, args.name)
+    if args.compare:
+        write_changes(records, args.compare, args.name)
+    report_dir = RESULTS / f"{args.name}_report"
     if report_dir.exists():
         shutil.rmtree(report_dir)
     for p in write_report(root, report_dir, grid=all_grids):
@@ -88,7 +101,7 @@ def _noises(records):
     return sorted({r["cell"]["noise"] for r in records}, key=_noise_order)
 
 
-def write_baselines(records, scale) -> None:
+def write_baselines(records, scale, name: str = "fashion_mnist") -> None:
     by = _by_cell(records)
     rows = []
     early = any(m == "baseline_early_stop" for _, m, _ in by)
@@ -106,12 +119,12 @@ def write_baselines(records, scale) -> None:
                             "fit of its noisy train labels (%)", "(peak test acc. on the curve, for reading only)",
                             *(["early stop (noisy validation)"] if early else [])], rows)
     print(table)
-    write_result(RESULTS / "fashion_mnist_baselines.md", "Full-noisy baselines on Fashion-MNIST", table,
+    write_result(RESULTS / f"{name}_baselines.md", "Full-noisy baselines on Fashion-MNIST", table,
                  scale + " The peak of the recorded test curve is shown only to make the memorisation visible; "
                  "it is not a result (choosing it would be selecting by test accuracy).")
 
 
-def write_methods(records, scale) -> None:
+def write_methods(records, scale, name: str = "fashion_mnist") -> None:
     by = _by_cell(records)
     methods = sorted({r["cell"]["method"] for r in records if not r["cell"]["method"].startswith("baseline")},
                      key=lambda m: (m != "random", m))
@@ -136,9 +149,62 @@ def write_methods(records, scale) -> None:
     table = markdown_table(["noise", "method", "IPC", "accuracy (%)", "Δ converged",
                             *(["Δ early stop"] if early else []), "Δ random", "distill s"], rows)
     print(table)
-    write_result(RESULTS / "fashion_mnist_methods.md", "Fashion-MNIST: distilled vs random subsets vs the full noisy set",
-                 table + "\n\nFigures: `fashion_mnist_report/accuracy_vs_ipc.png` (dashed: converged full-noisy "
-                 "baseline of the same noise), synthetic images in `fashion_mnist_report/grids/`.", scale)
+    write_result(RESULTS / f"{name}_methods.md", "Fashion-MNIST: distilled vs random subsets vs the full noisy set",
+                 table + f"\n\nFigures: `{name}_report/accuracy_vs_ipc.png` (dashed: converged full-noisy "
+                 f"baseline of the same noise), synthetic images in `{name}_report/grids/`.", scale)
+
+
+def read_accuracies(path: Path) -> dict[tuple[str, str, int], tuple[float, float]]:
+    """``(noise, method, ipc) -> (mean %, std %)`` from a committed methods or baselines table
+    (the markdown this script writes); baselines are ``("baseline", 0)`` and
+    ``("baseline_early_stop", 0)``."""
+    out: dict[tuple[str, str, int], tuple[float, float]] = {}
+    header: list[str] | None = None
+    for line in path.read_text().splitlines():
+        if not line.startswith("|") or line.startswith("|---"):
+            continue
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if header is None or cells[0] == "noise":
+            header = cells
+            continue
+        row = dict(zip(header, cells))
+
+        def value(text: str) -> tuple[float, float] | None:
+            parts = text.split("±")
+            return (float(parts[0]), float(parts[1])) if len(parts) == 2 else None
+
+        if "method" in row:
+            v = value(row.get("accuracy (%)", ""))
+            if v:
+                out[(row["noise"], row["method"], int(row["IPC"]))] = v
+            continue
+        for column, method in (("full noisy set, converged (final epoch)", "baseline"),
+                               ("early stop (noisy validation)", "baseline_early_stop")):
+            v = value(row.get(column, ""))
+            if v:
+                out[(row["noise"], method, 0)] = v
+    return out
+
+
+def write_changes(records, before: str, after: str) -> None:
+    """Every cell of this run beside the same cell of the earlier run ``before`` (its committed
+    ``*_methods.md`` and ``*_baselines.md``): accuracy before, after and the change."""
+    old: dict[tuple[str, str, int], tuple[float, float]] = {}
+    for kind in ("methods", "baselines"):
+        path = RESULTS / f"{before}_{kind}.md"
+        if path.exists():
+            old.update(read_accuracies(path))
+    rows = []
+    for (noise, method, ipc), r in sorted(_by_cell(records).items(),
+                                          key=lambda kv: (kv[0][0], kv[0][2], kv[0][1] != "random", kv[0][1])):
+        was = old.get((noise, method, ipc))
+        rows.append([noise, method, ipc or "-", f"{was[0]:.2f} ± {was[1]:.2f}" if was else "-", acc(r),
+                     f"{100 * r['mean'] - was[0]:+.2f}" if was else "-"])
+    table = markdown_table(["noise", "method", "IPC", f"before ({before})", f"after ({after})", "Δ"], rows)
+    print(table)
+    write_result(RESULTS / f"{after}_changes.md", f"Fashion-MNIST: `{after}` against `{before}`, cell by cell", table,
+                 f"Before: the committed `{before}_methods.md` / `{before}_baselines.md` (their own machine and "
+                 f"date in their headers); after: this run's records. Δ = after - before, in points.")
 
 
 if __name__ == "__main__":
