@@ -264,6 +264,32 @@ def test_net_stats_match_a_hand_count():
     assert s.max_layer == 256
 
 
+def test_step_time_is_the_fastest_timed_step_per_image(monkeypatch):
+    import torch
+
+    from ddlnl import plan
+
+    # A fake clock: the timed steps last 5, 1 and 3 "seconds" (a loaded machine only lengthens a
+    # step, so the 1 is its cost); per image = 1 / 32 (batch 32). A mean would give 3 / 32.
+    ticks = iter([0.0, 5.0, 10.0, 11.0, 20.0, 23.0])
+    monkeypatch.setattr(plan, "_STEP_CACHE", {})
+    value = plan.seconds_per_image_step({"depth": 1, "width": 2, "norm": "none"}, 1, (8, 8), 3,
+                                        torch.device("cpu"), reps=3, clock=lambda: next(ticks))
+    assert value == 1.0 / 32
+
+
+def test_dry_run_says_when_a_busy_cpu_inflates_the_time_plan():
+    import torch
+
+    from ddlnl.cli.commands import busy_machine_note
+
+    cpu = torch.device("cpu")
+    note = busy_machine_note(cpu, load=4.2, cores=2)
+    assert note.startswith("note: this machine is busy (load 4.2 on 2 cores)") and "inflated" in note
+    assert busy_machine_note(cpu, load=2.0, cores=2) is None  # not busier than its cores
+    assert busy_machine_note(torch.device("meta"), load=9.0, cores=2) is None  # only a CPU plan is measured on the CPU
+
+
 def test_dm_plan_grows_with_the_real_batch():
     from ddlnl.plan import method_plan
 

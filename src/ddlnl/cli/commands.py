@@ -230,6 +230,22 @@ def _check_cluster(executor: str) -> None:
                         "or use --executor local / submitit-local")
 
 
+def busy_machine_note(device: object, load: float | None = None, cores: int | None = None) -> str | None:
+    """A line for a dry run's time plan when the CPU it was measured on is busier than its cores:
+    the plan's step times are measured now, so other jobs inflate them (with several torch threads
+    contending for cores, by 20x or more on a 2-core machine), while the memory plan is unaffected."""
+    import os
+
+    if getattr(device, "type", str(device)) != "cpu":
+        return None
+    load = os.getloadavg()[0] if load is None else load
+    cores = (os.cpu_count() or 1) if cores is None else cores
+    if load <= cores:
+        return None
+    return (f"note: this machine is busy (load {load:.1f} on {cores} cores), so the times above, measured now, are "
+            "inflated; rerun it on a quiet machine (with OMP_NUM_THREADS=1 a busy machine inflates them far less)")
+
+
 def cmd_sweep(args: argparse.Namespace) -> int:
     from ..sweep import (HELD_EXIT, default_root, load_grid, preflight, run_local, run_submitit, save_grid,
                         shared_artifacts, status)
@@ -257,7 +273,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         device = resolve_device(args.device)
         budget = None if args.memory_gb is None else int(args.memory_gb * 2 ** 30)
         estimates, budget = plan_grid(grid, root, args.only, device=device, budget=budget, states=states)
-        print(f"{'state':8s} {'peak mem':>10s} {'time':>8s}  cell  (estimates on {device}: ddlnl.plan)")
+        import torch
+
+        print(f"{'state':8s} {'peak mem':>10s} {'time':>8s}  cell  (estimates on {device}, "
+              f"{torch.get_num_threads()} torch thread(s): ddlnl.plan)")
         for e in estimates:
             st = e.status
             mem = fmt_bytes(e.plan.peak_bytes) if e.plan else "?"
@@ -271,6 +290,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         total = sum(e.plan.seconds for e in estimates if e.plan and e.status.state != "done")
         print(f"estimated time of the cells to do on {device}: {fmt_seconds(total)} (one worker); memory budget "
               f"{fmt_bytes(budget)}: {len(over)} cell(s) will not fit")
+        note = busy_machine_note(device)
+        if note:
+            print(note)
         print("shared artifacts:")
         for name, users in shared_artifacts(grid).items():
             print(f"  {name}: {len(users)} cells")
