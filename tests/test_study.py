@@ -243,6 +243,40 @@ def test_tables_refuse_unknown_columns_and_bad_values(tmp_path):
     study.check_tables(configs, TrainConfig)  # the committed tables pass
 
 
+@pytest.mark.parametrize("dataset,depth", [("tiny-imagenet", 4), ("cifar10", 3), ("cifar100", 3)])
+def test_paper_preset_evaluates_and_trains_baselines_on_the_study_network(dataset, depth):
+    # Hand-typed facts: DATM+ours/configs/TinyImageNet/ConvIN/*.yaml say `model: ConvNetD4` and
+    # DATM_tesla.py evaluates on args.model; CIFAR keeps cfg.py's ConvNet (depth 3).
+    job = JobConfig(dataset=dataset, noise="symmetric:0.4", methods=("dm", "datm", "dance", "rcig"), ipcs=(10,),
+                    preset="paper")
+    resolved = resolve_job(job, [])
+    assert resolved.train.depth == depth and resolved.baseline.depth == depth
+    assert all(resolved.methods[m].depth == depth for m in ("dm", "datm", "dance", "rcig"))
+    own = describe_cell(job, "datm", 10, ["eval_recipe=own"])
+    assert own["evaluation"]["depth"] == depth and not any("depth" in n for n in own["notes"])
+    assert own["sources"]["train"]["depth"].startswith("study: Kciiiman/DD_LNL@d59a5a5 DATM+ours/")
+    # --set wins over the study; the cpu preset keeps ddlnl's depth 3
+    assert resolve_job(job, ["train.depth=2"]).train.depth == 2  # (a larger depth would be fitted to 32x32)
+    assert resolve_job(job, ["baseline.depth=2"]).baseline.depth == 2
+    cpu = resolve_job(JobConfig(dataset=dataset, noise="symmetric:0.4", methods=("dm",), ipcs=(10,), preset="cpu"), [])
+    assert cpu.train.depth == 3 and cpu.baseline.depth == 3
+
+
+@pytest.mark.parametrize("old,new", [("tiny-imagenet,*,*,4", "tiny-imagenet,10,*,4"),
+                                     ("dataset,ipc,noise,depth", "dataset,ipc,noise,deepth"),
+                                     ("tiny-imagenet,*,*,4", "tiny-imagenet,*,*,four")])
+def test_network_table_refuses_a_per_ipc_row_an_unknown_field_and_a_bad_value(tmp_path, old, new):
+    from ddlnl.train import TrainConfig
+
+    root = tmp_path / "study"
+    shutil.copytree(study.study_dir(), root)
+    text = (root / "network.csv").read_text()
+    assert old in text
+    (root / "network.csv").write_text(text.replace(old, new, 1))
+    with pytest.raises(ConfigError, match="network.csv"):
+        study.check_tables({n: m.config for n, m in METHODS.items()}, TrainConfig, root=str(root))
+
+
 def test_every_datm_config_file_of_the_study_has_one_row():
     # 124 config files under DATM+ours/configs (git ls-tree of Kciiiman/DD_LNL@d59a5a5).
     rows = study.load_tables()["datm"]

@@ -11,7 +11,8 @@ import torch
 from .config import apply_overrides
 from .data import DATASET_FACTS
 from .errors import ConfigError
-from .job import JobConfig, ResolvedJob, TRAIN_PRESETS, resolve_job, split_overrides, study_cell
+from .job import (JobConfig, ResolvedJob, TRAIN_PRESETS, preset_train_config, resolve_job, split_overrides,
+                  study_cell)
 from .methods import METHODS, get_method, method_config, paper_resolution
 from .noise import parse_noise_spec
 from .study import eval_facts
@@ -122,8 +123,9 @@ def describe_cell(job: JobConfig, method: str, ipc: int, overrides: Sequence[str
         sources["experts"] = {k: (f"method.{fields_of[k]}: {sources['method'][fields_of[k]]}" if k in fields_of
                                   else f"ddlnl default (ExpertConfig), via {cls.__name__}.expert_config()")
                               for k in out["experts"]}
-    train_raw = apply_overrides(apply_overrides(TrainConfig(), TRAIN_PRESETS[preset]), groups.get("train"))
-    sources["train"] = _layered_sources(TrainConfig, preset, list(TRAIN_PRESETS[preset]), {},
+    train_preset, network_sources = preset_train_config(preset, job.dataset, TRAIN_PRESETS)
+    train_raw = apply_overrides(train_preset, groups.get("train"))
+    sources["train"] = _layered_sources(TrainConfig, preset, list(TRAIN_PRESETS[preset]), network_sources,
                                         _set_keys(groups.get("train")), train_raw, resolved.train,
                                         f"ddlnl: adapted to {job.dataset} (DSA without flip on digits; depth fitted to the image size)")
     out["train"] = asdict(resolved.train)

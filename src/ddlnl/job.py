@@ -18,7 +18,7 @@ from .errors import ConfigError
 from .methods import METHODS, get_method, method_config, paper_resolution
 from .models import fit_depth, resolve_model
 from .noise import NoisyLabels, make_noise, parse_noise_spec
-from .study import StudyCell
+from .study import StudyCell, network_facts
 from .train import BaselineConfig, TrainConfig, dsa_strategy_for, stratified_split
 from .utils import derive_seed
 
@@ -182,9 +182,10 @@ def resolve_job(job: JobConfig, overrides: Sequence[str] | None = None,
     preset = job.preset
     if preset == "auto":
         preset = "paper" if device is not None and device.type == "cuda" else "cpu"
-    train_cfg = apply_overrides(apply_overrides(TrainConfig(), TRAIN_PRESETS[preset]), groups.pop("train", None))
+    train_cfg = apply_overrides(preset_train_config(preset, job.dataset, TRAIN_PRESETS)[0], groups.pop("train", None))
     train_cfg = train_cfg.for_dataset(job.dataset)
-    base_cfg = apply_overrides(apply_overrides(TrainConfig(), BASELINE_PRESETS[preset]), groups.pop("baseline", None))
+    base_cfg = apply_overrides(preset_train_config(preset, job.dataset, BASELINE_PRESETS)[0],
+                               groups.pop("baseline", None))
     base_cfg = base_cfg.for_dataset(job.dataset)
     bproto = apply_overrides(BaselineConfig(), _renamed("baseline_protocol", groups.pop("baseline_protocol", None)))
     for cfg in (train_cfg, base_cfg):  # a model that cannot be built is refused before any work
@@ -215,6 +216,19 @@ def resolve_job(job: JobConfig, overrides: Sequence[str] | None = None,
     resolved = ResolvedJob(job=job, preset=preset, train=train_cfg, baseline=base_cfg,
                            baseline_protocol=bproto, methods=methods, per_ipc=per_ipc, notes=tuple(notes))
     return fit_to_images(resolved, image_size) if image_size is not None else resolved
+
+
+def preset_train_config(preset: str, dataset: str,
+                        presets: dict[str, dict[str, Any]]) -> tuple[TrainConfig, dict[str, str]]:
+    """The evaluation (``TRAIN_PRESETS``) or baseline (``BASELINE_PRESETS``) config of ``preset``
+    before ``--set``, and the study sources of what the paper preset takes from the study: its
+    network on the dataset (``configs/study/network.csv``; ConvNet-4 on Tiny-ImageNet, where the
+    study distils, evaluates and trains its baselines on ConvNetD4)."""
+    cfg = apply_overrides(TrainConfig(), presets[preset])
+    if preset != "paper":
+        return cfg, {}
+    values, sources = network_facts(dataset, TrainConfig)
+    return replace(cfg, **values), sources
 
 
 def fit_to_images(resolved: ResolvedJob, image_size: tuple[int, int]) -> ResolvedJob:

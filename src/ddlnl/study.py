@@ -12,6 +12,8 @@ file it came from (a path in that repository unless another repository is named)
 ``dm.csv``          DM (not run by the study: DM's own ``main_DM.py``)
 ``eval.csv``        each method's evaluation recipe (shown beside ddlnl's; see below)
 ``defaults.csv``    values a study file leaves to its code's defaults (``DATM+ours/utils/cfg.py``)
+``network.csv``     the network per dataset that the study distils, evaluates and trains baselines on
+                    (``TrainConfig`` fields; the paper preset's evaluation and baseline networks)
 ==================  ============================================================================
 
 A row is keyed by ``dataset`` (a ddlnl dataset name), ``ipc`` and ``noise`` (a ddlnl noise spec:
@@ -188,6 +190,7 @@ def load_tables(root: str | None = None) -> dict[str, list[Row]]:
     tables = {m: _read(base / f, f, with_method=False) for m, f in METHOD_TABLES.items()}
     tables["experts"] = _read(base / "experts.csv", "experts.csv", with_method=True)
     tables["eval"] = _read(base / "eval.csv", "eval.csv", with_method=True)
+    tables["network"] = _read(base / "network.csv", "network.csv", with_method=False)
     defaults = []
     path = base / "defaults.csv"
     if not path.is_file():
@@ -239,6 +242,13 @@ def check_tables(configs: dict[str, type], train_config: type, root: str | None 
         for key in row.values:
             if key not in names:
                 raise ConfigError(f"{row.where()}: {key!r} is not a {train_config.__name__} field")
+    for row in tables["network"]:
+        if row.ipc is not None or row.noise is not None:
+            raise ConfigError(f"{row.where()}: a network row is per dataset (ipc and noise *)")
+        for key, text in row.values.items():
+            if key not in names - EVAL_STUDY_ONLY:
+                raise ConfigError(f"{row.where()}: {key!r} is not a {train_config.__name__} field")
+            _typed(train_config, key, text, row.where())
 
 
 def _noise_distance(a: str | None, b: str) -> tuple[int, float]:
@@ -318,6 +328,20 @@ def resolve(method: str, cell: StudyCell, config: type, root: str | None = None)
         res.values[key] = value
         res.sources[key] = f"study: {source}"
     return res
+
+
+def network_facts(dataset: str, train_config: type, root: str | None = None) -> tuple[dict[str, Any], dict[str, str]]:
+    """The study's network on ``dataset`` (``network.csv``) as typed ``train_config`` fields, and
+    their sources; empty for a dataset the study did not use. The paper preset evaluates every set
+    and trains the baselines on it, as the study does (e.g. ConvNet-4 on Tiny-ImageNet)."""
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for row in load_tables(root)["network"]:
+        if row.dataset == dataset:
+            for key, text in row.values.items():
+                values[key] = _typed(train_config, key, text, row.where())
+                sources[key] = f"study: {STUDY_REPO} {row.source}"
+    return values, sources
 
 
 def eval_facts(method: str, cell: StudyCell, root: str | None = None) -> tuple[dict[str, str], dict[str, str]]:
