@@ -52,7 +52,7 @@ from ddlnl.noise.matrices import symmetric_matrix
 from ddlnl.noise.sampling import apply_transition
 from ddlnl.noise.spec import parse_noise_spec
 from ddlnl.pipeline import JobConfig, distill_cached, prepare_data
-from ddlnl.report import fmt_acc, markdown_table, write_result
+from ddlnl.report import fmt_acc, kept_section, markdown_table, write_result
 from ddlnl.robust import GCE_Q, train_coteaching, train_gce
 from ddlnl.train import TrainConfig, accuracy, build_model, predict_logits, stratified_split, train
 from ddlnl.utils import atomic_write_json, derive_seed, json_key, resolve_device
@@ -500,15 +500,6 @@ def figure(rows: dict[str, list[dict]], title: str, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def kept_findings(path: Path) -> str:
-    """The hand-written ``## Findings`` section at the end of a committed table (kept by every rewrite), or ""."""
-    if not path.exists():
-        return ""
-    text = path.read_text()
-    at = text.find("\n## Findings")
-    return text[at:].strip("\n") if at >= 0 else ""
-
-
 def report(out_root: Path, s: Settings, noises: tuple[str, ...], target: Path, extra_notes: str = "") -> None:
     sections, missing = [], []
     for noise in noises:
@@ -530,7 +521,7 @@ def report(out_root: Path, s: Settings, noises: tuple[str, ...], target: Path, e
              "not a reported row).")
     if missing:
         body += "\n\nNot run (or incomplete) within the CPU budget: " + ", ".join(missing) + "."
-    findings = kept_findings(target)
+    findings = kept_section(target, "Findings")
     write_result(target, "Denoising with a distilled set vs label-noise baselines", body,
                  notes(s) + extra_notes + ("\n\n" + findings if findings else ""))
     say(f"written {target}")

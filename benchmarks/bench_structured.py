@@ -53,7 +53,7 @@ from ddlnl.longtail import group_accuracy, ipc_budget, longtail_indices
 from ddlnl.methods import dm, random_subset
 from ddlnl.noise import make_noise, parse_noise_spec
 from ddlnl.pipeline import JobConfig, Prepared, evaluate_synthetic, prepare_data, resolve_job
-from ddlnl.report import fmt_acc, machine_summary, markdown_table, write_result
+from ddlnl.report import fmt_acc, kept_section, machine_summary, markdown_table, write_result
 from ddlnl.train import run_baseline
 from ddlnl.utils import atomic_write_json, derive_seed
 
@@ -444,15 +444,6 @@ def check_same_settings(results: Path, sets: list[str]) -> None:
                              "give the same settings (or another --results)")
 
 
-def kept_conclusions(path: Path) -> str:
-    """The hand-written ``## Conclusions`` section of a committed table (kept by every rewrite), or ""."""
-    if not path.exists():
-        return ""
-    text = path.read_text()
-    at = text.find("\n## Conclusions")
-    return text[at:].strip("\n") if at >= 0 else ""
-
-
 def _run_letter(store, runs: dict[str, str]) -> str:
     for letter, text in runs.items():
         if text.startswith(f"started {store.started}"):
@@ -582,7 +573,7 @@ def write_structured(store, args, sets, runs, res):
              f"(initial images drawn among the samples whose P(true | x, given), from the same 3 teachers and T, is "
              f"largest for the slot's class, instead of among the slot's given class). Rows of an earlier run are kept as written; a new row's Δ columns use "
              f"the baselines' printed values. Nothing was tuned; no row is chosen by test accuracy.")
-    conclusions = kept_conclusions(RESULTS / "structured.md")
+    conclusions = kept_section(RESULTS / "structured.md", "Conclusions")
     return write_result(RESULTS / "structured.md", "Structured noise: DM with and without the transition-matrix remedy",
                         table, notes + ("\n\n" + conclusions if conclusions else ""))
 
@@ -645,7 +636,7 @@ def write_longtail(store, args, sets, runs):
              f"(the test set is balanced). DM {args.dm_iterations} iterations, {args.n_runs} evaluation run(s), baselines "
              f"{args.baseline_epochs} epochs x 1 run. Overrides: {sets}. A later run takes the budgets of an earlier one "
              f"from this table. Nothing tuned; nothing chosen by test accuracy.")
-    conclusions = kept_conclusions(RESULTS / "longtail.md")
+    conclusions = kept_section(RESULTS / "longtail.md", "Conclusions")
     return write_result(RESULTS / "longtail.md", "Long-tailed noisy Fashion-MNIST: per-class IPC budgets", table,
                         notes + ("\n\n" + conclusions if conclusions else ""))
 

@@ -47,6 +47,17 @@ def machine_summary() -> str:
             f"({torch.get_num_threads()} threads), Python {platform.python_version()}{load}")
 
 
+def kept_section(path: str | Path, heading: str) -> str:
+    """The hand-written ``## <heading>`` section at the end of a committed result file (kept by
+    every rewrite of its tables), or "" when the file or the section does not exist."""
+    path = Path(path)
+    if not path.exists():
+        return ""
+    text = path.read_text()
+    at = text.find(f"\n## {heading}")
+    return text[at:].strip("\n") if at >= 0 else ""
+
+
 def write_result(path: str | Path, title: str, body: str, notes: str = "") -> Path:
     """Write a benchmark result as markdown with the machine and date stated."""
     import datetime
