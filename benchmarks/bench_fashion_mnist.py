@@ -154,6 +154,12 @@ def write_methods(records, scale, name: str = "fashion_mnist") -> None:
                  f"baseline of the same noise), synthetic images in `{name}_report/grids/`.", scale)
 
 
+def _mean_std(text: str) -> tuple[float, float] | None:
+    """``"70.44 ± 1.05"`` -> ``(70.44, 1.05)``; anything else (``-``, ``not run``) -> None."""
+    parts = text.split("±")
+    return (float(parts[0]), float(parts[1])) if len(parts) == 2 else None
+
+
 def read_accuracies(path: Path) -> dict[tuple[str, str, int], tuple[float, float]]:
     """``(noise, method, ipc) -> (mean %, std %)`` from a committed methods or baselines table
     (the markdown this script writes); baselines are ``("baseline", 0)`` and
@@ -168,19 +174,14 @@ def read_accuracies(path: Path) -> dict[tuple[str, str, int], tuple[float, float
             header = cells
             continue
         row = dict(zip(header, cells))
-
-        def value(text: str) -> tuple[float, float] | None:
-            parts = text.split("±")
-            return (float(parts[0]), float(parts[1])) if len(parts) == 2 else None
-
         if "method" in row:
-            v = value(row.get("accuracy (%)", ""))
+            v = _mean_std(row.get("accuracy (%)", ""))
             if v:
                 out[(row["noise"], row["method"], int(row["IPC"]))] = v
             continue
         for column, method in (("full noisy set, converged (final epoch)", "baseline"),
                                ("early stop (noisy validation)", "baseline_early_stop")):
-            v = value(row.get(column, ""))
+            v = _mean_std(row.get(column, ""))
             if v:
                 out[(row["noise"], method, 0)] = v
     return out
