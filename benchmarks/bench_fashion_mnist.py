@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ddlnl.report import fmt_acc, fmt_delta, markdown_table, write_report, write_result
+from ddlnl.report import fmt_acc, fmt_delta, kept_section, markdown_table, write_report, write_result
 from ddlnl.results import load_records
 from ddlnl.sweep import grids_of_root, load_grid, run_local, save_grid
 
@@ -187,9 +187,13 @@ def read_accuracies(path: Path) -> dict[tuple[str, str, int], tuple[float, float
     return out
 
 
+CHANGES_HEADING = "What changed, and what it changes"
+
+
 def write_changes(records, before: str, after: str) -> None:
     """Every cell of this run beside the same cell of the earlier run ``before`` (its committed
-    ``*_methods.md`` and ``*_baselines.md``): accuracy before, after and the change."""
+    ``*_methods.md`` and ``*_baselines.md``): accuracy before, after and the change. A hand-written
+    ``## What changed, and what it changes`` section at the end of the existing file is kept."""
     old: dict[tuple[str, str, int], tuple[float, float]] = {}
     for kind in ("methods", "baselines"):
         path = RESULTS / f"{before}_{kind}.md"
@@ -203,9 +207,12 @@ def write_changes(records, before: str, after: str) -> None:
                      f"{100 * r['mean'] - was[0]:+.2f}" if was else "-"])
     table = markdown_table(["noise", "method", "IPC", f"before ({before})", f"after ({after})", "Δ"], rows)
     print(table)
-    write_result(RESULTS / f"{after}_changes.md", f"Fashion-MNIST: `{after}` against `{before}`, cell by cell", table,
+    target = RESULTS / f"{after}_changes.md"
+    reading = kept_section(target, CHANGES_HEADING)  # written by hand; a re-render keeps it
+    write_result(target, f"Fashion-MNIST: `{after}` against `{before}`, cell by cell", table,
                  f"Before: the committed `{before}_methods.md` / `{before}_baselines.md` (their own machine and "
-                 f"date in their headers); after: this run's records. Δ = after - before, in points.")
+                 f"date in their headers); after: this run's records. Δ = after - before, in points."
+                 + ("\n\n" + reading if reading else ""))
 
 
 if __name__ == "__main__":

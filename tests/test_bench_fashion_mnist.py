@@ -49,3 +49,16 @@ def test_changes_table_gives_after_minus_before_and_marks_new_cells(bench, tmp_p
     assert rows[("symmetric:0.4", "baseline", "-")][3:] == ["61.80 ± 0.00", "63.11 ± 0.00", "+1.31"]
     assert rows[("symmetric:0.4", "dm", "10")][3:] == ["70.44 ± 1.05", "69.50 ± 0.20", "-0.94"]
     assert rows[("symmetric:0.4", "rcig", "10")][3:] == ["-", "66.00 ± 1.00", "-"]
+
+
+def test_changes_rerender_keeps_the_hand_written_reading(bench, tmp_path):
+    before = [_record("symmetric:0.4", "dm", 10, 0.7044, 0.0105)]
+    bench["write_methods"](before, "scale", "old")
+    bench["write_changes"](before, "old", "new")
+    target = tmp_path / "new_changes.md"
+    reading = "## What changed, and what it changes\n\nWritten by hand: DM moved."
+    target.write_text(target.read_text() + "\n" + reading + "\n")
+    bench["write_changes"]([_record("symmetric:0.4", "dm", 10, 0.6950, 0.0020)], "old", "new")
+    text = target.read_text()
+    assert text.count("Written by hand: DM moved.") == 1 and text.rstrip().endswith(reading.split("\n")[-1])
+    assert "69.50 ± 0.20" in text and "-0.94" in text  # the table itself was rewritten
