@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH ?= torch==2.13.0
 
-.PHONY: env demo demo-fashion test test-all mutate bench clean
+.PHONY: env demo demo-fashion test test-all mutate clean
 
 env: $(VENV)/.installed
 

@@ -130,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("experts", help="train (or, with --status, only report) the cached expert trajectories a method needs")
     _common(p)
-    p.add_argument("--method", default="datm", help="the method whose experts to train (datm, or dance once landed)")
+    p.add_argument("--method", default="datm", help="the method whose experts to train (datm or dance)")
     p.add_argument("--status", action="store_true", help="report what is cached; train nothing")
 
     p = sub.add_parser("sweep", help="run an experiment grid from one YAML (resumable; local or SLURM via submitit)")
