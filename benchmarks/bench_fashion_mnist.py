@@ -65,7 +65,7 @@ def main() -> None:
             print(run_local(grid, root, show_progress=False), flush=True)
     all_grids = grids_of_root(root) or grids
     records = load_records(root, all_grids)
-    scale = describe(grids[0])
+    scale = describe(grids)
     write_baselines(records, scale, args.name)
     write_methods(records, scale, args.name)
     if args.compare:
@@ -77,8 +77,23 @@ def main() -> None:
         print(p)
 
 
-def describe(grid) -> str:
-    return (f"Grid `{grid.name}` (configs/grids/): Fashion-MNIST, stratified {grid.train_subset}-image training subset, "
+def _settings(grid) -> tuple:
+    """What a grid sets for every cell it shares with another grid (not its noises, methods or IPCs)."""
+    return (grid.train_subset, tuple(grid.overrides), repr(grid.method_overrides), grid.n_runs, grid.baseline_runs)
+
+
+def describe(grids) -> str:
+    """The scale paragraph of the tables: the grids they come from and the settings those share. Grids
+    that set their shared cells differently are refused (one paragraph cannot describe both)."""
+    grids = list(grids)
+    differ = [g.name for g in grids if _settings(g) != _settings(grids[0])]
+    if differ:
+        raise SystemExit(f"grids {differ} set the data or evaluation differently from {grids[0].name}; "
+                         "render them with separate --name runs")
+    grid = grids[0]
+    names = ", ".join(f"`{g.name}`" for g in grids)
+    return (f"Grid{'s' if len(grids) > 1 else ''} {names} (configs/grids/): Fashion-MNIST, "
+            f"stratified {grid.train_subset}-image training subset, "
             f"full 10k clean test set; overrides {list(grid.overrides)}; method overrides {grid.method_overrides}; "
             f"{grid.n_runs} evaluation runs per synthetic set, {grid.baseline_runs or grid.n_runs} per baseline; "
             "converged baseline = final epoch of 100 epochs at lr 0.05 (cosine, no augmentation); early stop = the "

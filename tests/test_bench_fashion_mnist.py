@@ -62,3 +62,17 @@ def test_changes_rerender_keeps_the_hand_written_reading(bench, tmp_path):
     text = target.read_text()
     assert text.count("Written by hand: DM moved.") == 1 and text.rstrip().endswith(reading.split("\n")[-1])
     assert "69.50 ± 0.20" in text and "-0.94" in text  # the table itself was rewritten
+
+
+def test_scale_paragraph_names_every_grid_and_refuses_grids_that_differ(bench):
+    from ddlnl.sweep import load_grid
+
+    root = SCRIPT.parents[1] / "configs" / "grids"
+    cpu, methods = load_grid(root / "fashion-mnist-cpu.yaml"), load_grid(root / "fashion-mnist-methods.yaml")
+    text = bench["describe"]([methods, cpu])
+    assert text.startswith("Grids `fashion-mnist-methods`, `fashion-mnist-cpu` (configs/grids/)")
+    assert "stratified 5000-image" in text and "3 evaluation runs" in text
+    assert bench["describe"]([cpu]).startswith("Grid `fashion-mnist-cpu` (configs/grids/)")
+    other = load_grid(root / "tiny-digits.yaml")
+    with pytest.raises(SystemExit, match="tiny-digits"):
+        bench["describe"]([cpu, other])
