@@ -427,8 +427,8 @@ def retain_freed_cpu_memory() -> bool:
     pages: no faults. Values are unchanged (only where tensors live); the price is that the
     process keeps up to ``RETAINED_BYTES`` of freed memory resident.
 
-    Process-wide, as any allocator setting: the CPU loops (:func:`ddlnl.train.train`,
-    ``ddlnl.methods.dm.distill``) call it. ``DDLNL_SYSTEM_MALLOC=1`` leaves the allocator as it
+    Process-wide, as any allocator setting: the CPU loops (:func:`ddlnl.train.train`, the
+    ``distill`` of ``ddlnl.methods.dm``, ``datm``, ``dance`` and ``rcig``) call it. ``DDLNL_SYSTEM_MALLOC=1`` leaves the allocator as it
     is. Returns whether the setting is in effect (False off glibc, e.g. on macOS, or when opted
     out).
     """

@@ -91,7 +91,7 @@ from ..experts import ExpertConfig, Trajectories, get_experts
 from ..precision import autocast, check_precision, inplace_relu_
 from ..synthetic import SyntheticSet
 from ..train import TrainConfig
-from ..utils import derive_seed, generator, progress as progress_bar
+from ..utils import derive_seed, generator, progress as progress_bar, retain_freed_cpu_memory
 from .common import check_ipc, class_indices, sample_per_class
 from .dm import matching_loss
 
@@ -394,6 +394,11 @@ def distill(train: LabeledTensors, ipc: int, cfg: DANCEConfig = DANCEConfig(), *
         unmix = unmixing_matrix(noise_model)
         transition = torch.as_tensor(noise_model.transition, dtype=torch.float32)
     device = torch.device(device)
+    if device.type == "cpu":
+        # Each class's real batch allocates large activations afresh, as in DM: without this, glibc
+        # maps and unmaps them every time (page faults; see there). Set here too, not only by the
+        # training loop: pre-trained models from the cache train nothing in this process.
+        retain_freed_cpu_memory()
     indices = class_indices(train.labels, num_classes)
     check_ipc(indices, ipc * (cfg.factor ** 2 if cfg.init == "real" else 1))
     experts = get_experts(train, cfg.expert_config(), seed=cfg.expert_seed, num_classes=num_classes,

@@ -101,7 +101,7 @@ from ..errors import ConfigError
 from ..experts import ExpertConfig, ParamLayout, functional_forward, get_experts
 from ..synthetic import SyntheticSet
 from ..train import DSA_STRATEGY, TrainConfig, soft_cross_entropy
-from ..utils import derive_seed, generator, progress as progress_bar
+from ..utils import derive_seed, generator, progress as progress_bar, retain_freed_cpu_memory
 from .common import check_ipc, class_indices, sample_per_class
 from .datm_init import initial_label_logits, select_correct
 
@@ -443,6 +443,12 @@ def distill(train: LabeledTensors, ipc: int, cfg: DATMConfig = DATMConfig(), *, 
         expert_cfg = replace(expert_cfg, forward_transition=tuple(tuple(float(v) for v in row)
                                                                   for row in noise_model.transition))
     device = torch.device(device)
+    if device.type == "cpu":
+        # Each iteration allocates and frees the student steps' activations afresh; with glibc's
+        # defaults any tensor of 32 MiB or more is mapped and unmapped every time (page faults;
+        # see there). Set here too, not only by the training loop: experts from the cache train
+        # nothing in this process.
+        retain_freed_cpu_memory()
     indices = class_indices(train.labels, num_classes)
     check_ipc(indices, ipc)  # before the experts are trained
     zca_space = None

@@ -16,7 +16,7 @@ from ...augment import fit_zca_space
 from ...data import LabeledTensors
 from ...models import create_model
 from ...synthetic import SyntheticSet
-from ...utils import derive_seed, generator, progress as progress_bar
+from ...utils import derive_seed, generator, progress as progress_bar, retain_freed_cpu_memory
 from ..common import class_indices, sample_per_class
 
 from .config import HINV_LR_START, INNER_LR_START, LR_TUNE_BACKOFF, LR_TUNE_GROWTH, LR_TUNE_MAX_TRIES, RCIGConfig
@@ -176,6 +176,11 @@ def distill(train: LabeledTensors, ipc: int, cfg: RCIGConfig = RCIGConfig(), *, 
     """
     cfg.check()
     device = torch.device(device)
+    if device.type == "cpu":
+        # Every outer step allocates the support Jacobian (N K x P) and the real batch's
+        # activations afresh; without this, glibc maps and unmaps each such tensor of 32 MiB or
+        # more every time (page faults; see there).
+        retain_freed_cpu_memory()
     start_time = time.perf_counter()
     zca_space = None
     if cfg.zca:  # RCIG's normalize_zca preprocessing: distil (and evaluate) in ZCA space
