@@ -322,3 +322,27 @@ def test_rcig_zca_distils_in_rcig_whitened_space(tiny_dataset):
     assert space.pixel_box is None  # RCIG whitens the standardised images themselves
     init = space.transform(tiny_dataset.train.images)[torch.tensor(syn.meta["init_indices"])]
     assert torch.allclose(syn.images, init, atol=1e-5)
+
+
+def test_softplus_beta_zero_is_plain_relu_as_rcigs_softplus_temp_zero(tiny_dataset):
+    # RCIG models.Conv(use_softplus=(softplus_temp != 0)): temp 0 is ReLU, which the study uses on Tiny-ImageNet.
+    x = torch.randn(5, 1, SIDE, SIDE, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    nets = {b: rcig._new_net(replace(rcig.RCIGConfig(), width=4, depth=2, softplus_beta=b), channels=1,
+                             num_classes=CLASSES, image_size=(SIDE, SIDE), seed=3, device=torch.device("cpu"),
+                             dtype=torch.float64) for b in (0.0, 60.0)}
+    relu, soft = nets[0.0], nets[60.0]
+    assert not any(isinstance(m, torch.nn.Softplus) for m in relu.modules())
+    # same weights through ReLU by hand: conv -> max(0, .) -> avg pool, twice, then the linear head
+    convs = [m for m in relu.modules() if isinstance(m, torch.nn.Conv2d)]
+    head = [m for m in relu.modules() if isinstance(m, torch.nn.Linear)][-1]
+    h = x
+    for conv in convs:
+        h = torch.nn.functional.avg_pool2d(torch.clamp(conv(h), min=0), 2)
+    assert torch.allclose(relu(x), head(h.flatten(1)), atol=1e-12)
+    soft.load_state_dict(relu.state_dict())
+    assert not torch.allclose(soft(x), relu(x), atol=1e-6)  # softplus(60 x)/60 is close to, not equal to, ReLU
+    with pytest.raises(ConfigError, match="softplus_beta"):
+        replace(rcig.RCIGConfig(), softplus_beta=-1.0).check()
+    syn = rcig.distill(tiny_dataset.train, 1, replace(rcig.RCIGConfig(), **TINY, softplus_beta=0.0), seed=0,
+                       num_classes=4)  # the whole loop (linearisation, solves, implicit gradient) runs on ReLU
+    assert torch.isfinite(syn.images).all() and torch.isfinite(syn.labels).all()

@@ -125,13 +125,26 @@ def test_facts_cover_every_method_and_dataset():
     assert {(f[0], f[1]) for f in FACTS} == {(m, d) for m in ("datm", "dance", "rcig", "dm") for d in study.STUDY_DATASETS}
 
 
-def test_values_the_study_uses_but_ddlnl_cannot_run_are_named_not_applied():
+def test_values_the_study_uses_but_ddlnl_cannot_run_are_named_not_applied(monkeypatch):
     res = paper_resolution("datm", StudyCell.of("cifar10", 10, "symmetric:0.4"))
     assert res.values["zca"] is True and "zca" not in res.deviations  # every DATM config: zca: True (now run)
-    tiny = paper_resolution("rcig", StudyCell.of("tiny-imagenet", 1, "symmetric:0.4"))
-    assert tiny.deviations["softplus_beta"][0] == 0  # depth_4_200.txt: softplus_temp 0
-    cfg = method_config("rcig", "paper", cell=StudyCell.of("tiny-imagenet", 1, "symmetric:0.4"))
-    assert cfg.softplus_beta == 60.0 and cfg.zca is True  # RCIG whitens every non-MNIST dataset
+    cell = StudyCell.of("cifar10", 10, "symmetric:0.4")
+    monkeypatch.setitem(study.PENDING, ("datm", "zca"), ("not runnable here", lambda v: v is True))
+    res = paper_resolution("datm", cell)
+    assert "zca" not in res.values and res.deviations["zca"][0] is True
+    assert "not runnable here" in res.deviations["zca"][1]
+    assert method_config("datm", "paper", cell=cell).zca is False  # the config keeps ddlnl's value
+
+
+def test_rcig_on_tiny_imagenet_runs_the_studys_plain_relu():
+    cell = StudyCell.of("tiny-imagenet", 1, "symmetric:0.4")
+    res = paper_resolution("rcig", cell)
+    assert res.values["softplus_beta"] == 0 and not res.deviations  # depth_4_200.txt: softplus_temp 0
+    assert "depth_4_200.txt" in res.sources["softplus_beta"]
+    cfg = method_config("rcig", "paper", cell=cell)
+    assert cfg.softplus_beta == 0 and cfg.zca is True  # RCIG whitens every non-MNIST dataset
+    cifar = method_config("rcig", "paper", cell=StudyCell.of("cifar10", 10, "symmetric:0.4"))
+    assert cifar.softplus_beta == 60.0
 
 
 def test_a_cell_without_a_study_row_names_its_neighbour():

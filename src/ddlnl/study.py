@@ -69,10 +69,8 @@ EVAL_STUDY_ONLY = {"steps", "warmup_steps", "cutmix_prob", "cutmix_beta", "flip_
 
 # (method, field) -> (why ddlnl does not apply the study's value yet, which values that concerns).
 # Remove an entry when ddlnl supports the value: the paper preset then applies it.
-PENDING: dict[tuple[str, str], tuple[str, Callable[[Any], bool]]] = {
-    ("rcig", "softplus_beta"): ("softplus_temp 0 (plain ReLU in the distillation network) is not representable "
-                                "by softplus_beta; ddlnl keeps its softplus", lambda v: v == 0),
-}
+# (Empty since RCIG's softplus_temp 0, plain ReLU on Tiny-ImageNet, became ``softplus_beta=0``.)
+PENDING: dict[tuple[str, str], tuple[str, Callable[[Any], bool]]] = {}
 
 
 def study_dir() -> Path:

@@ -3,7 +3,8 @@
 Distillation as a bilevel problem, made convex and cheap:
 
 * **Convexified inner model.** A ConvNet without normalisation, with ``softplus(beta x) / beta``
-  activations (smooth, so second derivatives exist; beta = 60), is linearised around its current
+  activations (smooth, so second derivatives exist; beta = 60; ``softplus_beta=0`` is plain ReLU, as
+  RCIG's ``softplus_temp 0``, which the study uses on Tiny-ImageNet), is linearised around its current
   weights ``theta0`` (taken from a pool, below). The reference (``algorithms.get_linear_forward``)
   uses the *centred* linearisation: only the tangent part ``J(x; theta0) Delta`` is a prediction,
   ``f(x; theta0)`` itself is dropped.

@@ -49,7 +49,9 @@ class RCIGConfig:
     width: int = 128  # ConvNet width of the first block (dd: width=128)
     width_multiplier: int = 2  # block i has width * 2**i channels (mod Conv: features=width * 2**i: 128, 256, 512)
     depth: int = 3  # conv blocks (dd: depth 3 for 28x28 and 32x32)
-    softplus_beta: float = 60.0  # softplus(beta x)/beta in place of ReLU (d3 softplus_temp)
+    # softplus(beta x)/beta in place of ReLU (RCIG's softplus_temp); 0 = plain ReLU, as RCIG's
+    # `use_softplus = softplus_temp != 0` (the study's Tiny-ImageNet runs)
+    softplus_beta: float = 60.0
     net_init: str = "lecun"  # lecun: flax defaults (truncated-normal lecun, zero bias) | torch
     image_init: str = "real"  # real | noise (0.3 N(0,1), dd --init_random_noise)
     use_flip: bool = True  # add horizontal flips of the synthetic set (d3 use_flip; FRePo trick)
@@ -84,6 +86,8 @@ class RCIGConfig:
             raise ConfigError("rcig: iterations must be >= 0, batch_real and pool_size >= 1")
         if self.inner_steps < 0 or self.hinv_steps < 0:
             raise ConfigError("rcig: inner_steps and hinv_steps must be >= 0")
+        if not self.softplus_beta >= 0:
+            raise ConfigError(f"rcig: softplus_beta must be > 0, or 0 for plain ReLU, got {self.softplus_beta}")
         if self.zca_reg <= 0:
             raise ConfigError(f"rcig: zca_reg must be > 0 (RCIG uses 0.1), got {self.zca_reg}")
         if self.width_multiplier < 1:

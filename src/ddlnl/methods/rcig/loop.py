@@ -78,7 +78,8 @@ def _new_net(cfg: RCIGConfig, *, channels: int, num_classes: int, image_size: tu
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         net = create_model("convnet", channels=channels, num_classes=num_classes, image_size=image_size,
-                           depth=cfg.depth, width=cfg.width, norm="none", activation="softplus",
+                           depth=cfg.depth, width=cfg.width, norm="none",
+                           activation="relu" if cfg.softplus_beta == 0 else "softplus",
                            pooling="avg", softplus_beta=cfg.softplus_beta, width_multiplier=cfg.width_multiplier)
     if cfg.net_init == "lecun":
         _lecun_init_(net, generator(seed))
