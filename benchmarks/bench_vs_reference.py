@@ -787,8 +787,11 @@ def main() -> None:
         write(rows)
 
 
+KEPT_HEADING = "Later"  # hand-written "## Later (...)" sections of the committed table, kept by a rerun
+
+
 def _write(a, methods, rows) -> None:
-    from ddlnl.report import markdown_table, write_result
+    from ddlnl.report import kept_section, markdown_table, write_result
 
     table = markdown_table(["loop", "study's code", "ddlnl", "speed-up (median of pairs)", "peak MiB, study",
                             "peak MiB, ddlnl", "memory ratio study/ddlnl", "loop growth MiB, study vs ddlnl", "load (1 min)"], rows)
@@ -804,7 +807,8 @@ def _write(a, methods, rows) -> None:
     if len(rows) < len(methods):
         notes += f" Rows still to come in this run: {', '.join(methods[len(rows):])}."
     print(table)
-    write_result(a.out, "ddlnl vs the study's code, per iteration", table, notes)
+    later = kept_section(a.out, KEPT_HEADING)
+    write_result(a.out, "ddlnl vs the study's code, per iteration", table, notes + ("\n\n" + later if later else ""))
 
 
 if __name__ == "__main__":
