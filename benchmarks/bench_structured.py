@@ -59,6 +59,8 @@ from ddlnl.utils import atomic_write_json, derive_seed
 
 HERE = Path(__file__).parent
 RESULTS = HERE / "results"
+# Seed 0 writes structured.md / longtail.md; --seed N writes structured_seedN.md / longtail_seedN.md.
+SUFFIX = ""
 STRUCTURED_NOISES = ("asymmetric:0.4", "pairflip:0.4", "asymmetric:0.2")
 IPCS = (1, 10, 50)
 RATIOS = (10, 100)
@@ -136,7 +138,7 @@ def baselines(store, tag, prepared, res, args, train_counts):
             t0 = time.perf_counter()
             r = run_baseline(prepared.noisy_train, prepared.dataset.test, res.baseline,
                              replace(res.baseline_protocol, stopping=proto), num_classes=10, n_runs=1,
-                             seed=derive_seed(0, tag, proto))
+                             seed=derive_seed(args.seed, tag, proto))
             rec = store.put(name, {**_summary(r, train_counts), "seconds": time.perf_counter() - t0})
         out[proto] = rec
     return out
@@ -229,15 +231,18 @@ def run_structured(store, res, args, noise, ipcs=(10, 50, 1)):
     todo += [f"{tag}-{d}-{s}-ipc{ipc}" for ipc in ipcs for d in args.distillers if d != "dm"
              for s in ("none", "estimated", "true")]
     todo += [f"{tag}-dm-estimated-post-ipc{ipc}" for ipc in ipcs if args.posterior_init]
+    todo += [f"{tag}-dm-estimated2-post-ipc{ipc}" for ipc in ipcs if args.iterate]
     if all(store.get(n) is not None for n in todo):
         return
-    prepared = prepare_data(JobConfig(dataset="fashion-mnist", noise=noise, train_subset=args.subset, seed=0))
+    prepared = prepare_data(JobConfig(dataset="fashion-mnist", noise=noise, train_subset=args.subset, seed=args.seed))
     counts = torch.bincount(prepared.noisy.clean, minlength=10).tolist()
     baselines(store, tag, prepared, res, args, counts)
-    seed = derive_seed(0, "bench-structured", noise)
+    seed = derive_seed(args.seed, "bench-structured", noise)
     est = None
     others = [d for d in args.distillers if d != "dm"]
     want_post = args.posterior_init and any(store.get(f"{tag}-dm-estimated-post-ipc{ipc}") is None for ipc in ipcs)
+    want_iter = args.iterate and any(store.get(f"{tag}-dm-estimated2-post-ipc{ipc}") is None for ipc in ipcs)
+    want_post = want_post or want_iter
     if want_post or any(store.get(f"{tag}-{d}-estimated-ipc{ipc}") is None for ipc in ipcs for d in ("dm", *others)):
         own = store.own(f"{tag}-estimate")
         if own is not None and want_post and "sample_posterior" not in own:
@@ -249,6 +254,26 @@ def run_structured(store, res, args, noise, ipcs=(10, 50, 1)):
             est, _ = teacher_set_model(store, f"{tag}-estimate", keep["syn"], prepared, res, derive_seed(seed, "teachers"))
         else:
             est, _ = teacher_set_model(store, f"{tag}-estimate", None, prepared, res, None)
+    est2 = None
+    if want_iter:
+        # T re-estimated once: 3 new teachers trained on the remedied DM IPC-10 set (first T, posterior
+        # init), whose outputs give T and the posteriors again; DM then runs with those.
+        try:
+            unmixing_matrix(est)
+        except UserError as exc:  # no remedied set to re-estimate from: the re-estimated rows are refused too
+            for ipc in ipcs:
+                if store.get(f"{tag}-dm-estimated2-post-ipc{ipc}") is None:
+                    store.put(f"{tag}-dm-estimated2-post-ipc{ipc}", {"refused": f"the first T: {exc}"})
+            want_iter = False
+    if want_iter:
+        if store.own(f"{tag}-estimate2") is None:
+            keep = {}
+            distil_row(store, f"{tag}-dm-estimated-post-ipc10", prepared, res, args, 10, seed, counts, noise_model=est,
+                       correction_init="posterior", keep=keep)
+            est2, _ = teacher_set_model(store, f"{tag}-estimate2", keep["syn"], prepared, res,
+                                        derive_seed(seed, "teachers", 2))
+        else:
+            est2, _ = teacher_set_model(store, f"{tag}-estimate2", None, prepared, res, None)
     oracle = true_noise_model(prepared.noisy)
     for ipc in ipcs:
         distil_row(store, f"{tag}-random-ipc{ipc}", prepared, res, args, ipc, seed, counts, method="random")
@@ -259,6 +284,9 @@ def run_structured(store, res, args, noise, ipcs=(10, 50, 1)):
         if args.posterior_init and est is not None:
             distil_row(store, f"{tag}-dm-estimated-post-ipc{ipc}", prepared, res, args, ipc, seed, counts,
                        noise_model=est, correction_init="posterior")
+        if est2 is not None:
+            distil_row(store, f"{tag}-dm-estimated2-post-ipc{ipc}", prepared, res, args, ipc, seed, counts,
+                       noise_model=est2, correction_init="posterior")
         for d in others:
             for source, model in (("none", None), ("estimated", est), ("true", oracle)):
                 if source == "estimated" and model is None:
@@ -271,9 +299,9 @@ def longtail_prepared(ratio, args):
     from ddlnl.data import load_dataset
 
     ds = load_dataset("fashion-mnist")
-    keep = longtail_indices(ds.train.labels, ratio, seed=derive_seed(0, "longtail", ratio), n_max=args.lt_max)
+    keep = longtail_indices(ds.train.labels, ratio, seed=derive_seed(args.seed, "longtail", ratio), n_max=args.lt_max)
     ds = replace(ds, train=ds.train.subset(keep))
-    noisy = make_noise(parse_noise_spec("symmetric:0.4"), ds, derive_seed(0, "noise", ratio))
+    noisy = make_noise(parse_noise_spec("symmetric:0.4"), ds, derive_seed(args.seed, "noise", ratio))
     return Prepared(dataset=ds, noisy=noisy, noisy_train=ds.train.with_labels(noisy.noisy))
 
 
@@ -287,7 +315,7 @@ def run_longtail(store, res, args, ratio):
     counts = torch.bincount(prepared.noisy.clean, minlength=10).tolist()
     given = torch.bincount(prepared.noisy.noisy, minlength=10).tolist()
     baselines(store, tag, prepared, res, args, counts)
-    seed = derive_seed(0, "bench-longtail", ratio)
+    seed = derive_seed(args.seed, "bench-longtail", ratio)
     total = args.lt_total
     kept = store.get(f"{tag}-budgets")
     if kept is not None and kept.get("given_counts") not in (None, given):
@@ -313,6 +341,11 @@ def run_longtail(store, res, args, ratio):
 STRUCT_LABELS = {"random": "random subset", "dm-none": "DM (no remedy)", "dm-estimated": "DM + remedy (estimated T)",
                  "dm-true": "DM + remedy (ORACLE: true T)"}
 POST_LABEL = "DM + remedy (estimated T, posterior init)"
+ITER_LABEL = "DM + remedy (T re-estimated once, posterior init)"
+# The rows listed only where measured: (name key, label, verdict name).
+EXTRA_DM_ROWS = (("dm-estimated-post", POST_LABEL, "dm-estimated + posterior init"),
+                 ("dm-estimated2-post", ITER_LABEL, "dm-estimated, T re-estimated once + posterior init"))
+ESTIMATE_LINES = (("estimate", "(T estimate: "), ("estimate2", "(T re-estimated once: "))
 BASELINE_LABELS = {"converged": "baseline: converged CE", "early-stop": "baseline: early-stopped CE"}
 
 
@@ -333,6 +366,11 @@ def _d(a, b):
 
 
 # --------------------------------------------------------------- rows kept from a committed table
+
+
+def table_path(results: Path, kind: str) -> Path:
+    """``results/<kind>.md`` for seed 0, ``results/<kind>_seed<N>.md`` for ``--seed N``."""
+    return results / f"{kind}{SUFFIX}.md"
 
 
 def _table(path: Path) -> tuple[list[str], list[list[str]], list[str]]:
@@ -383,17 +421,18 @@ def read_legacy(results: Path) -> tuple[dict[str, dict], dict[str, dict[str, str
     the row's printed cells, ``run``: its run letter), and each file's runs (letter -> description)."""
     legacy: dict[str, dict] = {}
     runs = {}
-    header, rows, other = _table(results / "structured.md")
+    header, rows, other = _table(table_path(results, "structured"))
     runs["structured"] = _runs_of(other)
     for cells in rows:
         row = dict(zip(header, cells))
         noise, label, ipc = row["noise"], row["row"], row["IPC"]
-        if label.startswith("(T estimate"):
+        line = next((k for k, prefix in ESTIMATE_LINES if label.startswith(prefix)), None)
+        if line:
             run = row.get("run", "A")  # one T-estimate line per run that made one
-            legacy.setdefault(f"s-{noise}-estimate-notes", {})[run] = {"legacy": cells, "run": run, "text": label}
+            legacy.setdefault(f"s-{noise}-{line}-notes", {})[run] = {"legacy": cells, "run": run, "text": label}
             continue
         labels = {**{v: k for k, v in STRUCT_LABELS.items()},
-                  POST_LABEL: "dm-estimated-post",
+                  **{lab: key for key, lab, _ in EXTRA_DM_ROWS},
                   **{f"{d.upper()} (no remedy)": f"{d}-none" for d in EXTRA_DISTILLERS},
                   **{f"{d.upper()} + remedy (estimated T)": f"{d}-estimated" for d in EXTRA_DISTILLERS},
                   **{f"{d.upper()} + remedy (ORACLE: true T)": f"{d}-true" for d in EXTRA_DISTILLERS}}
@@ -403,7 +442,7 @@ def read_legacy(results: Path) -> tuple[dict[str, dict], dict[str, dict[str, str
         rec = _legacy_acc(row["accuracy (%)"])
         if rec is not None:
             legacy[name] = {**rec, "legacy": cells, "run": row.get("run", "A")}
-    header, rows, other = _table(results / "longtail.md")
+    header, rows, other = _table(table_path(results, "longtail"))
     runs["longtail"] = _runs_of(other)
     budgets: dict[str, dict] = {}
     for cells in rows:
@@ -434,8 +473,8 @@ def read_legacy(results: Path) -> tuple[dict[str, dict], dict[str, dict[str, str
 
 def check_same_settings(results: Path, sets: list[str]) -> None:
     """``--append`` adds rows only to tables made under the same overrides (their notes print them)."""
-    for name in ("structured.md", "longtail.md"):
-        path = results / name
+    for kind in ("structured", "longtail"):
+        path = table_path(results, kind)
         if not path.exists():
             continue
         m = re.search(r"Overrides: (\[.*?\])", path.read_text())
@@ -499,18 +538,20 @@ def write_structured(store, args, sets, runs, res):
                 rows.append([noise, label, str(ipc), _acc(rec), _d(_pts(rec), _pts(conv)), _d(_pts(rec), _pts(es)),
                              _d(_pts(rec), _pts(none)) if method.startswith("dm-") and method != "dm-none" else "-",
                              run_of(name, rec)])
-            post_name = f"{tag}-dm-estimated-post-ipc{ipc}"
-            post = store.get(post_name)
-            if post is not None:  # listed only where measured
+            for key, label, vname in EXTRA_DM_ROWS:
+                post_name = f"{tag}-{key}-ipc{ipc}"
+                post = store.get(post_name)
+                if post is None:  # listed only where measured
+                    continue
                 names.append(post_name)
                 if store.own(post_name) is None and "legacy" in post:
                     rows.append([*post["legacy"][:7], post.get("run", "A")])
                 else:
-                    rows.append([noise, POST_LABEL, str(ipc), _acc(post), _d(_pts(post), _pts(conv)),
+                    rows.append([noise, label, str(ipc), _acc(post), _d(_pts(post), _pts(conv)),
                                  _d(_pts(post), _pts(es)), _d(_pts(post), _pts(none)), run_of(post_name, post)])
                 if noise == "asymmetric:0.4" and ipc in (10, 50) and "mean" in post and conv and es and none:
                     ok = _pts(post) > max(_pts(conv), _pts(es)) and _pts(post) - _pts(none) >= 5
-                    verdict.append(f"IPC {ipc}, dm-estimated + posterior init: {_pts(post):.2f} vs converged "
+                    verdict.append(f"IPC {ipc}, {vname}: {_pts(post):.2f} vs converged "
                                    f"{_pts(conv):.2f}, early stop {_pts(es):.2f}, unremedied {_pts(none):.2f} -> goal "
                                    f"{'MET' if ok else 'NOT met'}")
             for d in EXTRA_DISTILLERS:
@@ -538,14 +579,15 @@ def write_structured(store, args, sets, runs, res):
                         ok = _pts(rec) > max(_pts(conv), _pts(es)) and _pts(rec) - _pts(none) >= 5
                         verdict.append(f"IPC {ipc}, {method}: {_pts(rec):.2f} vs converged {_pts(conv):.2f}, early stop "
                                        f"{_pts(es):.2f}, unremedied {_pts(none):.2f} -> goal {'MET' if ok else 'NOT met'}")
-        for run, note in sorted(store.legacy.get(f"{tag}-estimate-notes", {}).items()):
-            if run != letter or store.own(f"{tag}-estimate") is None:  # this run's own line comes from its record
-                rows.append([noise, note["text"], "", "", "", "", "", run])
-        est = store.own(f"{tag}-estimate")
-        if est:
-            names.append(f"{tag}-estimate")
-            rows.append([noise, f"(T estimate: rate {est['noise_rate']:.3f} vs realized {est['realized_rate']:.3f}, "
-                                f"max abs T error {est['max_abs_T_error']:.3f})", "", "", "", "", "", letter])
+        for line, prefix in ESTIMATE_LINES:
+            for run, note in sorted(store.legacy.get(f"{tag}-{line}-notes", {}).items()):
+                if run != letter or store.own(f"{tag}-{line}") is None:  # this run's own line comes from its record
+                    rows.append([noise, note["text"], "", "", "", "", "", run])
+            est = store.own(f"{tag}-{line}")
+            if est:
+                names.append(f"{tag}-{line}")
+                rows.append([noise, f"{prefix}rate {est['noise_rate']:.3f} vs realized {est['realized_rate']:.3f}, "
+                                    f"max abs T error {est['max_abs_T_error']:.3f})", "", "", "", "", "", letter])
     letter, run_lines = _runs_lines(store, runs, names, "structured")
     table = markdown_table(["noise", "row", "IPC", "accuracy (%)", "Δ converged", "Δ early stop", "Δ unremedied", "run"],
                            rows)
@@ -556,7 +598,7 @@ def write_structured(store, args, sets, runs, res):
              f"10k clean test set; 2 CPU cores shared with other jobs, so DM runs {args.dm_iterations} iterations (its "
              f"CPU preset has 300; the same for every DM row) and each set is evaluated by {args.n_runs} run(s) "
              f"({args.train_epochs} epochs, the common recipe); baselines: {args.baseline_epochs} epochs, 1 run, early stop on a 10% noisy "
-             f"validation split. Overrides: {sets}. One noise seed (0). Rows marked 'not run' were not reached before a "
+             f"validation split. Overrides: {sets}. One seed ({args.seed}: noise, subset, sets and evaluation{'' if args.seed else '; other seeds: structured_seedN.md'}). Rows marked 'not run' were not reached before a "
              f"session's deadline. Oracle rows use the realized T of the injected noise "
              f"(they need the clean labels): they bound what the remedy can do with a perfect T, and are not a usable method. "
              f"Estimated rows: T from ddlnl.estimate.estimate_noise on 3 teachers trained on the unremedied DM IPC-10 set of "
@@ -571,10 +613,12 @@ def write_structured(store, args, sets, runs, res):
              f"rows; their remedy is ddlnl.correction's (DANCE: unmixed inner-class targets and calibration toward T[c]; "
              f"DATM: forward-corrected experts). 'posterior init' rows: DM with the estimated T and correction_init=posterior "
              f"(initial images drawn among the samples whose P(true | x, given), from the same 3 teachers and T, is "
-             f"largest for the slot's class, instead of among the slot's given class). Rows of an earlier run are kept as written; a new row's Δ columns use "
+             f"largest for the slot's class, instead of among the slot's given class). 'T re-estimated once' rows: 3 new "
+             f"teachers trained on the posterior-init DM IPC-10 set give T and the posteriors again (their own T line), "
+             f"and DM runs with those (posterior init). Rows of an earlier run are kept as written; a new row's Δ columns use "
              f"the baselines' printed values. Nothing was tuned; no row is chosen by test accuracy.")
-    conclusions = kept_section(RESULTS / "structured.md", "Conclusions")
-    return write_result(RESULTS / "structured.md", "Structured noise: DM with and without the transition-matrix remedy",
+    conclusions = kept_section(table_path(RESULTS, "structured"), "Conclusions")
+    return write_result(table_path(RESULTS, "structured"), "Structured noise: DM with and without the transition-matrix remedy",
                         table, notes + ("\n\n" + conclusions if conclusions else ""))
 
 
@@ -636,8 +680,8 @@ def write_longtail(store, args, sets, runs):
              f"(the test set is balanced). DM {args.dm_iterations} iterations, {args.n_runs} evaluation run(s), baselines "
              f"{args.baseline_epochs} epochs x 1 run. Overrides: {sets}. A later run takes the budgets of an earlier one "
              f"from this table. Nothing tuned; nothing chosen by test accuracy.")
-    conclusions = kept_section(RESULTS / "longtail.md", "Conclusions")
-    return write_result(RESULTS / "longtail.md", "Long-tailed noisy Fashion-MNIST: per-class IPC budgets", table,
+    conclusions = kept_section(table_path(RESULTS, "longtail"), "Conclusions")
+    return write_result(table_path(RESULTS, "longtail"), "Long-tailed noisy Fashion-MNIST: per-class IPC budgets", table,
                         notes + ("\n\n" + conclusions if conclusions else ""))
 
 
@@ -677,7 +721,7 @@ def _base_config(cfg) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--root", default="runs/bench-structured")
+    ap.add_argument("--root", default=None, help="records (default runs/bench-structured, with --seed N ...-seedN)")
     ap.add_argument("--part", default="all", choices=["all", "structured", "longtail"])
     ap.add_argument("--no-run", action="store_true")
     ap.add_argument("--noises", type=_noise_list, default=STRUCTURED_NOISES,
@@ -691,6 +735,12 @@ def main() -> None:
     ap.add_argument("--posterior-init", action="store_true",
                     help="structured part: also DM + estimated T with correction_init=posterior (initial images chosen by "
                          "P(true | x, given))")
+    ap.add_argument("--iterate", action="store_true",
+                    help="structured part (with --posterior-init): also DM with T re-estimated once, from teachers on "
+                         "the posterior-init DM IPC-10 set")
+    ap.add_argument("--seed", type=int, default=0,
+                    help="noise, subset and every derived seed (default 0: structured.md / longtail.md; N writes "
+                         "structured_seedN.md / longtail_seedN.md)")
     ap.add_argument("--append", action="store_true",
                     help="keep the rows measured in the existing tables (not recomputed) and add the missing ones")
     ap.add_argument("--subset", type=int, default=2000)
@@ -705,20 +755,29 @@ def main() -> None:
     unknown = set(args.distillers) - {"dm", *EXTRA_DISTILLERS}
     if unknown or "dm" not in args.distillers:
         ap.error(f"--distillers: dm plus any of {', '.join(EXTRA_DISTILLERS)}, got {','.join(args.distillers)}")
+    if args.iterate and not args.posterior_init:
+        ap.error("--iterate re-estimates T from the posterior-init DM set: give --posterior-init too")
+    if args.seed < 0:
+        ap.error(f"--seed must be >= 0, got {args.seed}")
     globals()["RESULTS"] = Path(args.results)
+    globals()["SUFFIX"] = f"_seed{args.seed}" if args.seed else ""
+    if args.root is None:
+        args.root = "runs/bench-structured" + (f"-seed{args.seed}" if args.seed else "")
     torch.set_num_threads(1)
     res, sets = configs(args)
     args.train_epochs = res.train.epochs
     base = {"sets": sets, "n_runs": args.n_runs, "subset": args.subset, "lt_max": args.lt_max, "lt_total": args.lt_total,
-            "dm": _base_config(res.methods["dm"]), "train": asdict(res.train)}
+            "dm": _base_config(res.methods["dm"]), "train": asdict(res.train), **({"seed": args.seed} if args.seed else {})}
     legacy, runs = read_legacy(RESULTS) if args.append else ({}, {"structured": {}, "longtail": {}})
     if args.append:
         check_same_settings(RESULTS, sets)
     store = Store(Path(args.root), base, legacy)
 
-    def tables():
-        write_structured(store, args, sets, runs["structured"], res)
-        write_longtail(store, args, sets, runs["longtail"])
+    def tables():  # only the part(s) this run is about: the other table is left as it is
+        if args.part in ("all", "structured"):
+            write_structured(store, args, sets, runs["structured"], res)
+        if args.part in ("all", "longtail"):
+            write_longtail(store, args, sets, runs["longtail"])
 
     if not args.no_run:
         # Order (what finishes first is what a short run reports): the goal's setting first, then the
@@ -733,8 +792,9 @@ def main() -> None:
                 run_longtail(store, res, args, ratio)
                 tables()
     tables()
-    print((RESULTS / "structured.md").read_text())
-    print((RESULTS / "longtail.md").read_text())
+    for kind in ("structured", "longtail"):
+        if args.part in ("all", kind):
+            print(table_path(RESULTS, kind).read_text())
 
 
 if __name__ == "__main__":

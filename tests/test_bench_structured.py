@@ -98,3 +98,56 @@ def test_append_refuses_a_table_made_under_other_settings(tmp_path, monkeypatch)
     with pytest.raises(SystemExit, match="was made with the overrides"):
         _run(monkeypatch, "--no-run", "--append", "--dm-iterations", "300", "--results", str(res),
              "--root", str(tmp_path / "root"))
+
+
+ITERATED = STRUCTURED.replace(
+    "| asymmetric:0.4 | (T estimate:",
+    "| asymmetric:0.4 | DM (no remedy) | 50 | 71.60 ± 0.00 | -0.25 | -1.95 | - |\n"
+    "| asymmetric:0.4 | DM + remedy (T re-estimated once, posterior init) | 50 | 79.03 ± 0.00 | +7.18 | +5.48 | +7.43 |\n"
+    "| asymmetric:0.4 | (T re-estimated once: rate 0.194 vs realized 0.202, max abs T error 0.200) |  |  |  |  |  |\n"
+    "| asymmetric:0.4 | (T estimate:")
+
+
+def test_append_keeps_the_re_estimated_rows_and_their_estimate_line(tmp_path, monkeypatch):
+    res = _tables(tmp_path, ITERATED)
+    bench = runpy.run_path(str(SCRIPT))
+    legacy, _ = bench["read_legacy"](res)
+    assert legacy["s-asymmetric:0.4-dm-estimated2-post-ipc50"]["mean"] == pytest.approx(0.7903)
+    assert "A" in legacy["s-asymmetric:0.4-estimate2-notes"]
+    _run(monkeypatch, "--no-run", "--append", "--results", str(res), "--root", str(tmp_path / "root"))
+    rows = {(r[0], r[1], r[2]): r for r in _rows(res / "structured.md")}
+    assert rows[("asymmetric:0.4", "DM + remedy (T re-estimated once, posterior init)", "50")][3:] == \
+        ["79.03 ± 0.00", "+7.18", "+5.48", "+7.43", "A"]
+    lines = [r[1] for r in _rows(res / "structured.md") if r[0] == "asymmetric:0.4" and r[1].startswith("(T ")]
+    assert lines == ["(T estimate: rate 0.187 vs realized 0.202, max abs T error 0.320)",
+                     "(T re-estimated once: rate 0.194 vs realized 0.202, max abs T error 0.200)"]
+    text = (res / "structured.md").read_text()
+    # The goal's verdict is formed from the kept rows (above both baselines, >= 5 over the unremedied DM).
+    assert ("- IPC 50, dm-estimated, T re-estimated once + posterior init: 79.03 vs converged 71.85, early stop "
+            "73.55, unremedied 71.60 -> goal MET") in text
+
+
+def test_a_run_of_one_part_leaves_the_other_table_as_it_is(tmp_path, monkeypatch):
+    res = _tables(tmp_path)
+    longtail_before = (res / "longtail.md").read_bytes()
+    _run(monkeypatch, "--no-run", "--append", "--part", "structured", "--results", str(res), "--root", str(tmp_path / "r"))
+    assert (res / "longtail.md").read_bytes() == longtail_before
+    structured_before = (res / "structured.md").read_bytes()
+    _run(monkeypatch, "--no-run", "--append", "--part", "longtail", "--results", str(res), "--root", str(tmp_path / "r"))
+    assert (res / "structured.md").read_bytes() == structured_before
+    assert (res / "longtail.md").read_bytes() != longtail_before  # rewritten: runs lines, every ratio listed
+
+
+def test_another_seed_writes_its_own_tables(tmp_path, monkeypatch):
+    res = _tables(tmp_path)
+    before = {p.name: p.read_bytes() for p in res.iterdir()}
+    _run(monkeypatch, "--no-run", "--seed", "2", "--part", "structured", "--results", str(res), "--root", str(tmp_path / "r"))
+    assert {p.name: p.read_bytes() for p in res.iterdir() if p.name in before} == before
+    text = (res / "structured_seed2.md").read_text()
+    assert "One seed (2: noise, subset, sets and evaluation)" in text
+    assert not (res / "longtail_seed2.md").exists()
+
+
+def test_iterate_needs_posterior_init(tmp_path, monkeypatch):
+    with pytest.raises(SystemExit):
+        _run(monkeypatch, "--no-run", "--iterate", "--results", str(tmp_path), "--root", str(tmp_path / "r"))
