@@ -423,3 +423,74 @@ def test_dm_posterior_init_starts_the_receiving_class_from_its_clean_images():
     with pytest.raises(ConfigError, match="needs per-sample posteriors"):
         dm.distill(train, 2, DMConfig(**base, correction_init="posterior"), seed=0, num_classes=3,
                    noise_model=NoiseModel(t, np.full(3, 1 / 3), "estimated"))
+
+
+def test_the_teacher_set_of_a_posterior_init_job_is_plain_dm():
+    """The estimated route's teacher set is DM without the remedy: a job asking for the posterior
+    init and a re-estimate gets a teacher config that is valid (not posterior init without a T)."""
+    from dataclasses import replace
+
+    from ddlnl.job import JobConfig, resolve_job
+    from ddlnl.remedy import teacher_dm_config
+
+    resolved = resolve_job(replace(JobConfig(), methods=("dm",), preset="cpu"),
+                           ["dm.noise_correction=estimated", "dm.correction_init=posterior", "dm.correction_rounds=2"])
+    cfg = teacher_dm_config(resolved)
+    cfg.check()
+    assert (cfg.noise_correction, cfg.correction_init, cfg.correction_rounds) == ("none", "given", 1)
+
+
+def test_correction_rounds_2_re_estimates_T_from_teachers_on_the_remedied_set(monkeypatch, tmp_path):
+    """Round 2: a second DM set at TEACHER_IPC distilled WITH the first estimate (the job's
+    correction_init) trains new teachers (another seed); their estimate is the one returned.
+    Round 1 returns the first estimate, from the unremedied set."""
+    from dataclasses import replace
+
+    import ddlnl.remedy as remedy
+    from ddlnl.job import JobConfig, resolve_job
+    from ddlnl.methods import dm as dm_module
+    from ddlnl.pipeline import prepare_data
+
+    job = replace(JobConfig(), methods=("dm",), preset="cpu", noise="asymmetric:0.4", train_subset=200)
+    prepared = prepare_data(job)
+    distilled, estimated = [], []
+
+    def fake_distill(train, ipc, cfg, *, seed, num_classes, device="cpu", noise_model=None, progress=False):
+        distilled.append((cfg, noise_model))
+        return SimpleSyn(len(distilled))
+
+    def fake_estimate(syn, noisy_train, train_cfg, *, num_classes, seed, device="cpu", n_teachers=3):
+        estimated.append((syn.n, seed))
+        t = np.full((num_classes, num_classes), 0.02) + np.eye(num_classes) * (0.8 - 0.1 * len(estimated))
+        return NoiseModel(t / t.sum(1, keepdims=True), np.full(num_classes, 1 / num_classes), "estimated",
+                          sample_posterior=np.full((len(noisy_train.labels), num_classes), 1 / num_classes))
+
+    monkeypatch.setattr(dm_module, "distill", fake_distill)
+    monkeypatch.setattr(remedy, "estimated_noise_model", fake_estimate)
+    for rounds, init in ((1, "given"), (2, "posterior")):
+        distilled.clear()
+        estimated.clear()
+        resolved = resolve_job(job, ["dm.noise_correction=estimated", f"dm.correction_init={init}",
+                                     f"dm.correction_rounds={rounds}"], image_size=(28, 28))
+        model = remedy.noise_model_for_job(resolved, prepared, resolved.methods["dm"])
+        assert distilled[0][0].noise_correction == "none" and distilled[0][1] is None  # round 1: unremedied set
+        assert len(distilled) == rounds and len(estimated) == rounds
+        if rounds == 2:
+            cfg2, first = distilled[1]
+            assert (cfg2.noise_correction, cfg2.correction_init) == ("estimated", "posterior")
+            assert first is not None and first.transition[0, 0] == pytest.approx((0.7 + 0.02) / (0.7 + 0.2))
+            assert estimated[1][0] == 2 and estimated[1][1] != estimated[0][1]  # new teachers, on set 2
+        assert model.transition[0, 0] == pytest.approx((0.8 - 0.1 * rounds + 0.02) / (0.8 - 0.1 * rounds + 0.2))
+    with pytest.raises(ConfigError, match="correction_rounds=2 re-estimates T"):
+        DMConfig(correction_rounds=2, noise_correction="true").check()
+    with pytest.raises(ConfigError, match="use 1 or 2"):
+        DMConfig(correction_rounds=3, noise_correction="estimated").check()
+
+
+class SimpleSyn:
+    def __init__(self, n):
+        self.n = n
+        self.meta = {}
+
+    def save(self, path):
+        raise AssertionError("no out directory was given: nothing is saved")

@@ -5,10 +5,17 @@
 preset config when the job runs DANCE or DATM alone: :func:`teacher_dm_config`) score the
 given labels, and :func:`ddlnl.estimate.estimate_noise` reads ``T`` and the class prior off them
 (anchor points). ``true``: the realized ``T`` of the injected noise (an oracle).
+
+``correction_rounds=2`` (DM) re-estimates ``T`` once: a second DM set at :data:`TEACHER_IPC`,
+remedied with the first estimate (the job's ``correction_init``), trains :data:`N_TEACHERS` new
+teachers, and their ``T`` and posteriors are the ones the method uses. Teachers trained on a set
+that no longer carries the structured noise read the flips better than teachers trained on one that
+does (measured in ``benchmarks/results/structured.md``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -60,7 +67,8 @@ def teacher_dm_config(resolved: Any, image_size: tuple[int, int] | None = None) 
         size = image_size or KNOWN_IMAGE_SIZES.get(resolved.job.dataset)
         if size is not None:
             cfg = _fit(cfg, size)
-    return replace(cfg, noise_correction="none")
+    # Without the remedy, its other settings are neutral too (a posterior init needs an estimated T).
+    return replace(cfg, noise_correction="none", correction_init="given", correction_rounds=1)
 
 
 def noise_model_for_job(resolved: Any, prepared: Any, mcfg: Any, *, device: torch.device | str = "cpu",
@@ -83,22 +91,34 @@ def noise_model_for_job(resolved: Any, prepared: Any, mcfg: Any, *, device: torc
     resolved = fit_to_images(resolved, prepared.dataset.image_size)
     dm_cfg = teacher_dm_config(resolved, prepared.dataset.image_size)
     job = resolved.job
-    key = json.dumps([job.data_identity(), TEACHER_IPC, asdict(dm_cfg)], sort_keys=True, default=str)
-    path = None if out is None else Path(out) / f"teacher-dm-ipc{TEACHER_IPC}.safetensors"
-    syn = None
-    if path is not None and path.exists():
-        try:
-            syn = load_synthetic(path)
-        except DataError:
-            syn = None
-        if syn is not None and syn.meta.get("key") != key:
-            syn = None
-    if syn is None:
-        syn = dm.distill(prepared.noisy_train, TEACHER_IPC, dm_cfg, seed=derive_seed(job.seed, "distill", "dm", TEACHER_IPC),
-                         num_classes=prepared.dataset.num_classes, device=device)
+    num_classes = prepared.dataset.num_classes
+
+    def teacher_set(name: str, cfg: Any, noise_model: NoiseModel | None, key_parts: list) -> Any:
+        """DM at TEACHER_IPC under ``cfg``, kept in ``out/name`` while made under the same key."""
+        key = json.dumps([job.data_identity(), TEACHER_IPC, asdict(cfg), *key_parts], sort_keys=True, default=str)
+        path = None if out is None else Path(out) / name
+        if path is not None and path.exists():
+            try:
+                syn = load_synthetic(path)
+            except DataError:
+                syn = None
+            if syn is not None and syn.meta.get("key") == key:
+                return syn
+        syn = dm.distill(prepared.noisy_train, TEACHER_IPC, cfg, seed=derive_seed(job.seed, "distill", "dm", TEACHER_IPC),
+                         num_classes=num_classes, device=device, noise_model=noise_model)
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
             syn.meta["key"] = key
             syn.save(path)
-    return estimated_noise_model(syn, prepared.noisy_train, resolved.train, num_classes=prepared.dataset.num_classes,
-                                 seed=derive_seed(job.seed, "correction-teachers"), device=device)
+        return syn
+
+    syn = teacher_set(f"teacher-dm-ipc{TEACHER_IPC}.safetensors", dm_cfg, None, [])
+    est = estimated_noise_model(syn, prepared.noisy_train, resolved.train, num_classes=num_classes,
+                                seed=derive_seed(job.seed, "correction-teachers"), device=device)
+    if getattr(mcfg, "correction_rounds", 1) == 2:
+        cfg2 = replace(dm_cfg, noise_correction="estimated", correction_init=getattr(mcfg, "correction_init", "given"))
+        first = hashlib.sha256(np.ascontiguousarray(est.transition, dtype=np.float64).tobytes()).hexdigest()[:16]
+        syn2 = teacher_set(f"teacher-dm-ipc{TEACHER_IPC}-round2.safetensors", cfg2, est, ["round2", first])
+        est = estimated_noise_model(syn2, prepared.noisy_train, resolved.train, num_classes=num_classes,
+                                    seed=derive_seed(job.seed, "correction-teachers", 2), device=device)
+    return est

@@ -72,13 +72,17 @@ class DMConfig:
     # class, drawn at random among those whose posterior argmax is that class (topped up by the
     # highest posterior), so that a flipped image does not start in the class it was flipped into.
     correction_init: str = "given"
+    # With noise_correction=estimated: 1 (T from teachers on the unremedied DM set) | 2: T
+    # re-estimated once (ddlnl.remedy.noise_model_for_job): 3 new teachers, trained on the DM set
+    # remedied with the first T (this config's correction_init), give T and the posteriors again.
+    correction_rounds: int = 1
 
     # ddlnl option, not in DM: "bf16" embeds under bfloat16 autocast (ddlnl.precision); "fp32" is
     # the exact path, as main_DM.py.
     precision: str = "fp32"
 
     KEY_NEUTRAL: ClassVar[dict[str, object]] = {"noise_correction": "none", "precision": "fp32",
-                                                "correction_init": "given"}
+                                                "correction_init": "given", "correction_rounds": 1}
 
     # Smaller settings for a 2-core CPU: DM's images move most in the first few hundred iterations
     # (measured on Fashion-MNIST: 81 iterations already took IPC 10 from 37% to 68% at 60% noise), and the class
@@ -98,6 +102,10 @@ class DMConfig:
         if self.correction_init == "posterior" and (self.noise_correction != "estimated" or self.init != "real"):
             raise ConfigError("dm: correction_init=posterior needs noise_correction=estimated (its per-sample "
                               "posteriors) and init=real")
+        if self.correction_rounds not in (1, 2):
+            raise ConfigError(f"dm: correction_rounds {self.correction_rounds!r}: use 1 or 2 (T re-estimated once)")
+        if self.correction_rounds == 2 and self.noise_correction != "estimated":
+            raise ConfigError("dm: correction_rounds=2 re-estimates T: it needs noise_correction=estimated")
 
 
 def class_matching_loss(net: torch.nn.Module, real: torch.Tensor, syn: torch.Tensor) -> torch.Tensor:
