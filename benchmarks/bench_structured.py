@@ -66,7 +66,7 @@ IPCS = (1, 10, 50)
 RATIOS = (10, 100)
 RULES = ("uniform", "proportional", "clean")
 # Distillers besides DM whose remedy rows --distillers adds (their CPU presets, unchanged).
-EXTRA_DISTILLERS = ("dance", "datm")
+EXTRA_DISTILLERS = ("dance", "datm", "rcig")
 
 
 def configs(args):
@@ -176,7 +176,7 @@ def distil_row(store, name, prepared, res, args, ipc, seed, train_counts, method
 
 
 def other_distiller_row(store, name, method, prepared, res, args, ipc, seed, train_counts, noise_model=None):
-    """A DANCE or DATM row (its CPU preset; ``noise_model`` turns its remedy on), evaluated as the DM rows."""
+    """A DANCE, DATM or RCIG row (its CPU preset; ``noise_model`` turns its remedy on), evaluated as the DM rows."""
     from ddlnl.methods import get_method
 
     rec = store.get(name)
@@ -188,7 +188,7 @@ def other_distiller_row(store, name, method, prepared, res, args, ipc, seed, tra
         try:
             unmixing_matrix(noise_model)
         except UserError as exc:
-            if method == "dance":  # DANCE unmixes; DATM's forward correction needs no inverse
+            if method == "dance":  # DANCE unmixes; DATM's and RCIG's forward correction needs no inverse
                 return store.put(name, {"refused": str(exc), "noise_model": noise_model.to_dict()})
     t0 = time.perf_counter()
     extra = {"noise_model": noise_model} if noise_model is not None else {}
@@ -604,14 +604,16 @@ def write_structured(store, args, sets, runs, res):
              f"Estimated rows: T from ddlnl.estimate.estimate_noise on 3 teachers trained on the unremedied DM IPC-10 set of "
              f"the same setting (a later run that adds estimated rows re-makes that set, and prints its own T estimate line); "
              f"'refused' = the estimated P(true | given) was too close to singular to invert "
-             f"(ddlnl.correction.MAX_UNMIXING_NORM). DANCE / DATM rows (where measured): their CPU presets unchanged "
+             f"(ddlnl.correction.MAX_UNMIXING_NORM). DANCE / DATM / RCIG rows (where measured): their CPU presets unchanged "
              f"(DANCE: {res.methods['dance'].iterations} iterations, {res.methods['dance'].num_pretrained} models pre-trained "
              f"{res.methods['dance'].pretrain_epochs} epochs, width {res.methods['dance'].width}, factor "
              f"{res.methods['dance'].factor}: IPC counts stored images, each decoded into {res.methods['dance'].factor ** 2}; "
              f"DATM: {res.methods['datm'].iterations} iterations, {res.methods['datm'].num_experts} experts x "
-             f"{res.methods['datm'].expert_train_epochs} epochs, width {res.methods['datm'].width}), the same T as the DM "
+             f"{res.methods['datm'].expert_train_epochs} epochs, width {res.methods['datm'].width}; RCIG: "
+             f"{res.methods['rcig'].iterations} iterations, width {res.methods['rcig'].width}, pool "
+             f"{res.methods['rcig'].pool_size}), the same T as the DM "
              f"rows; their remedy is ddlnl.correction's (DANCE: unmixed inner-class targets and calibration toward T[c]; "
-             f"DATM: forward-corrected experts). 'posterior init' rows: DM with the estimated T and correction_init=posterior "
+             f"DATM: forward-corrected experts; RCIG: forward-corrected outer loss on the real batches). 'posterior init' rows: DM with the estimated T and correction_init=posterior "
              f"(initial images drawn among the samples whose P(true | x, given), from the same 3 teachers and T, is "
              f"largest for the slot's class, instead of among the slot's given class). 'T re-estimated once' rows: 3 new "
              f"teachers trained on the posterior-init DM IPC-10 set give T and the posteriors again (their own T line), "

@@ -4,10 +4,12 @@ to its clean embedding mean (DANCE's calibration targets the rows of T); DATM's 
 forward-corrected loss; methods without it refuse the option."""
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from ddlnl.correction import NoiseModel, given_posterior, true_noise_model, unmix_means, unmixing_matrix
 from ddlnl.data import LabeledTensors
@@ -147,12 +149,12 @@ def test_default_off_and_unsupported_methods_refuse():
     assert method_config("dm", overrides=["noise_correction=estimated"]).noise_correction == "estimated"
     with pytest.raises(ConfigError, match="noise_correction"):
         method_config("dm", overrides=["noise_correction=maybe"])
-    for name in ("dance", "datm"):
+    for name in ("dance", "datm", "rcig"):
         assert method_config(name).noise_correction == "none"
         assert method_config(name, overrides=["noise_correction=true"]).noise_correction == "true"
         with pytest.raises(ConfigError, match="noise_correction"):
             method_config(name, overrides=["noise_correction=maybe"])
-    for name in ("rcig", "random"):
+    for name in ("random",):
         with pytest.raises(ConfigError, match=f"{name} does not support noise_correction"):
             method_config(name, overrides=["noise_correction=true"])
 
@@ -169,9 +171,9 @@ def test_run_refuses_correction_for_unsupported_method_and_runs_the_oracle(tmp_p
     cells = json.loads((out / "results.json").read_text())["cells"]
     assert all(c["config"]["method"]["noise_correction"] == "true" for c in cells if c["cell"]["method"] == "dm")
     capsys.readouterr()
-    assert main(["run", "--out", str(tmp_path / "x"), "--methods", "rcig", *TINY,
-                 "--set", "rcig.noise_correction=true"]) == 2
-    assert "rcig does not support noise_correction" in _error_line(capsys)
+    assert main(["run", "--out", str(tmp_path / "x"), "--methods", "random", *TINY,
+                 "--set", "random.noise_correction=true"]) == 2
+    assert "random does not support noise_correction" in _error_line(capsys)
 
 
 @pytest.mark.slow
@@ -348,7 +350,7 @@ def test_dance_remedy_off_by_default_and_needs_a_noise_model():
         dance.distill(LabeledTensors(images, noisy), 1, cfg, seed=0, num_classes=3)
 
 
-def test_run_gives_dance_and_datm_the_oracle_T(tmp_path, capsys):
+def test_run_gives_dance_datm_and_rcig_the_oracle_T(tmp_path, capsys):
     """``ddlnl run --set dance.noise_correction=true`` / ``datm...``: the job hands the distiller the
     realized T of its noise (recorded in the set's meta), as it does DM."""
     from ddlnl.cli import main
@@ -358,7 +360,9 @@ def test_run_gives_dance_and_datm_the_oracle_T(tmp_path, capsys):
             "--set", "baseline.width=8", "--n-runs", "1", "--ipc", "1", "--no-early-stop", "--quiet"]
     methods = {"dance": ["iterations=1", "num_pretrained=1", "pretrain_epochs=1", "width=8", "batch_real=8"],
                "datm": ["iterations=1", "num_experts=1", "expert_train_epochs=2", "max_start_epoch=1",
-                        "current_max_start_epoch=1", "width=8", "syn_steps=2"]}
+                        "current_max_start_epoch=1", "width=8", "syn_steps=2"],
+               "rcig": ["iterations=1", "pool_size=1", "width=8", "batch_real=8", "inner_steps=2", "hinv_steps=2",
+                        "inner_lr=0.001", "hinv_lr=0.001"]}
     for name, sets in methods.items():
         out = tmp_path / name
         argv = ["run", "--out", str(out), "--methods", name, "--noise", "pairflip:0.3", *tiny,
@@ -494,3 +498,59 @@ class SimpleSyn:
 
     def save(self, path):
         raise AssertionError("no out directory was given: nothing is saved")
+
+
+# ------------------------------------------------------------------------------ RCIG remedy
+
+
+def test_rcig_forward_corrected_outer_loss_prefers_the_clean_prediction(monkeypatch):
+    """The remedy's outer loss is ``-mean log (softmax(z) @ T)[given]``: with the true T of a 0 -> 1
+    flip at 0.4, predicting the clean class for class-0 images costs less than reproducing the
+    noise, where the plain cross-entropy prefers the noise; identity T is the plain loss."""
+    from ddlnl.methods.rcig import losses
+
+    given = torch.tensor([0] * 6 + [1] * 4)  # ten class-0 images, 40% labelled 1
+    targets = F.one_hot(given, 2).float()
+    t = torch.tensor(_asym_T(2, 0.4, [(0, 1)]), dtype=torch.float32)
+    clean_logits = torch.tensor([[6.0, -6.0]]).repeat(10, 1)
+    noisy_logits = torch.log(torch.tensor([[0.6, 0.4]])).repeat(10, 1)
+
+    def loss(logits, transition):
+        monkeypatch.setattr(losses, "outer_predictions", lambda *a, **k: logits)
+        return float(losses.outer_loss(None, None, torch.eye(2), torch.zeros(()), None, None, targets, 1.0,
+                                       margin=False, transition=transition)[0])
+
+    p = torch.softmax(clean_logits, 1) @ t  # independent: the noisy-label distribution of the clean prediction
+    expected = float(-torch.log(p[torch.arange(10), given]).mean())
+    assert loss(clean_logits, t) == pytest.approx(expected, rel=1e-5)
+    assert loss(clean_logits, t) < loss(noisy_logits, t)
+    assert loss(clean_logits, None) > loss(noisy_logits, None)
+    assert loss(noisy_logits, torch.eye(2)) == pytest.approx(loss(noisy_logits, None), rel=1e-6)
+
+
+def test_rcig_with_the_remedy_hands_T_to_every_outer_step(monkeypatch):
+    from ddlnl.methods import rcig
+    from ddlnl.methods.rcig import loop
+
+    images, _, noisy, t = _two_pattern_data(n=20)
+    train = LabeledTensors(images, noisy)
+    cfg = rcig.RCIGConfig(iterations=3, pool_size=1, width=8, batch_real=16, inner_steps=2, hinv_steps=2,
+                          inner_lr=1e-3, hinv_lr=1e-3, use_flip=False, noise_correction="true")
+    with pytest.raises(ConfigError, match="needs a noise model"):
+        rcig.distill(train, 2, cfg, seed=0, num_classes=3)
+    seen = []
+    real_step = loop.outer_step
+
+    def spy(*a, transition=None, **k):
+        seen.append(transition)
+        return real_step(*a, transition=transition, **k)
+
+    monkeypatch.setattr(loop, "outer_step", spy)
+    model = NoiseModel(t, np.full(3, 1 / 3), "true")
+    syn = rcig.distill(train, 2, cfg, seed=0, num_classes=3, noise_model=model)
+    assert len(seen) == 3 and all(s is not None and np.allclose(s.numpy(), t) for s in seen)
+    assert syn.meta["noise_model"]["source"] == "true"
+    seen.clear()
+    plain = rcig.distill(train, 2, replace(cfg, noise_correction="none"), seed=0, num_classes=3, noise_model=model)
+    assert seen == [None, None, None] and "noise_model" not in plain.meta
+    assert not torch.allclose(syn.images, plain.images)  # the corrected loss moves the set differently

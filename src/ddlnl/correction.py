@@ -81,7 +81,7 @@ __all__ = [
 # Values of a method's ``noise_correction`` field: "none" (off, the default), or the source of T.
 CORRECTION_SOURCES = ("none", "estimated", "true")
 # Methods with a ``noise_correction`` field.
-SUPPORTED_METHODS = ("dance", "datm", "dm")
+SUPPORTED_METHODS = ("dance", "datm", "dm", "rcig")
 # A given-class blend whose inverse weights exceed this norm in some row is refused: the corrected
 # target would be mostly sampling noise (the norm is 3.6 at a 0.4 swap and 9.5 at 0.45; 10 keeps
 # every rate < 0.45 of a two-class swap).

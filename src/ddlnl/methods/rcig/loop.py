@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...augment import fit_zca_space
+from ...correction import NoiseModel, check_noise_model
 from ...data import LabeledTensors
 from ...models import create_model
 from ...synthetic import SyntheticSet
@@ -114,7 +115,7 @@ def _diverged(values: list[float]) -> bool:
 
 def tune_learning_rates(lin: LinearizedNet, images: torch.Tensor, labels: torch.Tensor,
                         real_images: torch.Tensor, real_targets: torch.Tensor, cfg: RCIGConfig,
-                        l2: float) -> tuple[float, float]:
+                        l2: float, transition: torch.Tensor | None = None) -> tuple[float, float]:
     """RCIG's start-up search (``distill_dataset.main``): from 1e-5 (inner) and 5e-5 (Hessian
     inverse), multiply by 1.2 after each run while the run's loss curve decreases at every step;
     then multiply by 0.7. The Hessian-inverse search uses the tuned inner lr. Returns
@@ -129,7 +130,7 @@ def tune_learning_rates(lin: LinearizedNet, images: torch.Tensor, labels: torch.
         delta = solve_inner(support, cfg.inner_steps, inner_lr, cfg.solver)[0]
         delta = {k: v.requires_grad_(True) for k, v in delta.items()}
         loss, _ = outer_loss(lin, xs, ys, torch.zeros((), dtype=xs.dtype, device=xs.device), delta,
-                             real_images, real_targets, l2, margin=False)
+                             real_images, real_targets, l2, margin=False, transition=transition)
         g = dict(zip(delta, torch.autograd.grad(loss, list(delta.values()))))
         hinv_lr = _search_lr(HINV_LR_START, lambda lr: solve_hinv(support, g, cfg.hinv_steps, lr)[1])
     return float(inner_lr), float(hinv_lr)
@@ -158,8 +159,12 @@ def _one_hot(labels: torch.Tensor, num_classes: int, dtype: torch.dtype) -> torc
 
 
 def distill(train: LabeledTensors, ipc: int, cfg: RCIGConfig = RCIGConfig(), *, seed: int,
-            num_classes: int, device: torch.device | str = "cpu", progress: bool = False) -> SyntheticSet:
+            num_classes: int, device: torch.device | str = "cpu", progress: bool = False,
+            noise_model: NoiseModel | None = None) -> SyntheticSet:
     """Distil ``train`` (noisy hard labels) into ``ipc`` images per class with RCIG.
+
+    ``noise_model``: ``T`` for ``cfg.noise_correction`` (required when it is on; ignored when off):
+    the outer loss on every real batch is forward-corrected by ``T`` (:func:`outer_loss`).
 
     Returns:
         SyntheticSet with ``num_classes * ipc`` images (class-major initial order: slot ``k``
@@ -177,6 +182,10 @@ def distill(train: LabeledTensors, ipc: int, cfg: RCIGConfig = RCIGConfig(), *, 
     """
     cfg.check()
     device = torch.device(device)
+    transition = None
+    if cfg.noise_correction != "none":
+        model = check_noise_model("rcig", cfg.noise_correction, noise_model, num_classes)
+        transition = torch.as_tensor(model.transition, dtype=torch.float32, device=device)
     if device.type == "cpu":
         # Every outer step allocates the support Jacobian (N K x P) and the real batch's
         # activations afresh; without this, glibc maps and unmaps each such tensor of 32 MiB or
@@ -224,7 +233,7 @@ def distill(train: LabeledTensors, ipc: int, cfg: RCIGConfig = RCIGConfig(), *, 
     elif inner_lr is None or hinv_lr is None:
         xt, yt = real_batch()
         inner_lr, hinv_lr = tune_learning_rates(LinearizedNet(pool[0].net), images, labels, xt, yt,
-                                                cfg, l2)
+                                                cfg, l2, transition)
     lr_start = (inner_lr, hinv_lr)
 
     params = [images, labels, log_temp]
@@ -241,7 +250,7 @@ def distill(train: LabeledTensors, ipc: int, cfg: RCIGConfig = RCIGConfig(), *, 
                           inner_steps=cfg.inner_steps, inner_lr=inner_lr, hinv_steps=cfg.hinv_steps,
                           hinv_lr=hinv_lr, solver=cfg.solver, use_flip=cfg.use_flip,
                           margin=cfg.label_margin, clip_implicit=cfg.clip_implicit,
-                          jacobian_mb=cfg.jacobian_mb)
+                          jacobian_mb=cfg.jacobian_mb, transition=transition)
         opt.step([step.grad_images, step.grad_labels, step.grad_log_temp])
         with torch.no_grad():  # EMA (reference get_updated_ema, order 1); bias-corrected after the loop
             for p, hid in zip(params, ema_hidden):
@@ -283,6 +292,7 @@ def distill(train: LabeledTensors, ipc: int, cfg: RCIGConfig = RCIGConfig(), *, 
                               "raw_labels": out_raw.tolist(), "label_scale": scale, "l2": l2,
                               "inner_lr": [lr_start[0], inner_lr], "hinv_lr": [lr_start[1], hinv_lr],
                               "init_indices": init_idx.tolist(),
+                              **({"noise_model": model.to_dict()} if transition is not None else {}),
                               "seconds": time.perf_counter() - start_time,
                               **({"image_space": "zca", "zca": zca_space.describe()} if zca_space is not None
                                  else {"image_space": "normalised"})})

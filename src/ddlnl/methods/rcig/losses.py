@@ -53,19 +53,26 @@ def label_margin(labels: torch.Tensor) -> torch.Tensor:
 
 def outer_loss(lin: LinearizedNet, images: torch.Tensor, labels: torch.Tensor, log_temp: torch.Tensor,
                delta: Params, real_images: torch.Tensor, real_targets: torch.Tensor, l2: float,
-               margin: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+               margin: bool = True, transition: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Platt-scaled cross-entropy on a real batch, and the batch accuracy.
 
     Args:
         real_targets: ``M x K`` one-hot (rows are probabilities) labels of ``real_images``.
         log_temp: scalar; logits are ``exp(log_temp) * outer_predictions``.
         margin: subtract :func:`label_margin` of ``labels``.
+        transition: ``K x K`` ``T[i, j] = P(given = j | true = i)`` (the structured-noise remedy,
+            ``noise_correction``; not in RCIG): the cross-entropy is forward-corrected (Patrini et
+            al., CVPR 2017), ``-sum_j t_j log (softmax(logits) @ T)_j``, so the synthetic set's
+            predictions are read as ``P(true | x)`` and only ``T`` explains the flips of the batch.
 
     Returns:
         ``(loss, accuracy)``, both 0-d tensors; the loss is differentiable in everything.
     """
     preds = outer_predictions(lin, images, labels, delta, real_images, l2)
-    loss = -(real_targets * F.log_softmax(preds * log_temp.exp(), dim=1)).sum(1).mean()
+    log_p = F.log_softmax(preds * log_temp.exp(), dim=1)
+    if transition is not None:  # log (p @ T) in log space: zero entries of T are exact
+        log_p = torch.logsumexp(log_p.unsqueeze(2) + torch.log(transition.to(log_p)).unsqueeze(0), dim=1)
+    loss = -(real_targets * log_p).sum(1).mean()
     if margin:
         loss = loss - label_margin(labels)
     acc = (preds.argmax(1) == real_targets.argmax(1)).float().mean()

@@ -124,7 +124,7 @@ def outer_step(lin: LinearizedNet, images: torch.Tensor, labels: torch.Tensor, l
                real_images: torch.Tensor, real_targets: torch.Tensor, *, l2: float, inner_steps: int,
                inner_lr: float, hinv_steps: int, hinv_lr: float, solver: str = "adam",
                use_flip: bool = False, margin: bool = True, clip_implicit: bool = True,
-               jacobian_mb: float | None = 0.0) -> OuterStep:
+               jacobian_mb: float | None = 0.0, transition: torch.Tensor | None = None) -> OuterStep:
     """RCIG's meta-gradient for one network and one real batch (``algorithms.do_meta_train_step``).
 
     1. ``Delta*``: ``inner_steps`` of ``solver`` on :func:`inner_loss` from ``Delta = 0``.
@@ -141,6 +141,7 @@ def outer_step(lin: LinearizedNet, images: torch.Tensor, labels: torch.Tensor, l
         use_flip: append horizontally flipped copies of the support set (labels repeated).
         clip_implicit: clip the implicit gradient to the direct one's norm (per tensor).
         jacobian_mb: see :class:`RCIGConfig` (speed only).
+        transition: forward-correct the outer loss with this ``T`` (:func:`outer_loss`).
     """
     x = images.detach().requires_grad_(True)
     y = labels.detach().requires_grad_(True)
@@ -151,7 +152,7 @@ def outer_step(lin: LinearizedNet, images: torch.Tensor, labels: torch.Tensor, l
 
     delta_req = {k: v.detach().requires_grad_(True) for k, v in delta.items()}
     xs, ys = _with_flips(x, y, use_flip)
-    loss, acc = outer_loss(lin, xs, ys, t, delta_req, real_images, real_targets, l2, margin)
+    loss, acc = outer_loss(lin, xs, ys, t, delta_req, real_images, real_targets, l2, margin, transition)
     grads = torch.autograd.grad(loss, [x, y, t, *delta_req.values()])
     direct_x, direct_y, grad_t = grads[:3]
     g_delta = dict(zip(delta_req, (g.detach() for g in grads[3:])))
