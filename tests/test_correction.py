@@ -554,3 +554,26 @@ def test_rcig_with_the_remedy_hands_T_to_every_outer_step(monkeypatch):
     plain = rcig.distill(train, 2, replace(cfg, noise_correction="none"), seed=0, num_classes=3, noise_model=model)
     assert seen == [None, None, None] and "noise_model" not in plain.meta
     assert not torch.allclose(syn.images, plain.images)  # the corrected loss moves the set differently
+
+
+@pytest.mark.slow
+def test_run_with_T_re_estimated_once(tmp_path, capsys):
+    """``ddlnl run --set dm.noise_correction=estimated --set dm.correction_init=posterior --set
+    dm.correction_rounds=2``: the job makes both teacher sets (the second remedied with the first
+    estimate) and the cell's set records the second T (~100 s)."""
+    from ddlnl.cli import main
+    from ddlnl.synthetic import load_synthetic
+    from test_cli import TINY
+
+    out = tmp_path / "rounds2"
+    argv = ["run", "--out", str(out), "--methods", "dm", "--noise", "pairflip:0.3", *TINY,
+            "--set", "dm.iterations=20", "--set", "train.epochs=300", "--set", "dm.noise_correction=estimated",
+            "--set", "dm.correction_init=posterior", "--set", "dm.correction_rounds=2"]
+    assert main(argv) == 0, capsys.readouterr().err
+    kept = sorted(p.name for p in (out / "synthetic" / "correction").iterdir())
+    assert kept == ["teacher-dm-ipc10-round2.safetensors", "teacher-dm-ipc10.safetensors"]
+    second = load_synthetic(out / "synthetic" / "correction" / "teacher-dm-ipc10-round2.safetensors")
+    assert second.meta["noise_model"]["source"] == "estimated"  # distilled with the first estimate
+    syn = load_synthetic(out / "synthetic" / "dm-ipc1.safetensors")
+    assert syn.meta["noise_model"]["source"] == "estimated"
+    assert syn.meta["config"]["correction_rounds"] == 2
