@@ -46,6 +46,11 @@ Deviations from the reference, each deliberate:
     optimiser state, whose step count only changes Adam's bias correction);
   * ``solver="cg"`` (conjugate gradients, exact for the quadratic) is offered for tests/ablations.
 
+ddlnl option, not in RCIG: ``noise_correction`` (off by default), the structured-noise remedy of
+:mod:`ddlnl.correction`: with a ``T`` the outer cross-entropy is forward-corrected,
+``-log (softmax(exp(log_temp) preds) @ T)[given]`` (:func:`.losses.outer_loss`), so the learned
+set is fitted as ``P(true | x)`` and the flips of the real batch are left to ``T``.
+
 ZCA (``zca=True``): RCIG whitens every dataset but MNIST/Fashion-MNIST (``dataloader.py``
 ``normalize_zca``; ``ops.get_whitening_transform``: biased covariance of the per-channel
 standardised images, ``zca_reg * trace / D`` added to the eigenvalues, reg 0.1); the training
