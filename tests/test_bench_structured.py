@@ -151,3 +151,21 @@ def test_another_seed_writes_its_own_tables(tmp_path, monkeypatch):
 def test_iterate_needs_posterior_init(tmp_path, monkeypatch):
     with pytest.raises(SystemExit):
         _run(monkeypatch, "--no-run", "--iterate", "--results", str(tmp_path), "--root", str(tmp_path / "r"))
+
+
+def test_seeds_summary_averages_the_rows_measured_in_every_seed(tmp_path, monkeypatch):
+    res = _tables(tmp_path, ITERATED)
+    seed1 = ITERATED.replace("71.60 ± 0.00", "73.60 ± 0.00").replace("79.03 ± 0.00", "76.03 ± 0.00") \
+        .replace("| asymmetric:0.4 | DM + remedy (estimated T) | 10 | 72.54 ± 0.00 | +0.69 | -1.01 | +1.41 |\n", "")
+    (res / "structured_seed1.md").write_text(seed1)
+    _run(monkeypatch, "--summarize-seeds", "0,1", "--results", str(res))
+    rows = {(r[0], r[1], r[2]): r for r in _rows(res / "structured_seeds.md")}
+    # DM IPC 50: 71.60 and 73.60 -> mean 72.60, sample std 1.41; re-estimated: 79.03 and 76.03 -> 77.53.
+    assert rows[("asymmetric:0.4", "DM (no remedy)", "50")][3:5] == ["71.60 / 73.60", "72.60 ± 1.41"]
+    assert rows[("asymmetric:0.4", "DM + remedy (T re-estimated once, posterior init)", "50")][3:] == \
+        ["79.03 / 76.03", "77.53 ± 2.12", "+5.68", "+3.98", "+4.93"]
+    assert ("asymmetric:0.4", "DM + remedy (estimated T)", "10") not in rows  # not measured in seed 1
+    text = (res / "structured_seeds.md").read_text()
+    assert "unremedied 72.60 -> goal NOT met on the mean" in text  # +4.93 < 5
+    with pytest.raises(SystemExit, match="structured_seed2.md is missing"):
+        _run(monkeypatch, "--summarize-seeds", "0,2", "--results", str(res))
