@@ -769,7 +769,7 @@ def _base_config(cfg) -> dict:
     """``asdict(cfg)`` without the fields added after the store's records were written, at their
     neutral values, so that those records still match (a DM row's own remedy settings are in its name)."""
     out = asdict(cfg)
-    for name, neutral in (("correction_init", "given"),):
+    for name, neutral in (("correction_init", "given"), ("correction_rounds", 1)):
         if out.get(name) == neutral:
             out.pop(name)
     return out
