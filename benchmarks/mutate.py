@@ -123,6 +123,7 @@ TARGETS: dict[str, tuple[str, list[str], list[str]]] = {
     "remedy": ("src/ddlnl/remedy.py", ["teacher_dm_config", "noise_model_for_job"],
                ["tests/test_correction.py::test_correction_rounds_2_re_estimates_T_from_teachers_on_the_remedied_set",
                 "tests/test_correction.py::test_the_teacher_set_of_a_posterior_init_job_is_plain_dm",
+                "tests/test_correction.py::test_the_estimated_route_keeps_its_teacher_sets_and_remakes_them_only_when_their_inputs_change",
                 "tests/test_correction.py::test_the_estimated_route_of_a_job_without_dm_uses_dm_s_preset"]),
     "rcig_solvers": ("src/ddlnl/methods/rcig/solvers.py", ["_clip_to"], ["tests/test_defining_rcig.py"]),
     "rcig_loop": ("src/ddlnl/methods/rcig/loop.py", ["_monotone", "_diverged", "_search_lr"],

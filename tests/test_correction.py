@@ -577,3 +577,62 @@ def test_run_with_T_re_estimated_once(tmp_path, capsys):
     syn = load_synthetic(out / "synthetic" / "dm-ipc1.safetensors")
     assert syn.meta["noise_model"]["source"] == "estimated"
     assert syn.meta["config"]["correction_rounds"] == 2
+
+
+def test_the_estimated_route_keeps_its_teacher_sets_and_remakes_them_only_when_their_inputs_change(
+        monkeypatch, tmp_path):
+    """With ``out``: the teacher sets are saved and reused by a later call of the same job (no new
+    distillation), re-made when damaged or when the first estimate changes; ``none`` gives no
+    model and ``true`` the realized T without distilling anything."""
+    from dataclasses import replace
+
+    import ddlnl.remedy as remedy
+    from ddlnl.job import JobConfig, resolve_job
+    from ddlnl.methods import dm as dm_module
+    from ddlnl.pipeline import prepare_data
+    from ddlnl.synthetic import SyntheticSet
+    from ddlnl.utils import derive_seed
+
+    job = replace(JobConfig(), methods=("dm",), preset="cpu", noise="asymmetric:0.4", train_subset=200)
+    prepared = prepare_data(job)
+    k = prepared.dataset.num_classes
+    calls, first_diag = [], [0.7]
+
+    def fake_distill(train, ipc, cfg, *, seed, num_classes, device="cpu", noise_model=None, progress=False):
+        calls.append((cfg.noise_correction, seed))
+        return SyntheticSet(images=torch.full((num_classes * ipc, *train.images.shape[1:]), float(len(calls))),
+                            labels=torch.arange(num_classes).repeat_interleave(ipc), meta={})
+
+    def fake_estimate(syn, noisy_train, train_cfg, *, num_classes, seed, device="cpu", n_teachers=3):
+        d = first_diag[0] if seed == derive_seed(job.seed, "correction-teachers") else 0.9  # round 1 / round 2
+        t = np.full((num_classes, num_classes), (1 - d) / (num_classes - 1)) + np.eye(num_classes) * (d - (1 - d) / (num_classes - 1))
+        return NoiseModel(t, np.full(num_classes, 1 / num_classes), "estimated",
+                          sample_posterior=np.full((len(noisy_train.labels), num_classes), 1 / num_classes))
+
+    monkeypatch.setattr(dm_module, "distill", fake_distill)
+    monkeypatch.setattr(remedy, "estimated_noise_model", fake_estimate)
+    for source, expected in (("none", None), ("true", "true")):
+        resolved = resolve_job(job, [f"dm.noise_correction={source}"], image_size=(28, 28))
+        model = remedy.noise_model_for_job(resolved, prepared, resolved.methods["dm"], out=tmp_path)
+        assert (model and model.source) == expected and calls == []
+    resolved = resolve_job(job, ["dm.noise_correction=estimated", "dm.correction_init=posterior",
+                                 "dm.correction_rounds=2"], image_size=(28, 28))
+    mcfg = resolved.methods["dm"]
+    model = remedy.noise_model_for_job(resolved, prepared, mcfg, out=tmp_path)
+    # The teacher set is the job's own unremedied DM IPC-10 cell (its seed), the second one the same seed.
+    cell_seed = derive_seed(job.seed, "distill", "dm", remedy.TEACHER_IPC)
+    assert calls == [("none", cell_seed), ("estimated", cell_seed)]
+    assert model.transition[0, 0] == pytest.approx(0.9)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["teacher-dm-ipc10-round2.safetensors",
+                                                         "teacher-dm-ipc10.safetensors"]
+    again = remedy.noise_model_for_job(resolved, prepared, mcfg, out=tmp_path)
+    assert len(calls) == 2 and np.allclose(again.transition, model.transition)  # both sets reused
+    first_diag[0] = 0.6  # another first estimate: the round-2 set depends on it and is re-made
+    remedy.noise_model_for_job(resolved, prepared, mcfg, out=tmp_path)
+    assert calls[2:] == [("estimated", cell_seed)]
+    (tmp_path / "teacher-dm-ipc10.safetensors").write_bytes(b"damaged")
+    remedy.noise_model_for_job(resolved, prepared, mcfg, out=tmp_path)
+    assert [c[0] for c in calls[3:]] == ["none"]  # re-made; the round-2 set still matches its inputs
+    other = resolve_job(job, ["dm.noise_correction=estimated", "dm.iterations=7"], image_size=(28, 28))
+    remedy.noise_model_for_job(other, prepared, other.methods["dm"], out=tmp_path)
+    assert [c[0] for c in calls[4:]] == ["none"]  # another DM config: another teacher set
