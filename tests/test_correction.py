@@ -384,6 +384,8 @@ def test_the_estimated_route_of_a_job_without_dm_uses_dm_s_preset():
     cfg = teacher_dm_config(resolved)
     assert cfg == replace(method_config("dm", "cpu"), depth=cfg.depth, dsa_strategy=cfg.dsa_strategy)
     assert cfg.iterations == 300 and cfg.noise_correction == "none" and "flip" not in cfg.dsa_strategy
+    # Its ConvNet fits the images: depth 2 on digits' 8x8 (last map >= 2x2), the preset's 3 on 28x28.
+    assert cfg.depth == 2 and teacher_dm_config(resolved, (28, 28)).depth == 3
     with_dm = resolve_job(replace(JobConfig(), methods=("dm", "dance"), preset="cpu"),
                           ["dm.iterations=7", "dm.noise_correction=true"])
     assert teacher_dm_config(with_dm).iterations == 7 and teacher_dm_config(with_dm).noise_correction == "none"
