@@ -154,6 +154,20 @@ _HALF = ("for an odd side k the square starts half a pixel earlier and ends half
          "rows in [top - 0.5, top - 0.5 + k) are those in [top, top + k); for an even k, k / 2 == k // 2")
 _SQUARE_T = "ExpertConfig.check refuses a forward_transition that is not K x K, so t.shape[1] == t.shape[0]"
 EQUIVALENT: dict[str, dict[str, str]] = {
+    "remedy": {
+        'key = json.dumps([job.data_identity(), TEACHER_IPC, asdict(cfg), *key_parts], sort_keys=False, default=str)':
+            "the key is only compared with keys made by the same code: asdict and data_identity list their fields in "
+            "a fixed order, so sorted or not, equal inputs give equal keys and different inputs different ones",
+        'cfg2 = replace(dm_cfg, noise_correction="estimated", correction_init=getattr(mcfg, "correction_init", "XXgivenXX"))':
+            "only DM has correction_rounds, and DM's config always has correction_init: the default is never read",
+        'first = hashlib.sha256(np.ascontiguousarray(est.transition, dtype=np.float64).tobytes()).hexdigest()[:17]':
+            "any prefix of the digest tells different first estimates apart",
+        'syn2 = teacher_set(f"teacher-dm-ipc{TEACHER_IPC}-round2.safetensors", cfg2, est, ["XXround2XX", first])':
+            "a label in the round-2 set's key: any other constant keeps it apart from the round-1 key (whose config "
+            "differs anyway)",
+        'seed=derive_seed(job.seed, "XXcorrection-teachersXX", 2), device=device)': _SALT,
+        'seed=derive_seed(job.seed, "correction-teachers", 3), device=device)': _SALT,
+    },
     "noise": {
         "return np.minimum(picked, probs.shape[1] + 1).astype(np.int64)":
             "the clamp never acts: after the division cdf[:, -1] is exactly 1.0 and every uniform is < 1, so "

@@ -613,10 +613,12 @@ def test_the_estimated_route_keeps_its_teacher_sets_and_remakes_them_only_when_t
 
     monkeypatch.setattr(dm_module, "distill", fake_distill)
     monkeypatch.setattr(remedy, "estimated_noise_model", fake_estimate)
+    tmp_path = tmp_path / "a" / "b"  # made by the first save
     for source, expected in (("none", None), ("true", "true")):
         resolved = resolve_job(job, [f"dm.noise_correction={source}"], image_size=(28, 28))
         model = remedy.noise_model_for_job(resolved, prepared, resolved.methods["dm"], out=tmp_path)
         assert (model and model.source) == expected and calls == []
+    assert remedy.noise_model_for_job(resolved, prepared, method_config("random"), out=tmp_path) is None  # no option
     resolved = resolve_job(job, ["dm.noise_correction=estimated", "dm.correction_init=posterior",
                                  "dm.correction_rounds=2"], image_size=(28, 28))
     mcfg = resolved.methods["dm"]
@@ -638,3 +640,6 @@ def test_the_estimated_route_keeps_its_teacher_sets_and_remakes_them_only_when_t
     other = resolve_job(job, ["dm.noise_correction=estimated", "dm.iterations=7"], image_size=(28, 28))
     remedy.noise_model_for_job(other, prepared, other.methods["dm"], out=tmp_path)
     assert [c[0] for c in calls[4:]] == ["none"]  # another DM config: another teacher set
+    dance = resolve_job(replace(job, methods=("dance",)), ["dance.noise_correction=estimated"], image_size=(28, 28))
+    remedy.noise_model_for_job(dance, prepared, dance.methods["dance"])
+    assert [c[0] for c in calls[5:]] == ["none"]  # DANCE has no correction_rounds: one round
