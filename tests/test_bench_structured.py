@@ -104,6 +104,8 @@ ITERATED = STRUCTURED.replace(
     "| asymmetric:0.4 | (T estimate:",
     "| asymmetric:0.4 | DM (no remedy) | 50 | 71.60 ± 0.00 | -0.25 | -1.95 | - |\n"
     "| asymmetric:0.4 | DM + remedy (T re-estimated once, posterior init) | 50 | 79.03 ± 0.00 | +7.18 | +5.48 | +7.43 |\n"
+    "| asymmetric:0.4 | RCIG (no remedy) | 10 | 67.96 ± 0.00 | -3.89 | -5.59 | - |\n"
+    "| asymmetric:0.4 | RCIG + remedy (T re-estimated once) | 10 | 74.00 ± 0.00 | +2.15 | +0.45 | +6.04 |\n"
     "| asymmetric:0.4 | (T re-estimated once: rate 0.194 vs realized 0.202, max abs T error 0.200) |  |  |  |  |  |\n"
     "| asymmetric:0.4 | (T estimate:")
 
@@ -118,6 +120,9 @@ def test_append_keeps_the_re_estimated_rows_and_their_estimate_line(tmp_path, mo
     rows = {(r[0], r[1], r[2]): r for r in _rows(res / "structured.md")}
     assert rows[("asymmetric:0.4", "DM + remedy (T re-estimated once, posterior init)", "50")][3:] == \
         ["79.03 ± 0.00", "+7.18", "+5.48", "+7.43", "A"]
+    assert rows[("asymmetric:0.4", "RCIG + remedy (T re-estimated once)", "10")][3:] == \
+        ["74.00 ± 0.00", "+2.15", "+0.45", "+6.04", "A"]
+    assert ("asymmetric:0.4", "RCIG + remedy (estimated T)", "10") in rows  # "not run": listed beside its measured rows
     lines = [r[1] for r in _rows(res / "structured.md") if r[0] == "asymmetric:0.4" and r[1].startswith("(T ")]
     assert lines == ["(T estimate: rate 0.187 vs realized 0.202, max abs T error 0.320)",
                      "(T re-estimated once: rate 0.194 vs realized 0.202, max abs T error 0.200)"]
