@@ -21,6 +21,10 @@ Nothing is tuned here: DM runs its CPU preset with the stated changes, the remed
     # only some rows, added to the committed tables (their measured rows are kept, not recomputed):
     ... bench_structured.py --part structured --noises pairflip:0.4 --ipcs 10 --append
     ... bench_structured.py --part longtail --ratios 100 --append
+    # DM with T re-estimated once (needs --posterior-init); another seed; the mean over seeds:
+    ... bench_structured.py --part structured --noises asymmetric:0.4 --ipcs 10,50 --posterior-init --iterate
+    ... bench_structured.py --seed 1 --part structured ...     # structured_seed1.md, runs/bench-structured-seed1
+    ... bench_structured.py --summarize-seeds 0,1,2             # structured_seeds.md (runs nothing)
 
 ``--append``: the rows already measured in the existing ``structured.md`` / ``longtail.md`` are read
 back from the tables and kept as they are (with the run that measured them: a ``run`` column and
@@ -698,12 +702,14 @@ def summarize_seeds(results: Path, seeds: tuple[int, ...]) -> Path:
     """``structured_seeds.md``: every row measured in the structured tables of all ``seeds``
     (``structured.md`` for seed 0, ``structured_seedN.md``), its value per seed and their mean ±
     std, with the Δ columns and the goal's verdict computed on the means."""
-    per_seed = []
+    per_seed, overrides = [], {}
     for seed in seeds:
         path = results / (f"structured_seed{seed}.md" if seed else "structured.md")
-        header, rows, _ = _table(path)
+        header, rows, other = _table(path)
         if not rows:
             raise SystemExit(f"--summarize-seeds: {path} is missing or has no table; run --seed {seed} first")
+        found = re.search(r"Overrides: (\[.*?\])", "\n".join(other))
+        overrides[path.name] = found.group(1) if found else None
         vals = {}
         for cells in rows:
             row = dict(zip(header, cells))
@@ -711,6 +717,9 @@ def summarize_seeds(results: Path, seeds: tuple[int, ...]) -> Path:
             if rec is not None and "mean" in rec:
                 vals[(row["noise"], row["row"], row["IPC"])] = 100 * rec["mean"]
         per_seed.append(vals)
+    if len(set(overrides.values())) > 1:
+        raise SystemExit(f"--summarize-seeds: the tables were made under different overrides ({overrides}); "
+                         "summarize tables of the same settings")
     keys = [k for k in per_seed[0] if all(k in v for v in per_seed[1:])]
     mean = {k: float(np.mean([v[k] for v in per_seed])) for k in keys}
 

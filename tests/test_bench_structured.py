@@ -172,5 +172,8 @@ def test_seeds_summary_averages_the_rows_measured_in_every_seed(tmp_path, monkey
     assert ("asymmetric:0.4", "DM + remedy (estimated T)", "10") not in rows  # not measured in seed 1
     text = (res / "structured_seeds.md").read_text()
     assert "unremedied 72.60 -> goal NOT met on the mean" in text  # +4.93 < 5
+    (res / "structured_seed3.md").write_text(seed1.replace("'dm.iterations=100'", "'dm.iterations=300'"))
+    with pytest.raises(SystemExit, match="different overrides"):
+        _run(monkeypatch, "--summarize-seeds", "0,3", "--results", str(res))
     with pytest.raises(SystemExit, match="structured_seed2.md is missing"):
         _run(monkeypatch, "--summarize-seeds", "0,2", "--results", str(res))
