@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch.func import jacrev, vjp, vmap
 
+from ...correction import forward_corrected_ce
 from ...utils import free_memory_bytes
 from .config import Params
 from .network import LinearizedNet, _RidgeSolver, _dot, krr_fit, krr_predict
@@ -69,10 +70,11 @@ def outer_loss(lin: LinearizedNet, images: torch.Tensor, labels: torch.Tensor, l
         ``(loss, accuracy)``, both 0-d tensors; the loss is differentiable in everything.
     """
     preds = outer_predictions(lin, images, labels, delta, real_images, l2)
-    log_p = F.log_softmax(preds * log_temp.exp(), dim=1)
-    if transition is not None:  # log (p @ T) in log space: zero entries of T are exact
-        log_p = torch.logsumexp(log_p.unsqueeze(2) + torch.log(transition.to(log_p)).unsqueeze(0), dim=1)
-    loss = -(real_targets * log_p).sum(1).mean()
+    logits = preds * log_temp.exp()
+    if transition is None:
+        loss = -(real_targets * F.log_softmax(logits, dim=1)).sum(1).mean()
+    else:
+        loss = forward_corrected_ce(logits, real_targets, transition)
     if margin:
         loss = loss - label_margin(labels)
     acc = (preds.argmax(1) == real_targets.argmax(1)).float().mean()
