@@ -454,26 +454,24 @@ def test_correction_rounds_2_re_estimates_T_from_teachers_on_the_remedied_set(mo
 
     import ddlnl.remedy as remedy
     from ddlnl.job import JobConfig, resolve_job
-    from ddlnl.methods import METHODS
+    from ddlnl.methods import dm as dm_module
     from ddlnl.pipeline import prepare_data
-    from ddlnl.synthetic import SyntheticSet
 
     job = replace(JobConfig(), methods=("dm",), preset="cpu", noise="asymmetric:0.4", train_subset=200)
     prepared = prepare_data(job)
     distilled, estimated = [], []
 
     def fake_distill(train, ipc, cfg, *, seed, num_classes, device="cpu", noise_model=None, progress=False):
-        distilled.append((cfg, noise_model))  # set n's pixels are all n
-        return SyntheticSet(images=torch.full((num_classes * ipc, *train.images.shape[1:]), float(len(distilled))),
-                            labels=torch.arange(num_classes).repeat_interleave(ipc), meta={})
+        distilled.append((cfg, noise_model))
+        return SimpleSyn(len(distilled))
 
     def fake_estimate(syn, noisy_train, train_cfg, *, num_classes, seed, device="cpu", n_teachers=3):
-        estimated.append((int(syn.images[0, 0, 0, 0]), seed))
+        estimated.append((syn.n, seed))
         t = np.full((num_classes, num_classes), 0.02) + np.eye(num_classes) * (0.8 - 0.1 * len(estimated))
         return NoiseModel(t / t.sum(1, keepdims=True), np.full(num_classes, 1 / num_classes), "estimated",
                           sample_posterior=np.full((len(noisy_train.labels), num_classes), 1 / num_classes))
 
-    monkeypatch.setitem(METHODS, "dm", METHODS["dm"]._replace(distill=fake_distill))
+    monkeypatch.setattr(dm_module, "distill", fake_distill)
     monkeypatch.setattr(remedy, "estimated_noise_model", fake_estimate)
     for rounds, init in ((1, "given"), (2, "posterior")):
         distilled.clear()
@@ -493,6 +491,15 @@ def test_correction_rounds_2_re_estimates_T_from_teachers_on_the_remedied_set(mo
         DMConfig(correction_rounds=2, noise_correction="true").check()
     with pytest.raises(ConfigError, match="use 1 or 2"):
         DMConfig(correction_rounds=3, noise_correction="estimated").check()
+
+
+class SimpleSyn:
+    def __init__(self, n):
+        self.n = n
+        self.meta = {}
+
+    def save(self, path):
+        raise AssertionError("no out directory was given: nothing is saved")
 
 
 # ------------------------------------------------------------------------------ RCIG remedy
@@ -583,7 +590,7 @@ def test_the_estimated_route_keeps_its_teacher_sets_and_remakes_them_only_when_t
 
     import ddlnl.remedy as remedy
     from ddlnl.job import JobConfig, resolve_job
-    from ddlnl.methods import METHODS
+    from ddlnl.methods import dm as dm_module
     from ddlnl.pipeline import prepare_data
     from ddlnl.synthetic import SyntheticSet
     from ddlnl.utils import derive_seed
@@ -604,7 +611,7 @@ def test_the_estimated_route_keeps_its_teacher_sets_and_remakes_them_only_when_t
         return NoiseModel(t, np.full(num_classes, 1 / num_classes), "estimated",
                           sample_posterior=np.full((len(noisy_train.labels), num_classes), 1 / num_classes))
 
-    monkeypatch.setitem(METHODS, "dm", METHODS["dm"]._replace(distill=fake_distill))
+    monkeypatch.setattr(dm_module, "distill", fake_distill)
     monkeypatch.setattr(remedy, "estimated_noise_model", fake_estimate)
     tmp_path = tmp_path / "a" / "b"  # made by the first save
     for source, expected in (("none", None), ("true", "true")):

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from .correction import NoiseModel, sample_posterior, true_noise_model
+from .errors import DataError
 
 __all__ = ["TEACHER_IPC", "N_TEACHERS", "estimated_noise_model", "teacher_dm_config", "noise_model_for_job"]
 
@@ -77,8 +78,9 @@ def noise_model_for_job(resolved: Any, prepared: Any, mcfg: Any, *, device: torc
     The estimated route's DM teacher set is saved in ``out`` (when given) and reused while it was
     made under the same data and DM config.
     """
-    from .evaluation import distill_cached
     from .job import fit_to_images
+    from .methods import dm
+    from .synthetic import load_synthetic
     from .utils import derive_seed
 
     source = getattr(mcfg, "noise_correction", "none")
@@ -94,9 +96,21 @@ def noise_model_for_job(resolved: Any, prepared: Any, mcfg: Any, *, device: torc
     def teacher_set(name: str, cfg: Any, noise_model: NoiseModel | None, key_parts: list) -> Any:
         """DM at TEACHER_IPC under ``cfg``, kept in ``out/name`` while made under the same key."""
         key = json.dumps([job.data_identity(), TEACHER_IPC, asdict(cfg), *key_parts], sort_keys=True, default=str)
-        return distill_cached(prepared, "dm", TEACHER_IPC, cfg, seed=derive_seed(job.seed, "distill", "dm", TEACHER_IPC),
-                              key=key, path=None if out is None else Path(out) / name, device=torch.device(device),
-                              noise_model=noise_model)
+        path = None if out is None else Path(out) / name
+        if path is not None and path.exists():
+            try:
+                syn = load_synthetic(path)
+            except DataError:
+                syn = None
+            if syn is not None and syn.meta.get("key") == key:
+                return syn
+        syn = dm.distill(prepared.noisy_train, TEACHER_IPC, cfg, seed=derive_seed(job.seed, "distill", "dm", TEACHER_IPC),
+                         num_classes=num_classes, device=device, noise_model=noise_model)
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            syn.meta["key"] = key
+            syn.save(path)
+        return syn
 
     syn = teacher_set(f"teacher-dm-ipc{TEACHER_IPC}.safetensors", dm_cfg, None, [])
     est = estimated_noise_model(syn, prepared.noisy_train, resolved.train, num_classes=num_classes,
